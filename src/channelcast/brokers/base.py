@@ -1,0 +1,178 @@
+"""The broker contract every backend implements (memory, kafka).
+
+Two ways to consume:
+
+* **Fan-out** (:meth:`Broker.subscribe`): every subscribing process gets every message of
+  its channels. No consumer group; a subscription reads the partitions its channels live
+  in, from the end (default) or from given positions, and filters by channel.
+* **Workers** (:meth:`Broker.worker`): competing consumers in a group, at-least-once,
+  manual commit after the handler succeeded, retries with backoff, then a dead-letter topic.
+
+Queues are bounded. A subscription whose queue is full applies backpressure to the
+broker's delivery (the consumer pauses; the memory broker's publish waits): nothing is
+dropped at this layer. Dropping for slow *clients* is the gateway's policy, not the broker's.
+
+This module holds only types and protocols: no I/O.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from channelcast.message import Envelope, Record
+from channelcast.strategies.base import TopicStrategy
+from channelcast.types import ChannelName, JSONValue, Position
+
+Handler = Callable[[Record], Awaitable[None]]
+"""A worker callback. Raising means failure: the message is retried, then dead-lettered."""
+
+DEFAULT_SUBSCRIPTION_QUEUE = 10_000
+
+# Headers every backend sets on a stored message (Kafka headers; memory keeps them too).
+HEADER_CHANNEL = "channel"
+HEADER_EVENT = "event"
+HEADER_ID = "id"
+# Dead-letter headers.
+HEADER_DLQ_ERROR = "dlq.error"
+HEADER_DLQ_ATTEMPTS = "dlq.attempts"
+HEADER_DLQ_TOPIC = "dlq.topic"
+HEADER_DLQ_PARTITION = "dlq.partition"
+HEADER_DLQ_OFFSET = "dlq.offset"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: attempt n (1-based) waits ``min(initial * 2**(n-1), maximum)``."""
+
+    max_attempts: int = 5
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.initial_backoff_s * (2 ** (attempt - 1)), self.max_backoff_s))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    processed: int = 0
+    failed_attempts: int = 0
+    dead_lettered: int = 0
+    committed: Mapping[tuple[str, int], int] = field(default_factory=dict)
+
+
+class ChannelRouter:
+    """Picks the handler for a record: per-topic callbacks (the legacy "old format") first,
+    then the first channel glob that matches. Shared by every backend."""
+
+    def __init__(self, channels: Mapping[str, Handler], topics: Mapping[str, Handler]) -> None:
+        self.topics = dict(topics)
+        self.channels = [(re.compile(fnmatch.translate(p)), h) for p, h in channels.items()]
+        self.patterns = list(channels)
+
+    def handler_for(self, record: Record) -> Handler | None:
+        handler = self.topics.get(record.position.topic)
+        if handler is not None:
+            return handler
+        for regex, candidate in self.channels:
+            if regex.match(record.channel):
+                return candidate
+        return None
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """Records of some channels, in per-channel order, from a bounded queue.
+
+    Iterate with ``async for``; ``close()`` (or leaving ``async with``) stops it. Iteration
+    raises :class:`~channelcast.errors.BrokerError` if delivery failed for good.
+    """
+
+    channels: frozenset[ChannelName]
+
+    def __aiter__(self) -> AsyncIterator[Record]: ...
+
+    async def __anext__(self) -> Record: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+
+
+@runtime_checkable
+class Worker(Protocol):
+    """A member of a consumer group. ``run()`` processes until ``stop()``."""
+
+    group: str
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def stats(self) -> WorkerStats: ...
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """A message backend. Use as ``async with broker:`` (start, then flush and close)."""
+
+    strategy: TopicStrategy
+
+    async def start(self) -> None:
+        """Connect. Raises BrokerUnavailable within the configured timeout, never hangs."""
+        ...
+
+    async def close(self) -> None:
+        """Flush pending publishes, stop subscriptions and workers, release resources."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+
+    async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
+        """Validate, encode and store one message; returns its position once acknowledged."""
+        ...
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
+        """The batch form (also keeps given ids, e.g. for migration). Same order as input."""
+        ...
+
+    def subscribe(self, channels: Iterable[str], *,
+                  since: Mapping[str, Position] | None = None,
+                  max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE) -> Subscription:
+        """Fan-out subscription: from the end, or after ``since[channel]`` for listed channels."""
+        ...
+
+    async def history(self, channel: str, since: Position) -> list[Record]:
+        """The channel's records after ``since`` up to the current end.
+
+        Raises HistoryUnavailable if some of them are gone (retention, bounded history).
+        """
+        ...
+
+    async def end_position(self, channel: str) -> Position:
+        """The position of the newest message in the channel's partition (offset -1 if empty)."""
+        ...
+
+    def worker(self, group: str, *, channels: Mapping[str, Handler] | None = None,
+               topics: Mapping[str, Handler] | None = None,
+               manual_commit: bool | None = None,
+               retry: RetryPolicy | None = None,
+               dead_letter_topic: str | None = None) -> Worker:
+        """A consumer-group member; ``channels`` maps glob patterns to handlers and
+        ``topics`` maps topic names to handlers (the legacy one-callback-per-topic API)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise BrokerUnavailable if the broker cannot be reached now (for /readyz)."""
+        ...

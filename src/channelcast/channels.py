@@ -1,0 +1,64 @@
+"""Channel grammar, in one place.
+
+A channel name is 1..164 characters of ``A-Z a-z 0-9 _ - = @ , . ;``; it must not start
+or end with ``.``. The prefix gives the type: ``private-`` and ``presence-`` channels need
+a signature to subscribe; everything else is public. This module never touches I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from channelcast.errors import InvalidChannel
+from channelcast.types import ChannelName
+
+MAX_CHANNEL_LENGTH = 164
+ALLOWED_CHARACTERS = "A-Z a-z 0-9 _ - = @ , . ;"
+_ALLOWED = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
+_BAD_CHAR = re.compile(r"[^A-Za-z0-9_\-=@,.;]")
+
+
+class ChannelType(enum.Enum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    PRESENCE = "presence"
+
+
+PRIVATE_PREFIX = "private-"
+PRESENCE_PREFIX = "presence-"
+
+
+def validate_channel(name: object) -> ChannelName:
+    """Return ``name`` as a ChannelName, or raise InvalidChannel naming the broken rule."""
+    if not isinstance(name, str):
+        raise InvalidChannel(f"channel name must be a string, got {type(name).__name__}")
+    if not name:
+        raise InvalidChannel("channel name must not be empty")
+    if len(name) > MAX_CHANNEL_LENGTH:
+        raise InvalidChannel(
+            f"channel name is {len(name)} characters; the maximum is {MAX_CHANNEL_LENGTH}")
+    if not _ALLOWED.fullmatch(name):
+        bad = _BAD_CHAR.search(name)
+        assert bad is not None
+        raise InvalidChannel(
+            f"channel name {name[:40]!r} has character {bad.group()!r} at index {bad.start()};"
+            f" allowed: {ALLOWED_CHARACTERS}")
+    if name.startswith(".") or name.endswith("."):
+        raise InvalidChannel(f"channel name {name!r} must not start or end with '.'")
+    for prefix in (PRIVATE_PREFIX, PRESENCE_PREFIX):
+        if name == prefix:
+            raise InvalidChannel(f"channel name {name!r} is only a prefix; add a name after it")
+    return ChannelName(name)
+
+
+def channel_type(name: str) -> ChannelType:
+    if name.startswith(PRESENCE_PREFIX):
+        return ChannelType.PRESENCE
+    if name.startswith(PRIVATE_PREFIX):
+        return ChannelType.PRIVATE
+    return ChannelType.PUBLIC
+
+
+def needs_auth(name: str) -> bool:
+    return channel_type(name) is not ChannelType.PUBLIC

@@ -1,0 +1,1 @@
+"""The ``channelcast`` command: thin wrappers over library functions."""

@@ -1,0 +1,64 @@
+"""``channelcast config check`` and ``channelcast route``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from channelcast.channels import validate_channel
+from channelcast.cli.options import ConfigOption, settings_from
+from channelcast.strategies import create_strategy
+
+
+def check(config: ConfigOption = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Validate the config and print it resolved (file + environment), or name the bad key."""
+    settings = settings_from(config)
+    data = settings.to_dict()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    typer.echo(f"# resolved from {settings.source} + environment: OK")
+    typer.echo(json.dumps(data, indent=2))
+
+
+def route(channels: Annotated[list[str], typer.Argument(help="Channel names.")],
+          config: ConfigOption = None,
+          strategy: Annotated[str | None, typer.Option(
+              help="Override kafka.topic_strategy (grouped, one-per-channel).")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+          ) -> None:
+    """Print the topic, partition and key each channel is published to."""
+    settings = settings_from(config)
+    kafka = settings.kafka
+    if strategy:
+        from dataclasses import replace
+
+        from channelcast.config import Settings, validate
+        kafka = replace(kafka, topic_strategy=strategy)
+        validate(Settings(broker=settings.broker, kafka=kafka, gateway=settings.gateway))
+    strat = create_strategy(kafka)
+    rows: list[dict[str, str]] = []
+    for name in channels:
+        r = strat.route(validate_channel(name))
+        rows.append({"channel": name, "topic": r.topic, "partition": str(r.partition),
+                     "key": r.key.decode()})
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(dict(row, partition=int(row["partition"]))))
+        return
+    table = Table("channel", "topic", "partition", "key", title=f"strategy: {strat.name}")
+    for row in rows:
+        table.add_row(row["channel"], row["topic"], row["partition"], row["key"])
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    config_app = typer.Typer(help="Inspect and validate configuration.", no_args_is_help=True)
+    config_app.command("check")(check)
+    app.add_typer(config_app, name="config")
+    app.command("route")(route)

@@ -1,0 +1,96 @@
+"""The one exception tree of channelcast.
+
+Every error the package raises on purpose derives from :class:`ChannelcastError`::
+
+    ChannelcastError
+    ├── ConfigError (ValueError)             a config key is missing or wrong; names the key
+    ├── InvalidChannel (ValueError)          a channel name breaks the grammar; names the rule
+    ├── InvalidPosition (ValueError)         a position string is not topic:partition:offset
+    ├── StrategyError (LookupError)          unknown strategy / partitioner / bad import path
+    ├── MessageError (ValueError)
+    │   ├── SerializationError               data is not JSON-serializable
+    │   ├── MessageTooLarge                  encoded message over the size limit
+    │   └── MalformedMessage                 bytes on the wire are not an envelope
+    ├── BrokerError
+    │   ├── BrokerUnavailable (ConnectionError)  unreachable within the configured timeout
+    │   ├── PublishError                     the broker refused or lost a publish
+    │   ├── HistoryUnavailable               asked-for offsets were removed by retention
+    │   └── BrokerClosed                     the broker was used after close()
+    └── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
+
+Errors from dependencies (confluent-kafka) are translated in exactly one place, the Kafka
+adapter, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class ChannelcastError(Exception):
+    """Root of every error channelcast raises on purpose."""
+
+
+class ConfigError(ChannelcastError, ValueError):
+    """A configuration value is wrong. ``key`` names it (dotted path or env var)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+class InvalidChannel(ChannelcastError, ValueError):
+    """A channel name breaks the channel grammar; the message says which rule."""
+
+
+class InvalidPosition(ChannelcastError, ValueError):
+    """A position string is not ``topic:partition:offset``."""
+
+
+class StrategyError(ChannelcastError, LookupError):
+    """Unknown topic strategy or partitioner, or a custom one that cannot be imported."""
+
+
+class MessageError(ChannelcastError, ValueError):
+    """A message cannot be built, encoded or decoded."""
+
+
+class SerializationError(MessageError):
+    """The data is not JSON-serializable."""
+
+
+class MessageTooLarge(MessageError):
+    """The encoded message is larger than the configured limit."""
+
+
+class MalformedMessage(MessageError):
+    """Bytes read from the broker are not a channelcast envelope."""
+
+
+class BrokerError(ChannelcastError):
+    """The broker failed. ``retriable`` tells whether trying again may help."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class BrokerUnavailable(BrokerError, ConnectionError):
+    """The broker could not be reached within the configured timeout."""
+
+
+class PublishError(BrokerError):
+    """The broker refused a publish, or it was not acknowledged in time."""
+
+
+class HistoryUnavailable(BrokerError):
+    """The requested offsets are gone (retention, bounded memory history): recovery failed."""
+
+
+class BrokerClosed(BrokerError):
+    """The broker (or subscription) was used after it was closed."""
+
+
+class AuthError(ChannelcastError, PermissionError):
+    """A signature is missing, malformed, stale or wrong."""

@@ -1,0 +1,114 @@
+"""The message envelope and its wire encoding.
+
+Envelope (the original's shape): ``{id, type, channel, event, data, timestamp}`` as a
+compact JSON object. ``id`` is a 26-character ULID (48-bit millisecond time + 80 random
+bits, Crockford base32): unique and sortable by creation time. ``timestamp`` is Unix
+milliseconds. Encoding and decoding are pure functions; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from channelcast.errors import MalformedMessage, MessageTooLarge, SerializationError
+from channelcast.types import ChannelName, JSONValue, Position
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+"""Kafka's default ``message.max.bytes`` is 1,048,588; stay below it with headroom."""
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ulid_lock = threading.Lock()
+_ulid_last = (0, 0)
+
+
+def new_id(now_ms: int | None = None) -> str:
+    """A ULID; monotonic within this process even when the clock stands still."""
+    global _ulid_last
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _ulid_lock:
+        last_ms, last_rand = _ulid_last
+        if ms <= last_ms:
+            ms, rand = last_ms, (last_rand + 1) & ((1 << 80) - 1)
+        else:
+            rand = int.from_bytes(os.urandom(10), "big")
+        _ulid_last = (ms, rand)
+    value = (ms << 80) | rand
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One published message. Immutable; ``position`` is set once the broker stored it."""
+
+    channel: ChannelName
+    event: str
+    data: JSONValue
+    id: str = field(default_factory=new_id)
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+    type: str = "message"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "channel": self.channel, "event": self.event,
+                "data": self.data, "timestamp": self.timestamp}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An envelope as read back from the broker, with where it was stored."""
+
+    envelope: Envelope
+    position: Position
+
+    @property
+    def channel(self) -> ChannelName:
+        return self.envelope.channel
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.envelope.to_dict()
+        d["position"] = str(self.position)
+        return d
+
+
+def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """Envelope -> compact UTF-8 JSON; raises SerializationError or MessageTooLarge."""
+    try:
+        raw = json.dumps(envelope.to_dict(), separators=(",", ":"), ensure_ascii=False,
+                         allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"data for channel {envelope.channel!r} is not JSON-serializable: {exc}") from exc
+    if len(raw) > max_bytes:
+        raise MessageTooLarge(
+            f"message for channel {envelope.channel!r} is {len(raw)} bytes encoded;"
+            f" the limit is {max_bytes}")
+    return raw
+
+
+def decode(raw: bytes | None) -> Envelope:
+    """Wire bytes -> Envelope; raises MalformedMessage (never anything else) on bad input."""
+    if raw is None:
+        raise MalformedMessage("message has no value")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessage(f"message is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise MalformedMessage("message is not a JSON object")
+    try:
+        channel, event, mid, ts = obj["channel"], obj["event"], obj["id"], obj["timestamp"]
+    except KeyError as exc:
+        raise MalformedMessage(f"message lacks field {exc.args[0]!r}") from exc
+    if not (isinstance(channel, str) and isinstance(event, str) and isinstance(mid, str)
+            and isinstance(ts, int)):
+        raise MalformedMessage("message fields have the wrong types")
+    return Envelope(channel=ChannelName(channel), event=event, data=obj.get("data"), id=mid,
+                    timestamp=ts, type=str(obj.get("type", "message")))

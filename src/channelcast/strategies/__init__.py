@@ -1,0 +1,95 @@
+"""Topic strategies: which topic, partition and key a channel's messages use.
+
+Strategies and partitioners are chosen by name from a plain registry, or by import path
+(``package.module:Name``) for a custom one. A custom strategy is called with the
+:class:`~channelcast.config.KafkaSettings` and must satisfy :class:`TopicStrategy`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from channelcast.errors import StrategyError
+from channelcast.strategies.base import Route, TopicSpec, TopicStrategy
+from channelcast.strategies.grouped import GroupedTopics, TopicRule
+from channelcast.strategies.one_per_channel import OneTopicPerChannel, legacy_topic_name
+from channelcast.strategies.partitioners import (
+    PARTITIONERS,
+    Partitioner,
+    crc32_partition,
+    murmur2,
+    murmur2_partition,
+)
+from channelcast.types import TopicName
+
+if TYPE_CHECKING:
+    from channelcast.config import KafkaSettings
+
+__all__ = [
+    "PARTITIONERS",
+    "STRATEGIES",
+    "GroupedTopics",
+    "OneTopicPerChannel",
+    "Partitioner",
+    "Route",
+    "TopicRule",
+    "TopicSpec",
+    "TopicStrategy",
+    "crc32_partition",
+    "create_strategy",
+    "legacy_topic_name",
+    "load_partitioner",
+    "murmur2",
+    "murmur2_partition",
+]
+
+
+def _import(path: str, what: str) -> Any:
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise StrategyError(f"unknown {what} {path!r}: use a known name or package.module:Name")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise StrategyError(f"cannot import {what} {path!r}: {exc}") from exc
+
+
+def load_partitioner(name: str) -> Partitioner:
+    if name in PARTITIONERS:
+        return PARTITIONERS[name]
+    func = _import(name, "partitioner")
+    if not callable(func):
+        raise StrategyError(f"partitioner {name!r} is not callable")
+    return func  # type: ignore[no-any-return]
+
+
+def _grouped(settings: KafkaSettings) -> TopicStrategy:
+    rules = [TopicRule(m.pattern, m.topic, m.partitions,
+                       m.replication_factor or settings.replication_factor, m.config)
+             for m in settings.topic_mapping]
+    default = TopicSpec(TopicName(settings.default_topic), settings.default_partitions,
+                        settings.replication_factor)
+    return GroupedTopics(rules, default, load_partitioner(settings.partitioner))
+
+
+def _one_per_channel(settings: KafkaSettings) -> TopicStrategy:
+    return OneTopicPerChannel(settings.topic_prefix, settings.replication_factor)
+
+
+STRATEGIES: dict[str, Callable[[KafkaSettings], TopicStrategy]] = {
+    "grouped": _grouped,
+    "one-per-channel": _one_per_channel,
+}
+
+
+def create_strategy(settings: KafkaSettings) -> TopicStrategy:
+    """The strategy named by ``settings.topic_strategy`` (registry name or import path)."""
+    name = settings.topic_strategy
+    factory = STRATEGIES.get(name) or _import(name, "topic strategy")
+    strategy = factory(settings)
+    if not isinstance(strategy, TopicStrategy):
+        raise StrategyError(f"topic strategy {name!r} does not implement TopicStrategy")
+    return strategy

@@ -1,0 +1,59 @@
+"""The topic-strategy contract: channel -> frozen Route; the topics a deployment needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from channelcast.types import ChannelName, TopicName
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a channel's messages go. ``key`` is the channel as UTF-8 (the message key)."""
+
+    topic: TopicName
+    partition: int
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic the strategy needs, for provisioning."""
+
+    name: TopicName
+    partitions: int
+    replication_factor: int | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TopicStrategy(Protocol):
+    """Maps channels onto topics and partitions. Implementations are pure and thread-safe."""
+
+    name: str
+
+    def route(self, channel: ChannelName) -> Route:
+        """The topic, partition and key for one channel."""
+        ...
+
+    def topics(self, channels: Iterable[str] = ()) -> list[TopicSpec]:
+        """Every topic needed: the declared ones plus those the given channels map to."""
+        ...
+
+    def topics_for(self, channels: Iterable[str]) -> frozenset[TopicName]:
+        """The distinct topics a set of channels lives in (for subscribing)."""
+        ...
+
+    def subscription_topics(self, patterns: Iterable[str]) -> frozenset[str]:
+        """Topics a consumer group needs for channel glob patterns.
+
+        An entry starting with ``^`` is a topic regex (librdkafka's convention). The result
+        may be wider than the patterns: consumers still filter by channel.
+        """
+        ...
+
+
+def is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real Kafka broker for the suite, unique topic names, settings.
+
+Kafka is ``$KAFKA_BOOTSTRAP`` when set (scripts/test sets it), else a broker this session
+starts itself with scripts/kafka_local.py. If Kafka cannot start, Kafka tests FAIL: they
+never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import kafka_local  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if bootstrap:
+        yield bootstrap
+        return
+    cluster = kafka_local.Cluster(name="pytest", brokers=1, port=39192)
+    try:
+        cluster.stop()
+        bootstrap = cluster.start()
+    except Exception as exc:
+        pytest.fail(f"could not start the local Kafka broker: {exc}", pytrace=False)
+    try:
+        yield bootstrap
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, group and channel names in one test."""
+    return uuid.uuid4().hex[:10]
