@@ -17,6 +17,7 @@ from channelcast.errors import ChannelcastError
 
 COMMAND_MODULES = [
     "channelcast.cli.config_cmd",
+    "channelcast.cli.topics",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,63 @@
+"""Fixtures for the operations tests: a config whose topics carry the test's unique suffix,
+an admin client on the shared broker, and cleanup of the topics a test created."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from channelcast.brokers.kafka.admin import KafkaAdmin
+
+ConfigWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def cleanup_topics() -> list[str]:
+    """Topic names a test created; the ``admin`` fixture deletes them afterwards."""
+    return []
+
+
+@pytest.fixture
+def admin(kafka_bootstrap: str, cleanup_topics: list[str]) -> Iterator[KafkaAdmin]:
+    client = KafkaAdmin(kafka_bootstrap, timeout_s=15)
+    yield client
+    client.delete_topics(sorted(set(cleanup_topics)))
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, kafka_bootstrap: str, unique: str,
+                 cleanup_topics: list[str], admin: KafkaAdmin) -> ConfigWriter:
+    """Write a grouped-strategy config; topics are ``ops.<name>.<unique>`` and cleaned up."""
+
+    def write(*, user_partitions: int = 4, public_partitions: int = 2,
+              default_partitions: int = 3, replication_factor: int = 1,
+              retention_ms: int = 3_600_000, name: str = "channelcast.toml") -> Path:
+        user, public, default = (f"ops.user.{unique}", f"ops.public.{unique}",
+                                 f"ops.default.{unique}")
+        cleanup_topics.extend((user, public, default))
+        path = tmp_path / name
+        path.write_text(f"""
+broker = "kafka://{kafka_bootstrap}"
+
+[kafka]
+topic_strategy = "grouped"
+default_topic = "{default}"
+default_partitions = {default_partitions}
+replication_factor = {replication_factor}
+dead_letter_topic = "ops.dlq.{unique}"
+timeout_s = 15
+
+[kafka.topic_mapping."user.*"]
+topic = "{user}"
+partitions = {user_partitions}
+config = {{ "retention.ms" = "{retention_ms}" }}
+
+[kafka.topic_mapping."public.*"]
+topic = "{public}"
+partitions = {public_partitions}
+""", encoding="utf-8")
+        return path
+
+    return write
