@@ -148,7 +148,7 @@ class Broker(Protocol):
         ...
 
     def subscribe(self, channels: Iterable[str], *,
-                  since: Mapping[str, Position] | None = None,
+                  since: Mapping[str, Position] | Mapping[ChannelName, Position] | None = None,
                   max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE) -> Subscription:
         """Fan-out subscription: from the end, or after ``since[channel]`` for listed channels."""
         ...

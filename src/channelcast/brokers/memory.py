@@ -241,7 +241,7 @@ class MemoryBroker:
 
     # --- fan-out -----------------------------------------------------------------
     def subscribe(self, channels: Iterable[str], *,
-                  since: Mapping[str, Position] | None = None,
+                  since: Mapping[str, Position] | Mapping[ChannelName, Position] | None = None,
                   max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE) -> MemorySubscription:
         self._check_open()
         names = frozenset(validate_channel(c) for c in channels)

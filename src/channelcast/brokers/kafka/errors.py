@@ -1,0 +1,62 @@
+"""The one place where confluent-kafka errors become channelcast errors.
+
+Classification uses the error object's own flags and codes (``retriable()``, ``fatal()``,
+``code()``), never its message text. Every translated error keeps the original as
+``__cause__`` (``raise translate(exc) from exc``).
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+
+from channelcast.errors import BrokerError, BrokerUnavailable, MessageTooLarge, PublishError
+
+# Codes that mean "cannot reach the cluster (in time)", as opposed to "it said no".
+_UNREACHABLE = frozenset({
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+    KafkaError._TIMED_OUT,
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION,
+    KafkaError.REQUEST_TIMED_OUT,
+})
+
+
+def kafka_error_of(exc: BaseException | KafkaError) -> KafkaError | None:
+    """The KafkaError inside a KafkaException (or the error itself)."""
+    if isinstance(exc, KafkaError):
+        return exc
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def translate(exc: BaseException | KafkaError, doing: str) -> BrokerError | MessageTooLarge:
+    """A channelcast error for a confluent-kafka failure while ``doing`` something.
+
+    Unreachable/timeout codes -> BrokerUnavailable; an oversize message -> MessageTooLarge;
+    anything else -> PublishError. ``retriable`` comes from the error's own flag; a
+    ``fatal()`` error is never retriable (the client instance is unusable).
+    """
+    err = kafka_error_of(exc)
+    if err is None:
+        return PublishError(f"{doing} failed: {exc}")
+    code = err.code()
+    fatal = err.fatal()
+    retriable = bool(err.retriable()) and not fatal
+    text = f"{doing} failed: {err.name()}: {err.str()}" + (" (fatal)" if fatal else "")
+    if code == KafkaError.MSG_SIZE_TOO_LARGE:
+        return MessageTooLarge(text)
+    if code in _UNREACHABLE and not fatal:
+        return BrokerUnavailable(text, retriable=True)
+    return PublishError(text, retriable=retriable)
+
+
+def is_partition_eof(err: KafkaError) -> bool:
+    return bool(err.code() == KafkaError._PARTITION_EOF)
+
+
+def is_no_offset(exc: BaseException) -> bool:
+    err = kafka_error_of(exc)
+    return err is not None and err.code() == KafkaError._NO_OFFSET

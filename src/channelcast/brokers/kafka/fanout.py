@@ -1,0 +1,397 @@
+"""Fan-out subscriptions on Kafka: one assign()-based consumer thread per broker.
+
+No consumer group: every process reads every message of the partitions its live
+subscriptions need (``incremental_assign`` with explicit offsets), so a sibling process
+never takes messages away. Records are routed to subscriptions by the ``channel`` header;
+a second channel in an already-assigned partition costs no new consumer.
+
+Threading: the consumer is touched only by its own thread (poll, assign, unassign and
+close never overlap); the event loop talks to it through a command queue.
+
+Overflow: each subscription has a bounded inbox. When one is full the consumer thread
+waits for room, which pauses delivery to every subscription of this broker (backpressure,
+nothing is dropped). Slow *clients* are the gateway's business, not this layer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from channelcast.brokers.base import HEADER_CHANNEL
+from channelcast.brokers.kafka.errors import translate
+from channelcast.brokers.kafka.producer import coords
+from channelcast.errors import BrokerClosed, BrokerError, BrokerUnavailable, MessageError
+from channelcast.message import Record, decode
+from channelcast.strategies import TopicStrategy
+from channelcast.types import ChannelName, Position
+
+if TYPE_CHECKING:
+    from channelcast.brokers.kafka.broker import KafkaBroker
+
+log = logging.getLogger("channelcast.kafka")
+
+TP = tuple[str, int]
+
+
+def _finish(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def header(msg: Message, name: str) -> str | None:
+    """A header's value as text (consumed messages carry headers as a list of pairs)."""
+    headers = msg.headers()
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in pairs:
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
+class _Inbox:
+    """A bounded, thread-safe queue: the consumer thread puts, the event loop gets."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
+        self._loop = loop
+        self._maxsize = max(1, maxsize)
+        self._items: deque[Record | BaseException] = deque()
+        self._cond = threading.Condition()
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_finish, waiter)
+
+    def put_many(self, records: list[Record], stopping: threading.Event) -> None:
+        """Consumer thread: append, waiting while full (backpressure)."""
+        i = 0
+        while i < len(records):
+            with self._cond:
+                while (len(self._items) >= self._maxsize and not self.closed
+                       and not stopping.is_set()):
+                    self._cond.wait(0.1)
+                if self.closed or stopping.is_set():
+                    return
+                room = self._maxsize - len(self._items)
+                self._items.extend(records[i:i + room])
+                i += room
+                self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self._items.append(exc)
+            self._wake()
+
+    async def get(self) -> Record | BaseException | None:
+        while True:
+            with self._cond:
+                if self._items:
+                    item = self._items.popleft()
+                    self._cond.notify()
+                    return item
+                if self.closed:
+                    return None
+                waiter = self._loop.create_future()
+                self._waiter = waiter
+            await waiter
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._items.clear()
+            self._cond.notify_all()
+            self._wake()
+
+
+class KafkaSubscription:
+    """A fan-out subscription: backlog (``since``) first, then live records.
+
+    It becomes live asynchronously; ``await sub.ready()`` (or ``async with``) returns once
+    every message published afterwards is guaranteed to reach it.
+    """
+
+    def __init__(self, broker: KafkaBroker, channels: frozenset[ChannelName],
+                 since: Mapping[ChannelName, Position], max_queue: int) -> None:
+        self.channels = channels
+        self._broker = broker
+        self._since = dict(since)
+        self._inbox = _Inbox(asyncio.get_running_loop(), max_queue)
+        self._backlog: deque[Record] = deque()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._registered = False
+        self._opening = asyncio.ensure_future(self._open())
+
+    @property
+    def inbox(self) -> _Inbox:
+        return self._inbox
+
+    async def _open(self) -> None:
+        broker = self._broker
+        await broker._ensure_topics_for(self.channels)
+        if self._closed:
+            return
+        live_from = await broker._fanout_consumer().register(self)
+        self._registered = True
+        backlog: list[Record] = []
+        for channel, position in self._since.items():
+            route = broker.strategy.route(channel)
+            until = live_from[(route.topic, route.partition)]
+            try:
+                backlog.extend(await broker._read_history(channel, position, until))
+            except BrokerError as exc:
+                self._error = exc
+        backlog.sort(key=lambda r: (r.position.topic, r.position.partition, r.position.offset))
+        self._backlog.extend(backlog)
+
+    async def ready(self) -> None:
+        """Wait until the subscription is live (topics exist, partitions assigned)."""
+        await asyncio.shield(self._opening)
+
+    def __aiter__(self) -> AsyncIterator[Record]:
+        return self
+
+    async def __anext__(self) -> Record:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            await self.ready()
+        except BrokerError:
+            await self.close()
+            raise
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._backlog:
+            return self._backlog.popleft()
+        item = await self._inbox.get()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.close()
+        if not self._opening.done():
+            try:
+                await asyncio.shield(self._opening)
+            except Exception as exc:  # the open failed: nothing to unregister
+                log.debug("subscription closed after a failed open: %s", exc)
+        elif self._opening.exception() is not None:
+            log.debug("subscription open had failed: %s", self._opening.exception())
+        if self._registered:
+            await self._broker._fanout_consumer().unregister(self)
+
+    async def __aenter__(self) -> Self:
+        await self.ready()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+
+class FanoutConsumer:
+    """One consumer thread serving every fan-out subscription of one KafkaBroker."""
+
+    def __init__(self, config: dict[str, Any], strategy: TopicStrategy, timeout: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._config = config
+        self._strategy = strategy
+        self._timeout = timeout
+        self._loop = loop
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._position: dict[TP, int] = {}  # next offset to dispatch, per assigned partition
+        self._refs: dict[TP, int] = {}
+        self._by_channel: dict[str, set[KafkaSubscription]] = {}
+        self._subs: dict[KafkaSubscription, frozenset[TP]] = {}
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="channelcast-fanout",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- called on the event loop -----------------------------------------------
+    async def _call(self, func: Callable[[], Any]) -> Any:
+        if self._stop.is_set() or not self._thread.is_alive():
+            raise BrokerClosed("the Kafka fan-out consumer is stopped")
+        future: asyncio.Future[Any] = self._loop.create_future()
+
+        def run() -> None:
+            try:
+                result = func()
+            except BaseException as exc:
+                self._loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                self._loop.call_soon_threadsafe(_settle, future, result, None)
+
+        self._commands.put(run)
+        return await future
+
+    async def register(self, sub: KafkaSubscription) -> dict[TP, int]:
+        """Assign what ``sub`` needs; returns, per partition, where its live part starts."""
+        result: dict[TP, int] = await self._call(lambda: self._register(sub))
+        return result
+
+    async def unregister(self, sub: KafkaSubscription) -> None:
+        if self._thread.is_alive() and not self._stop.is_set():
+            await self._call(lambda: self._unregister(sub))
+
+    async def close(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join)
+
+    # --- the consumer thread -----------------------------------------------------
+    def _register(self, sub: KafkaSubscription) -> dict[TP, int]:
+        if self._failure is not None:
+            raise self._failure
+        tps: set[TP] = set()
+        for channel in sub.channels:
+            route = self._strategy.route(channel)
+            tps.add((route.topic, route.partition))
+        new: list[TopicPartition] = []
+        for tp in sorted(tps - set(self._position)):
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp[0], tp[1]), timeout=self._timeout, cached=False)
+            except KafkaException as exc:
+                raise translate(exc, f"reading the end of {tp[0]}:{tp[1]}") from exc
+            self._position[tp] = high
+            new.append(TopicPartition(tp[0], tp[1], high))
+        if new:
+            self._consumer.incremental_assign(new)
+        for tp in tps:
+            self._refs[tp] = self._refs.get(tp, 0) + 1
+        for channel in sub.channels:
+            self._by_channel.setdefault(channel, set()).add(sub)
+        self._subs[sub] = frozenset(tps)
+        return {tp: self._position[tp] for tp in tps}
+
+    def _unregister(self, sub: KafkaSubscription) -> None:
+        tps = self._subs.pop(sub, frozenset())
+        for channel in sub.channels:
+            subs = self._by_channel.get(channel)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_channel[channel]
+        gone = []
+        for tp in tps:
+            self._refs[tp] -= 1
+            if self._refs[tp] == 0:
+                del self._refs[tp]
+                del self._position[tp]
+                gone.append(TopicPartition(tp[0], tp[1]))
+        if gone:
+            self._consumer.incremental_unassign(gone)
+
+    def _run(self) -> None:
+        try:
+            self._consumer = Consumer(self._config)
+        except KafkaException as exc:
+            self._fail_all(translate(exc, "creating the fan-out consumer"))
+            return
+        try:
+            while not self._stop.is_set():
+                self._drain_commands()
+                if not self._position:
+                    with contextlib.suppress(queue.Empty):
+                        self._commands.get(timeout=0.1)()
+                    continue
+                self._dispatch(self._consumer.consume(1000, timeout=0.05))
+        except KafkaException as exc:
+            self._fail_all(translate(exc, "consuming"))
+        except BaseException as exc:  # a bug must not leave subscribers hanging
+            log.exception("fan-out consumer thread crashed")
+            self._fail_all(BrokerUnavailable(f"fan-out consumer crashed: {exc!r}"))
+        finally:
+            self._stop.set()
+            for sub in list(self._subs):
+                sub.inbox.close()
+            self._drain_commands()
+            self._consumer.close()
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._failure = exc
+        for sub in list(self._subs):
+            sub.inbox.fail(exc)
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        out: dict[KafkaSubscription, list[Record]] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                # Transient (broker restarting, leader moving): librdkafka retries itself.
+                log.warning("fan-out consumer: %s", err)
+                continue
+            topic, partition, offset = coords(msg)
+            tp = (topic, partition)
+            expected = self._position.get(tp)
+            if expected is None or offset < expected:
+                continue  # unassigned meanwhile, or already dispatched
+            self._position[tp] = offset + 1
+            channel = header(msg, HEADER_CHANNEL)
+            record: Record | None = None
+            if channel is None:
+                record = self._decode(msg)
+                if record is None:
+                    continue
+                channel = record.channel
+            subs = self._by_channel.get(channel)
+            if not subs:
+                continue
+            if record is None:
+                record = self._decode(msg)
+                if record is None:
+                    continue
+            for sub in subs:
+                out.setdefault(sub, []).append(record)
+        for sub, records in out.items():
+            sub.inbox.put_many(records, self._stop)
+
+    @staticmethod
+    def _decode(msg: Message) -> Record | None:
+        try:
+            envelope = decode(msg.value())
+        except MessageError as exc:
+            # Not ours to fix here, but never silently: say where it is.
+            log.warning("skipping malformed message at %s:%s:%s: %s",
+                        msg.topic(), msg.partition(), msg.offset(), exc)
+            return None
+        return Record(envelope, Position(*coords(msg)))
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+

@@ -1,0 +1,173 @@
+"""The publishing half of the Kafka adapter: one confluent Producer and its poll thread.
+
+Delivery reports are served by a dedicated thread (``poll()`` in a loop) and resolved on
+the event loop with ``loop.call_soon_threadsafe``: one call per *batch*, not per message,
+so ``publish_many`` costs one future however many messages it carries. The event loop
+never blocks on librdkafka: a full local queue (BufferError) is waited out with
+``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from channelcast.brokers.kafka.errors import translate
+from channelcast.errors import BrokerClosed, PublishError
+from channelcast.types import Position
+
+log = logging.getLogger("channelcast.kafka")
+
+Outgoing = tuple[str, int, bytes, bytes, list[tuple[str, str | bytes | None]]]
+"""(topic, partition, key, value, headers): one encoded message ready for produce()."""
+
+
+def producer_defaults(brokers: str, timeout_s: float) -> dict[str, Any]:
+    """Our producer defaults; ``settings.kafka.producer`` is merged over them."""
+    return {
+        "bootstrap.servers": brokers,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "batch.size": 1_000_000,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        # A publish is acknowledged or fails within the configured timeout: never hangs.
+        "message.timeout.ms": max(1000, int(timeout_s * 1000)),
+        "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
+    }
+
+
+class _Batch:
+    """Delivery state of one publish call; callbacks arrive on the poll thread."""
+
+    __slots__ = ("error", "future", "lock", "loop", "pending", "positions")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.positions: list[Position | None] = [None] * size
+        self.pending = size
+        self.error: KafkaError | None = None
+        self.lock = threading.Lock()
+
+    def delivered(self, index: int, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.positions[index] = Position(*coords(msg))
+        elif self.error is None:
+            self.error = err
+        self.settle(1)
+
+    def settle(self, count: int) -> None:
+        with self.lock:
+            self.pending -= count
+            done = self.pending == 0
+        if done:
+            self.loop.call_soon_threadsafe(_finish, self.future)
+
+
+def coords(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a delivered or consumed (non-error) message."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None
+    assert partition is not None
+    assert offset is not None
+    return topic, partition, offset
+
+
+def _finish(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class KafkaPublisher:
+    """Owns the Producer; ``send`` produces a batch and waits for every acknowledgement."""
+
+    def __init__(self, config: dict[str, Any], flush_timeout: float) -> None:
+        self._config = dict(config)
+        self._config.setdefault("error_cb", self._on_error)
+        self._flush_timeout = flush_timeout
+        self.producer = Producer(self._config)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="channelcast-producer",
+                                        daemon=True)
+        self._fatal: KafkaError | None = None
+        self._closed = False
+        self._thread.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Client-level errors (all brokers down, fatal idempotence errors): never silent.
+        if err.fatal():
+            self._fatal = err
+            log.error("Kafka producer fatal error: %s", err)
+        else:
+            log.warning("Kafka producer: %s", err)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+        remaining = self.producer.flush(self._flush_timeout)
+        if remaining:
+            log.error("Kafka producer closed with %d undelivered messages", remaining)
+
+    async def send(self, messages: Sequence[Outgoing]) -> list[Position]:
+        if self._closed:
+            raise BrokerClosed("the Kafka broker is closed")
+        if self._fatal is not None:
+            raise translate(self._fatal, "publishing")
+        if not messages:
+            return []
+        batch = _Batch(asyncio.get_running_loop(), len(messages))
+        produce = self.producer.produce
+        produced = 0
+        try:
+            for index, (topic, partition, key, value, headers) in enumerate(messages):
+                callback = partial(batch.delivered, index)
+                while True:
+                    try:
+                        produce(topic, value, key, partition=partition, headers=headers,
+                                on_delivery=callback)
+                        break
+                    except BufferError:
+                        # Local queue full: let the poll thread drain it.
+                        await asyncio.sleep(0.002)
+                produced += 1
+        except KafkaException as exc:
+            batch.settle(len(messages) - produced)
+            await batch.future
+            raise translate(exc, "publishing") from exc
+        except BaseException:
+            batch.settle(len(messages) - produced)
+            raise
+        await batch.future
+        if batch.error is not None:
+            raise translate(batch.error, "publishing")
+        out: list[Position] = []
+        for position in batch.positions:
+            if position is None:  # pragma: no cover - every success sets it
+                raise PublishError("publishing failed: a delivery report had no position")
+            out.append(position)
+        return out
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join)
+
+    def list_topics_blocking(self, timeout: float) -> None:
+        """Raise BrokerUnavailable (or another translated error) if there is no metadata."""
+        try:
+            self.producer.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise translate(exc, "connecting to Kafka") from exc
+
