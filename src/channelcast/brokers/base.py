@@ -90,9 +90,15 @@ class Subscription(Protocol):
 
     Iterate with ``async for``; ``close()`` (or leaving ``async with``) stops it. Iteration
     raises :class:`~channelcast.errors.BrokerError` if delivery failed for good.
+
+    A subscription may become live asynchronously (Kafka assigns partitions in a thread):
+    every message published after ``await sub.ready()`` returns reaches it. Entering
+    ``async with`` and the first ``__anext__`` both wait for readiness.
     """
 
     channels: frozenset[ChannelName]
+
+    async def ready(self) -> None: ...
 
     def __aiter__(self) -> AsyncIterator[Record]: ...
 

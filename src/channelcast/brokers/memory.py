@@ -99,6 +99,9 @@ class MemorySubscription:
         self._error = error
         self._closed = False
 
+    async def ready(self) -> None:
+        """Always ready: registration is synchronous in memory."""
+
     async def put(self, record: Record) -> None:
         if not self._closed:
             await self._queue.put(record)
