@@ -73,6 +73,7 @@ class GatewaySettings:
     slow_client_policy: str = "drop-oldest"
     presence_ttl_s: float = 15.0
     history_size: int = 10000
+    demo: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +242,7 @@ _GATEWAY_PARSERS: dict[str, Callable[[str, object], Any]] = {
     "slow_client_policy": _str,
     "presence_ttl_s": _float,
     "history_size": lambda k, v: _int(k, v, 1),
+    "demo": _bool,
 }
 
 ENV_KAFKA = {

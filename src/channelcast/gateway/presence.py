@@ -1,0 +1,155 @@
+"""Presence bookkeeping for one presence channel on one node. Sans-I/O: no awaits, no clock.
+
+Every gateway node publishes presence operations on the presence channel itself, as
+messages with the reserved event :data:`PRESENCE_EVENT` (clients never see them as
+messages; the publish API refuses the ``channelcast:`` prefix):
+
+* ``join``/``leave``: one connection of this node entered or left the channel.
+* ``heartbeat``: this node's full list of connections in the channel (replaces what others
+  know of it), sent every ``ttl/3`` seconds while it has members there.
+* ``sync``: a node that just started following the channel asks the others for a heartbeat.
+
+A node whose heartbeat is older than ``ttl`` is considered dead and its members leave.
+The state is a map ``(node, connection) -> Member``; the member list is the distinct
+``user_id``\\ s in it, so one user with two tabs is one member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from channelcast.types import JSONValue
+
+PRESENCE_EVENT = "channelcast:presence"
+RESERVED_EVENT_PREFIX = "channelcast:"
+MAX_USER_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: str
+    user_info: JSONValue = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "user_info": self.user_info}
+
+    @classmethod
+    def from_obj(cls, obj: object) -> Member | None:
+        """A Member from decoded JSON, or None if it is not one."""
+        if not isinstance(obj, dict):
+            return None
+        user_id = obj.get("user_id")
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            user_id = str(user_id)
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID:
+            return None
+        return cls(user_id, obj.get("user_info"))
+
+
+@dataclass(slots=True)
+class PresenceDiff:
+    added: list[Member] = field(default_factory=list)
+    removed: list[Member] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+class PresenceState:
+    """Who is in one presence channel, as seen by one node."""
+
+    def __init__(self, local_node: str, ttl_s: float) -> None:
+        self.local_node = local_node
+        self.ttl_s = ttl_s
+        self._entries: dict[tuple[str, str], Member] = {}
+        self._seen: dict[str, float] = {}
+
+    # --- queries -------------------------------------------------------------------
+    def members(self) -> list[Member]:
+        by_user: dict[str, Member] = {}
+        for key in sorted(self._entries):
+            member = self._entries[key]
+            by_user.setdefault(member.user_id, member)
+        return [by_user[u] for u in sorted(by_user)]
+
+    def local_connections(self) -> dict[str, Member]:
+        return {conn: m for (node, conn), m in self._entries.items() if node == self.local_node}
+
+    def nodes(self) -> set[str]:
+        return {node for node, _ in self._entries}
+
+    # --- transitions -----------------------------------------------------------------
+    def _change(self, mutate: Iterable[tuple[tuple[str, str], Member | None]]) -> PresenceDiff:
+        before = {m.user_id: m for m in self.members()}
+        for key, member in mutate:
+            if member is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = member
+        after = {m.user_id: m for m in self.members()}
+        return PresenceDiff(added=[after[u] for u in sorted(after.keys() - before.keys())],
+                            removed=[before[u] for u in sorted(before.keys() - after.keys())])
+
+    def join(self, node: str, conn: str, member: Member, now: float) -> PresenceDiff:
+        self._seen[node] = now
+        return self._change([((node, conn), member)])
+
+    def leave(self, node: str, conn: str, now: float) -> PresenceDiff:
+        return self._change([((node, conn), None)])
+
+    def heartbeat(self, node: str, conns: Mapping[str, Member], now: float) -> PresenceDiff:
+        self._seen[node] = now
+        stale = [(key, None) for key in self._entries if key[0] == node and key[1] not in conns]
+        fresh = [((node, c), m) for c, m in conns.items()]
+        return self._change([*stale, *fresh])
+
+    def expire(self, now: float) -> PresenceDiff:
+        """Drop the members of nodes not heard from within ``ttl_s`` (never the local node)."""
+        dead = {node for node in self.nodes() if node != self.local_node
+                and now - self._seen.get(node, float("-inf")) > self.ttl_s}
+        if not dead:
+            return PresenceDiff()
+        for node in dead:
+            self._seen.pop(node, None)
+        return self._change([(key, None) for key in self._entries if key[0] in dead])
+
+    def apply(self, op: object, now: float) -> tuple[PresenceDiff, bool]:
+        """Apply one decoded presence operation; returns the diff and whether a ``sync``
+        from another node asks us for a heartbeat. Malformed operations change nothing."""
+        if not isinstance(op, dict):
+            return PresenceDiff(), False
+        kind, node, conn = op.get("op"), op.get("node"), op.get("conn")
+        if not isinstance(node, str):
+            return PresenceDiff(), False
+        if kind == "sync":
+            return PresenceDiff(), node != self.local_node
+        if kind == "join" and isinstance(conn, str):
+            member = Member.from_obj(op.get("member"))
+            if member is not None:
+                return self.join(node, conn, member, now), False
+        elif kind == "leave" and isinstance(conn, str):
+            return self.leave(node, conn, now), False
+        elif kind == "heartbeat" and isinstance(op.get("members"), dict):
+            conns = {c: m for c, raw in op["members"].items()
+                     if isinstance(c, str) and (m := Member.from_obj(raw)) is not None}
+            return self.heartbeat(node, conns, now), False
+        return PresenceDiff(), False
+
+
+def join_op(node: str, conn: str, member: Member) -> dict[str, Any]:
+    return {"op": "join", "node": node, "conn": conn, "member": member.to_dict()}
+
+
+def leave_op(node: str, conn: str) -> dict[str, Any]:
+    return {"op": "leave", "node": node, "conn": conn}
+
+
+def heartbeat_op(node: str, conns: Mapping[str, Member]) -> dict[str, Any]:
+    return {"op": "heartbeat", "node": node,
+            "members": {c: m.to_dict() for c, m in conns.items()}}
+
+
+def sync_op(node: str) -> dict[str, Any]:
+    return {"op": "sync", "node": node}

@@ -1,0 +1,228 @@
+"""The channelcast client protocol (JSON over WebSocket), sans-I/O.
+
+:class:`ClientProtocol` turns received frames into *actions* (send this frame, subscribe,
+unsubscribe) and owns the per-connection state (which channels, limits). It never awaits
+and never touches a socket: :mod:`channelcast.gateway.session` moves the bytes and runs the
+actions. A second wire protocol (e.g. Pusher Channels) is another class producing the same
+actions. The frame builders below are shared by every transport (WebSocket and SSE).
+
+See docs/protocol.md for the frames and error codes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from channelcast.channels import ChannelType, channel_type, validate_channel
+from channelcast.errors import AuthError, InvalidChannel, InvalidPosition
+from channelcast.gateway.auth import verify_channel
+from channelcast.gateway.presence import Member
+from channelcast.types import ChannelName, Position
+
+PROTOCOL_VERSION = 1
+
+# Error codes (``{"type": "error", "data": {"code": ..., "message": ...}}``).
+BAD_JSON = "bad_json"
+BAD_FRAME = "bad_frame"
+UNKNOWN_TYPE = "unknown_type"
+FRAME_TOO_LARGE = "frame_too_large"
+INVALID_CHANNEL = "invalid_channel"
+TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+AUTH_REQUIRED = "auth_required"
+AUTH_FAILED = "auth_failed"
+INVALID_POSITION = "invalid_position"
+ALREADY_SUBSCRIBED = "already_subscribed"
+NOT_SUBSCRIBED = "not_subscribed"
+RECOVERY_FAILED = "recovery_failed"
+SUBSCRIBE_FAILED = "subscribe_failed"
+SUBSCRIPTION_LOST = "subscription_lost"
+
+# WebSocket close codes.
+CLOSE_GOING_AWAY = 1001  # graceful server shutdown
+CLOSE_SLOW_CLIENT = 4008  # send buffer full with slow_client_policy = "disconnect"
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(code: str, message: str, channel: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "data": {"code": code, "message": message}}
+    if channel is not None:
+        frame["channel"] = channel
+    return frame
+
+
+def connected_frame(connection_id: str) -> dict[str, Any]:
+    return {"type": "connected",
+            "data": {"connection_id": connection_id, "protocol": PROTOCOL_VERSION}}
+
+
+def subscribed_frame(channel: str, position: Position | None, *, recovered: bool | None,
+                     members: list[Member] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"position": None if position is None else str(position)}
+    if recovered is not None:
+        data["recovered"] = recovered
+    if members is not None:
+        data["members"] = [m.to_dict() for m in members]
+    return {"type": "subscribed", "channel": channel, "data": data}
+
+
+def member_frame(kind: str, channel: str, member: Member) -> dict[str, Any]:
+    return {"type": kind, "channel": channel, "data": member.to_dict()}
+
+
+def dropped_frame(count: int, channels: list[str]) -> dict[str, Any]:
+    return {"type": "dropped", "data": {"count": count, "channels": channels}}
+
+
+def closing_frame(reason: str) -> dict[str, Any]:
+    return {"type": "closing", "data": {"reason": reason}}
+
+
+def parse_position(text: str) -> Position:
+    """A client-sent position. Also accepts offset ``-1``: the position before the first
+    message, which the gateway reports for a channel that has none yet."""
+    if isinstance(text, str) and text.endswith(":-1"):
+        start = Position.parse(text[:-2] + "0")
+        return Position(start.topic, start.partition, -1)
+    return Position.parse(text)
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    channel: ChannelName
+    since: Position | None
+    member: Member | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    channel: ChannelName
+
+
+Action = Send | Subscribe | Unsubscribe
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    app_key: str
+    app_secret: str
+
+
+class ClientProtocol:
+    """One connection's protocol state. Feed frames to :meth:`receive`; run the actions."""
+
+    def __init__(self, connection_id: str, credentials: Credentials, *,
+                 max_subscriptions: int = 100, max_frame_bytes: int = 65536) -> None:
+        self.connection_id = connection_id
+        self.credentials = credentials
+        self.max_subscriptions = max_subscriptions
+        self.max_frame_bytes = max_frame_bytes
+        self.channels: set[ChannelName] = set()
+
+    def receive(self, frame: str | bytes) -> list[Action]:
+        """Parse one frame; never raises for bad input (it becomes an error frame)."""
+        size = len(frame.encode() if isinstance(frame, str) else frame)
+        if size > self.max_frame_bytes:
+            return [Send(error_frame(FRAME_TOO_LARGE, f"frame is {size} bytes; the limit is "
+                                     f"{self.max_frame_bytes}"))]
+        try:
+            obj = json.loads(frame)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return [Send(error_frame(BAD_JSON, f"frame is not JSON: {exc}"[:200]))]
+        if not isinstance(obj, dict):
+            return [Send(error_frame(BAD_FRAME, "frame must be a JSON object"))]
+        kind = obj.get("type")
+        if kind == "ping":
+            pong: dict[str, Any] = {"type": "pong"}
+            if "data" in obj:
+                pong["data"] = obj["data"]
+            return [Send(pong)]
+        if kind == "subscribe":
+            return self._subscribe(obj)
+        if kind == "unsubscribe":
+            return self._unsubscribe(obj)
+        if not isinstance(kind, str):
+            return [Send(error_frame(BAD_FRAME, "frame needs a string field 'type'"))]
+        return [Send(error_frame(UNKNOWN_TYPE, f"unknown frame type {kind[:40]!r} "
+                                 "(known: subscribe, unsubscribe, ping)"))]
+
+    def _subscribe(self, obj: dict[str, Any]) -> list[Action]:
+        raw = obj.get("channel")
+        try:
+            channel = validate_channel(raw)
+        except InvalidChannel as exc:
+            return [Send(error_frame(INVALID_CHANNEL, str(exc),
+                                     raw if isinstance(raw, str) else None))]
+        if channel in self.channels:
+            return [Send(error_frame(ALREADY_SUBSCRIBED, f"already subscribed to {channel!r}",
+                                     channel))]
+        if len(self.channels) >= self.max_subscriptions:
+            return [Send(error_frame(TOO_MANY_SUBSCRIPTIONS, "this connection already has "
+                                     f"{self.max_subscriptions} subscriptions (the limit)",
+                                     channel))]
+        member: Member | None = None
+        kind = channel_type(channel)
+        if kind is not ChannelType.PUBLIC:
+            channel_data = obj.get("channel_data")
+            auth = obj.get("auth")
+            if auth is None or auth == "":
+                return [Send(error_frame(AUTH_REQUIRED, f"channel {channel!r} needs an 'auth' "
+                                         "signature from the application", channel))]
+            if kind is ChannelType.PRESENCE:
+                if not isinstance(channel_data, str):
+                    return [Send(error_frame(AUTH_FAILED, "a presence channel needs "
+                                             "'channel_data' (a JSON string)", channel))]
+                try:
+                    member = Member.from_obj(json.loads(channel_data))
+                except (ValueError, RecursionError):
+                    member = None
+                if member is None:
+                    return [Send(error_frame(AUTH_FAILED, "channel_data must be a JSON object "
+                                             "with a string 'user_id'", channel))]
+            else:
+                channel_data = None
+            try:
+                verify_channel(self.credentials.app_key, self.credentials.app_secret,
+                               self.connection_id, channel, auth, channel_data)
+            except AuthError as exc:
+                return [Send(error_frame(AUTH_FAILED, str(exc), channel))]
+        since: Position | None = None
+        raw_since = obj.get("since")
+        if raw_since is not None:
+            if not isinstance(raw_since, str):
+                return [Send(error_frame(INVALID_POSITION, "'since' must be a string "
+                                         "topic:partition:offset", channel))]
+            try:
+                since = parse_position(raw_since)
+            except InvalidPosition as exc:
+                return [Send(error_frame(INVALID_POSITION, str(exc), channel))]
+        self.channels.add(channel)
+        return [Subscribe(channel, since, member)]
+
+    def _unsubscribe(self, obj: dict[str, Any]) -> list[Action]:
+        raw = obj.get("channel")
+        try:
+            channel = validate_channel(raw)
+        except InvalidChannel as exc:
+            return [Send(error_frame(INVALID_CHANNEL, str(exc),
+                                     raw if isinstance(raw, str) else None))]
+        if channel not in self.channels:
+            return [Send(error_frame(NOT_SUBSCRIBED, f"not subscribed to {channel!r}", channel))]
+        self.channels.discard(channel)
+        return [Unsubscribe(channel), Send({"type": "unsubscribed", "channel": channel})]
+
+    def subscription_failed(self, channel: ChannelName) -> None:
+        """The session could not attach the channel: forget it."""
+        self.channels.discard(channel)

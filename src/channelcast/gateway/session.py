@@ -1,0 +1,287 @@
+"""One client connection: runs the protocol's actions against the hub and owns the bounded
+send buffer and the writer task. Transports (WebSocket, SSE) only move text.
+
+Send buffer: at most ``send_queue`` frames wait for a client. When it is full:
+
+* ``drop-oldest``: the oldest queued *message* is dropped (control frames such as
+  ``subscribed`` are never dropped) and, before the next frame, the client gets
+  ``{"type": "dropped", "data": {"count": n, "channels": [...]}}``. It can resubscribe
+  with its last positions to recover what was dropped.
+* ``disconnect``: the connection is closed with code 4008 ("slow client").
+
+Deliveries never wait: a slow client only ever slows down its own writer task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from channelcast.errors import BrokerError
+from channelcast.gateway.hub import AttachResult, Hub
+from channelcast.gateway.metrics import GatewayMetrics
+from channelcast.gateway.presence import PresenceDiff
+from channelcast.gateway.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_SLOW_CLIENT,
+    RECOVERY_FAILED,
+    SUBSCRIBE_FAILED,
+    SUBSCRIPTION_LOST,
+    ClientProtocol,
+    Send,
+    Subscribe,
+    Unsubscribe,
+    closing_frame,
+    connected_frame,
+    dropped_frame,
+    dumps,
+    error_frame,
+    member_frame,
+    subscribed_frame,
+)
+from channelcast.message import Record
+from channelcast.types import ChannelName
+
+log = logging.getLogger("channelcast.gateway")
+
+DROP_OLDEST = "drop-oldest"
+DISCONNECT = "disconnect"
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One frame for the client. ``record`` is set for messages (droppable, with a position)."""
+
+    text: str
+    record: Record | None = None
+    frame: dict[str, Any] | None = None
+
+
+class Transport(Protocol):
+    async def send(self, item: Outgoing) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Outbox:
+    """The bounded per-connection send buffer (see the module docstring for the policy)."""
+
+    def __init__(self, limit: int, policy: str) -> None:
+        self.limit = limit
+        self.policy = policy
+        self._items: deque[Outgoing] = deque()
+        self._ready = asyncio.Event()
+        self._finished = False
+        self.dropped = 0
+        self.dropped_channels: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Outgoing) -> bool:
+        """Queue ``item``; False means the buffer overflowed under the disconnect policy."""
+        if self._finished:
+            return True
+        if len(self._items) >= self.limit and item.record is not None:
+            if self.policy == DISCONNECT:
+                return False
+            victim = next((i for i, q in enumerate(self._items) if q.record is not None), None)
+            if victim is None:
+                return True  # only control frames queued: drop the new message instead
+            dropped = self._items[victim]
+            del self._items[victim]
+            assert dropped.record is not None
+            self.dropped += 1
+            self.dropped_channels.add(dropped.record.channel)
+        self._items.append(item)
+        self._ready.set()
+        return True
+
+    def finish(self) -> None:
+        """No more frames: ``get`` returns None once the queue is drained."""
+        self._finished = True
+        self._ready.set()
+
+    async def get(self) -> Outgoing | None:
+        while not self._items:
+            if self._finished:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        if self.dropped:
+            frame = dropped_frame(self.dropped, sorted(self.dropped_channels))
+            self.dropped = 0
+            self.dropped_channels.clear()
+            return Outgoing(dumps(frame), frame=frame)
+        return self._items.popleft()
+
+
+_ids = itertools.count(1)
+
+
+class Session:
+    """A connected client: a protocol state machine, a hub listener and a writer task."""
+
+    def __init__(self, hub: Hub, protocol: ClientProtocol, transport: Transport, *,
+                 send_queue: int = 256, slow_client_policy: str = DROP_OLDEST,
+                 metrics: GatewayMetrics | None = None) -> None:
+        self.hub = hub
+        self.protocol = protocol
+        self.transport = transport
+        self.connection_id = protocol.connection_id
+        self.metrics = metrics or hub.metrics
+        self.outbox = Outbox(send_queue, slow_client_policy)
+        self.attached_channels: set[ChannelName] = set()
+        self.closed = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def outbox_closed(self) -> bool:
+        """True once the session is closing: further client frames are ignored."""
+        return self._closing
+
+    @staticmethod
+    def new_connection_id(node_id: str) -> str:
+        return f"{node_id}.{next(_ids)}"
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self, *, greet: bool = True) -> None:
+        if greet:
+            self._send(connected_frame(self.connection_id))
+        self._writer = asyncio.create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self.outbox.get()
+                if item is None:
+                    return
+                await self.transport.send(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client went away mid-send
+            log.debug("writer of %s stopped: %s", self.connection_id, exc)
+        finally:
+            self.closed.set()
+
+    async def aclose(self) -> None:
+        """The connection ended: leave every channel and stop the writer."""
+        self._closing = True
+        for channel in list(self.attached_channels):
+            await self._detach(channel)
+        self.outbox.finish()
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.closed.set()
+
+    async def shutdown(self, reason: str, flush_s: float = 5.0) -> None:
+        """Graceful: tell the client, flush what is queued, then close with 1001."""
+        if self._closing:
+            return
+        self._closing = True
+        self._send(closing_frame(reason))
+        self.outbox.finish()
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), flush_s)
+            if not self._writer.done():  # the client does not read: give up flushing
+                self._writer.cancel()
+                await asyncio.gather(self._writer, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.transport.close(CLOSE_GOING_AWAY, reason), 2.0)
+
+    # --- frames from the client -------------------------------------------------------
+    async def handle(self, frame: str | bytes) -> None:
+        for action in self.protocol.receive(frame):
+            if isinstance(action, Send):
+                self._send(action.frame)
+            elif isinstance(action, Subscribe):
+                await self.subscribe(action)
+            elif isinstance(action, Unsubscribe):
+                await self._detach(action.channel)
+
+    async def subscribe(self, action: Subscribe) -> None:
+        try:
+            await self.hub.attach(action.channel, self, since=action.since,
+                                  member=action.member)
+        except BrokerError as exc:
+            self.protocol.subscription_failed(action.channel)
+            self._send(error_frame(SUBSCRIBE_FAILED, f"could not subscribe: {exc}",
+                                   action.channel))
+            return
+        if self._closing:  # the connection ended while we were attaching
+            await self._detach(action.channel)
+
+    async def _detach(self, channel: ChannelName) -> None:
+        if channel in self.attached_channels:
+            self.attached_channels.discard(channel)
+            await self.hub.detach(channel, self)
+
+    # --- hub listener -----------------------------------------------------------------
+    def attached(self, channel: ChannelName, result: AttachResult) -> None:
+        self.attached_channels.add(channel)
+        self._send(subscribed_frame(channel, result.position, recovered=result.recovered,
+                                    members=result.members))
+        if result.recovered is False:
+            self._send(error_frame(RECOVERY_FAILED, "recovery failed, messages were missed: "
+                                   f"{result.recovery_error}", channel))
+        for record, text in result.replay:
+            self._queue_message(record, text)
+
+    def deliver(self, channel: ChannelName, record: Record, text: str) -> None:
+        self._queue_message(record, text)
+
+    def presence_changed(self, channel: ChannelName, diff: PresenceDiff) -> None:
+        for member in diff.added:
+            self._send(member_frame("member_added", channel, member))
+        for member in diff.removed:
+            self._send(member_frame("member_removed", channel, member))
+
+    def subscription_lost(self, channel: ChannelName, reason: str) -> None:
+        self.attached_channels.discard(channel)
+        self.protocol.subscription_failed(channel)
+        self._send(error_frame(SUBSCRIPTION_LOST, f"{reason}; resubscribe with your last "
+                               "position to recover", channel))
+
+    # --- send buffer ------------------------------------------------------------------
+    def _send(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") == "error":
+            self.metrics.errors.labels(frame["data"]["code"]).inc()
+        self.outbox.put(Outgoing(dumps(frame), frame=frame))
+
+    def _queue_message(self, record: Record, text: str) -> None:
+        if self._closing:
+            return
+        before = self.outbox.dropped
+        if not self.outbox.put(Outgoing(text, record=record)):
+            self._slow_disconnect()
+            return
+        self.metrics.deliveries.inc()
+        if self.outbox.dropped > before:
+            self.metrics.drops.inc(self.outbox.dropped - before)
+
+    def _slow_disconnect(self) -> None:
+        self._closing = True
+        self.metrics.slow_disconnects.inc()
+        task = asyncio.create_task(self._close_slow())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_slow(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.transport.close(CLOSE_SLOW_CLIENT, "slow client"), 2.0)
+        self.closed.set()

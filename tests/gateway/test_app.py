@@ -1,0 +1,260 @@
+"""The gateway over real sockets (in-process uvicorn, memory broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from channelcast.gateway.auth import channel_auth, sign_request
+from tests.gateway.conftest import (
+    running_gateway,
+    settings_with,
+    signed_post_args,
+    ws_client,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_message_published_over_http_reaches_websocket_subscriber() -> None:
+    async with running_gateway() as gw, ws_client(gw.ws_url) as client:
+        reply = await client.subscribe("news")
+        assert reply["type"] == "subscribed"
+        assert reply["channel"] == "news"
+        async with httpx.AsyncClient(base_url=gw.base_url) as http:
+            r = await http.post("/api/publish", **signed_post_args(
+                gw.settings(), {"channel": "news", "event": "flash", "data": {"n": 1}}))
+            assert r.status_code == 200, r.text
+            position = r.json()["positions"][0]
+        msg = await client.expect("message")
+        assert msg["channel"] == "news"
+        assert msg["event"] == "flash"
+        assert msg["data"] == {"n": 1}
+        assert msg["position"] == position
+        assert set(msg) >= {"id", "type", "channel", "event", "data", "timestamp", "position"}
+
+
+async def test_batch_publish_returns_positions_in_order() -> None:
+    async with running_gateway() as gw, ws_client(gw.ws_url) as client:
+        await client.subscribe("batch")
+        batch = {"messages": [{"channel": "batch", "event": "e", "data": i} for i in range(5)]}
+        async with httpx.AsyncClient(base_url=gw.base_url) as http:
+            r = await http.post("/api/publish", **signed_post_args(gw.settings(), batch))
+        assert r.status_code == 200, r.text
+        positions = r.json()["positions"]
+        assert len(positions) == 5
+        got = [await client.expect("message") for _ in range(5)]
+        assert [m["data"] for m in got] == list(range(5))
+        assert [m["position"] for m in got] == positions
+
+
+async def test_publish_api_refuses_bad_key_signature_timestamp_and_replay() -> None:
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url) as http:
+        g = gw.settings().gateway
+        body = json.dumps({"channel": "a", "event": "e", "data": 1}).encode()
+        cases = {
+            "missing": {},
+            "bad key": sign_request("other-key", g.app_secret, body),
+            "bad signature": sign_request(g.app_key, "wrong-secret", body),
+            "stale": sign_request(g.app_key, g.app_secret, body, timestamp=1_000_000),
+        }
+        for name, headers in cases.items():
+            r = await http.post("/api/publish", content=body, headers=headers)
+            assert r.status_code == 401, name
+            assert r.json()["type"] == "error"
+            assert r.json()["data"]["code"] == "auth_failed", name
+        good = sign_request(g.app_key, g.app_secret, body)
+        assert (await http.post("/api/publish", content=body, headers=good)).status_code == 200
+        replay = await http.post("/api/publish", content=body, headers=good)
+        assert replay.status_code == 401
+        assert "replay" in replay.json()["data"]["message"]
+        # A signature over another body does not authorize this one.
+        other = sign_request(g.app_key, g.app_secret, body + b" ")
+        assert (await http.post("/api/publish", content=body, headers=other)).status_code == 401
+
+
+async def test_publish_api_rejects_bad_messages_and_stores_nothing() -> None:
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url) as http:
+        bad_bodies = [
+            {"channel": "bad channel!", "event": "e", "data": 1},
+            {"channel": "ok", "event": "", "data": 1},
+            {"channel": "ok", "event": "channelcast:presence", "data": {}},
+            {"messages": []},
+            {"messages": [{"channel": "ok", "event": "e"}, {"channel": "", "event": "e"}]},
+        ]
+        for body in bad_bodies:
+            r = await http.post("/api/publish", **signed_post_args(gw.settings(), body))
+            assert r.status_code == 400, body
+            assert r.json()["data"]["code"] in ("invalid_channel", "bad_message")
+        raw = b"{not json"
+        r = await http.post("/api/publish", content=raw, headers=sign_request(
+            gw.settings().gateway.app_key, gw.settings().gateway.app_secret, raw))
+        assert r.status_code == 400
+        end = await gw.gateway.broker.end_position("ok")
+        assert end.offset == -1  # the half-good batch stored nothing
+
+
+async def test_bad_frames_each_get_their_error_and_the_connection_survives() -> None:
+    settings = settings_with(max_subscriptions=2, max_frame_bytes=1024)
+    async with running_gateway(settings) as gw, ws_client(gw.ws_url) as client:
+        cases = [
+            ("{oops", "bad_json"),
+            ("[1,2]", "bad_frame"),
+            ({"type": "dance"}, "unknown_type"),
+            ({"no": "type"}, "bad_frame"),
+            ({"type": "ping", "data": "x" * 2000}, "frame_too_large"),
+            ({"type": "subscribe", "channel": "has space"}, "invalid_channel"),
+            ({"type": "subscribe", "channel": 42}, "invalid_channel"),
+            ({"type": "subscribe", "channel": "private-x"}, "auth_required"),
+            ({"type": "subscribe", "channel": "private-x", "auth": "k:deadbeef"},
+             "auth_failed"),
+            ({"type": "subscribe", "channel": "presence-x", "auth": "k:deadbeef"},
+             "auth_failed"),
+            ({"type": "subscribe", "channel": "a", "since": "nope"}, "invalid_position"),
+            ({"type": "unsubscribe", "channel": "never"}, "not_subscribed"),
+        ]
+        for frame, code in cases:
+            await client.send(frame)
+            reply = await client.recv()
+            assert reply["type"] == "error", frame
+            assert reply["data"]["code"] == code, (frame, reply)
+            assert reply["data"]["message"]
+        assert (await client.subscribe("a"))["type"] == "subscribed"
+        assert (await client.subscribe("b"))["type"] == "subscribed"
+        too_many = await client.subscribe("c")
+        assert too_many["data"]["code"] == "too_many_subscriptions"
+        again = await client.subscribe("a")
+        assert again["data"]["code"] == "already_subscribed"
+        await client.send({"type": "ping", "data": 7})
+        assert await client.recv() == {"type": "pong", "data": 7}
+
+
+async def test_private_and_presence_channels_with_valid_signatures() -> None:
+    async with running_gateway() as gw:
+        g = gw.settings().gateway
+        async with ws_client(gw.ws_url) as ann, ws_client(gw.ws_url) as bob:
+            signed = channel_auth(g.app_key, g.app_secret, ann.connection_id, "private-room")
+            assert (await ann.subscribe("private-room", **signed))["type"] == "subscribed"
+            # Ann's signature is bound to her connection id: Bob cannot reuse it.
+            stolen = await bob.subscribe("private-room", **signed)
+            assert stolen["data"]["code"] == "auth_failed"
+
+            a = channel_auth(g.app_key, g.app_secret, ann.connection_id, "presence-room",
+                             user_id="ann", user_info={"name": "Ann"})
+            first = await ann.subscribe("presence-room", **a)
+            assert first["data"]["members"] == [{"user_id": "ann", "user_info": {"name": "Ann"}}]
+            # Changing the member data breaks the signature.
+            forged = dict(a, channel_data=json.dumps({"user_id": "root"}))
+            assert (await bob.subscribe("presence-room", **forged))["data"]["code"] == \
+                "auth_failed"
+            b = channel_auth(g.app_key, g.app_secret, bob.connection_id, "presence-room",
+                             user_id="bob")
+            second = await bob.subscribe("presence-room", **b)
+            assert [m["user_id"] for m in second["data"]["members"]] == ["ann", "bob"]
+            added = await ann.expect("member_added")
+            assert added["data"]["user_id"] == "bob"
+        # Bob's connection closed (context exit order: bob first, then ann): nothing to assert
+        # on ann now; the hub test checks member_removed.
+
+
+async def test_auth_endpoint_hook_signs_for_the_demo_authorizer() -> None:
+    async with running_gateway() as gw, ws_client(gw.ws_url) as client, \
+            httpx.AsyncClient(base_url=gw.base_url) as http:
+        r = await http.post("/auth", json={"connection_id": client.connection_id,
+                                           "channel": "presence-lobby", "user_id": "zoe"})
+        assert r.status_code == 200, r.text
+        reply = await client.subscribe("presence-lobby", **r.json())
+        assert reply["data"]["members"][0]["user_id"] == "zoe"
+        bad = await http.post("/auth", json={"connection_id": "x", "channel": "bad name"})
+        assert bad.status_code == 400
+
+
+async def test_auth_endpoint_respects_a_denying_hook_and_demo_can_be_disabled() -> None:
+    async def deny(req: object) -> None:
+        return None
+
+    async with running_gateway(settings_with(demo=False), authorizer=deny) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url) as http:
+        r = await http.post("/auth", json={"connection_id": "n.1", "channel": "private-a"})
+        assert r.status_code == 403
+        assert (await http.post("/demo/publish", json={})).status_code in (404, 405)
+        assert (await http.get("/")).json()["demo"] == "disabled"
+
+
+async def test_health_ready_metrics() -> None:
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200
+        async with ws_client(gw.ws_url) as client:
+            await client.subscribe("m1")
+            await http.post("/api/publish", **signed_post_args(
+                gw.settings(), {"channel": "m1", "event": "e", "data": 1}))
+            await client.expect("message")
+            text = (await http.get("/metrics")).text
+            assert 'channelcast_connections{transport="ws"} 1.0' in text
+            assert "channelcast_subscriptions 1.0" in text
+            assert "channelcast_broker_subscriptions 1.0" in text
+            assert "channelcast_deliveries_total 1.0" in text
+            assert "channelcast_publish_latency_seconds_count 1.0" in text
+        await gw.gateway.broker.close()
+        assert (await http.get("/readyz")).status_code == 503
+
+
+async def test_sse_stream_and_last_event_id_resume() -> None:
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url) as http:
+        async def publish(n: int) -> list[str]:
+            batch = {"messages": [{"channel": "feed", "event": "e", "data": i}
+                                  for i in range(n)]}
+            r = await http.post("/api/publish", **signed_post_args(gw.settings(), batch))
+            positions: list[str] = r.json()["positions"]
+            return positions
+
+        events: list[tuple[str, str, str]] = []
+
+        async def read(headers: dict[str, str], want: int) -> None:
+            async with http.stream("GET", "/sse?channels=feed", headers=headers) as resp:
+                assert resp.status_code == 200
+                event_id = kind = ""
+                async for line in resp.aiter_lines():
+                    if line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind == "message":
+                        events.append((event_id, kind, line[6:]))
+                        if len(events) >= want:
+                            return
+                    elif line.startswith("data: ") and kind == "subscribed":
+                        sub_ready.set()
+
+        sub_ready = asyncio.Event()
+        reader = asyncio.create_task(read({}, 3))
+        await asyncio.wait_for(sub_ready.wait(), 5)
+        first = await publish(3)
+        await asyncio.wait_for(reader, 5)
+        assert [e[0] for e in events] == first  # event id = position
+        missed = await publish(4)  # while disconnected
+        events.clear()
+        sub_ready = asyncio.Event()
+        await asyncio.wait_for(read({"Last-Event-ID": first[-1]}, 4), 5)
+        assert [e[0] for e in events] == missed
+        assert [json.loads(e[2])["data"] for e in events] == [0, 1, 2, 3]
+        r = await http.get("/sse?channels=private-x")
+        assert r.status_code == 403
+        r = await http.get("/sse?channels=feed", headers={"Last-Event-ID": "garbage"})
+        assert r.status_code == 400
+
+
+async def test_graceful_shutdown_tells_clients_and_closes_1001() -> None:
+    async with running_gateway() as gw, ws_client(gw.ws_url) as client:
+        await client.subscribe("bye")
+        await gw.gateway.drain("maintenance")
+        closing = await client.expect("closing")
+        assert closing["data"]["reason"] == "maintenance"
+        with pytest.raises(Exception):  # noqa: B017,PT011 - the connection is closed
+            await client.recv()
+        assert client.ws.close_code == 1001
