@@ -68,16 +68,16 @@ class Client:
     async def send(self, frame: dict[str, Any] | str) -> None:
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+    async def recv(self, wait_s: float = 5.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), wait_s)
         frame: dict[str, Any] = json.loads(raw)
         return frame
 
-    async def expect(self, kind: str, timeout: float = 5.0,
+    async def expect(self, kind: str, wait_s: float = 5.0,
                      where: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
         """The next frame of this type; frames of other types are skipped."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + wait_s
         while True:
             frame = await self.recv(max(0.01, deadline - loop.time()))
             if frame["type"] == kind and (where is None or where(frame)):
