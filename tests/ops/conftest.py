@@ -33,7 +33,8 @@ def write_config(tmp_path: Path, kafka_bootstrap: str, unique: str,
 
     def write(*, user_partitions: int = 4, public_partitions: int = 2,
               default_partitions: int = 3, replication_factor: int = 1,
-              retention_ms: int = 3_600_000, name: str = "channelcast.toml") -> Path:
+              retention_ms: int = 3_600_000, name: str = "channelcast.toml",
+              topic_prefix: str | None = None) -> Path:
         user, public, default = (f"ops.user.{unique}", f"ops.public.{unique}",
                                  f"ops.default.{unique}")
         cleanup_topics.extend((user, public, default))
@@ -44,6 +45,7 @@ broker = "kafka://{kafka_bootstrap}"
 [kafka]
 topic_strategy = "grouped"
 default_topic = "{default}"
+topic_prefix = "{topic_prefix or 'lg' + unique}"
 default_partitions = {default_partitions}
 replication_factor = {replication_factor}
 dead_letter_topic = "ops.dlq.{unique}"

@@ -18,6 +18,7 @@ from channelcast.errors import ChannelcastError
 COMMAND_MODULES = [
     "channelcast.cli.config_cmd",
     "channelcast.cli.topics",
+    "channelcast.cli.migrate",
     "channelcast.cli.serve",
 ]
 
