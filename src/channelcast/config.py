@@ -13,7 +13,9 @@ Environment overrides use the original's names: ``KAFKA_BROKERS``, ``KAFKA_TOPIC
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -22,12 +24,18 @@ from typing import Any, TypeVar
 
 import yaml
 
-from channelcast.errors import ConfigError
+from channelcast.channels import ALLOWED_CHARACTERS, MAX_CHANNEL_LENGTH
+from channelcast.errors import ConfigError, StrategyError
 from channelcast.types import TopicName
 
 T = TypeVar("T")
 
 KNOWN_STRATEGIES = ("grouped", "one-per-channel")
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+_CHANNEL_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-=@,.;")
+_GLOB_CHARS = frozenset("*?[]!^")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +95,26 @@ class Settings:
     def broker_kind(self) -> str:
         return self.broker.split("://", 1)[0]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        """Plain data (JSON-ready). ``redact=True`` masks secrets for printing: the
+        gateway's ``app_secret`` and librdkafka settings whose name contains
+        ``password`` or ``secret``."""
         data = asdict(self)
         data["kafka"]["topic_mapping"] = {
             m.pattern: {k: v for k, v in asdict(m).items()
                         if k != "pattern" and v not in (None, {})}
             for m in self.kafka.topic_mapping
         }
+        if redact:
+            data["gateway"]["app_secret"] = REDACTED
+            for client in ("producer", "consumer"):
+                data["kafka"][client] = {
+                    k: REDACTED if any(w in k.lower() for w in ("password", "secret")) else v
+                    for k, v in data["kafka"][client].items()}
         return data
+
+
+REDACTED = "***"
 
 
 # --- parsing helpers -----------------------------------------------------------------
@@ -104,10 +124,10 @@ def _int(key: str, value: object, minimum: int | None = None) -> int:
     if isinstance(value, bool):
         raise ConfigError(key, f"must be an integer, got {value!r}")
     if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ConfigError(key, f"must be an integer, got {value!r}") from None
+        # Plain ASCII decimals only: int() would also take "1_000" and non-ASCII digits.
+        if not _DECIMAL.fullmatch(value.strip()):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        value = int(value.strip())
     if not isinstance(value, int):
         raise ConfigError(key, f"must be an integer, got {type(value).__name__}")
     if minimum is not None and value < minimum:
@@ -116,12 +136,14 @@ def _int(key: str, value: object, minimum: int | None = None) -> int:
 
 
 def _float(key: str, value: object, minimum: float = 0.0) -> float:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(key, f"must be a number, got {value!r}")
     try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        number = float(value)
+    except ValueError:
         raise ConfigError(key, f"must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if number <= minimum:
         raise ConfigError(key, f"must be > {minimum}, got {number}")
     return number
@@ -146,7 +168,15 @@ def _str(key: str, value: object) -> str:
 def _table(key: str, value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(key, f"must be a table/mapping, got {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str):
+            raise ConfigError(f"{key}.{k}", f"keys must be strings, got {type(k).__name__}")
     return value
+
+
+def _section_table(key: str, value: object) -> dict[str, Any]:
+    # YAML writes an empty section ("kafka:" with nothing under it) as null.
+    return {} if value is None else _table(key, value)
 
 
 def _topic(key: str, value: object) -> TopicName:
@@ -156,6 +186,31 @@ def _topic(key: str, value: object) -> TopicName:
         raise ConfigError(key, f"{name!r} is not a valid Kafka topic name "
                                "(1-249 characters of A-Z a-z 0-9 . _ -)")
     return TopicName(name)
+
+
+def _topic_prefix(key: str, value: object) -> str:
+    prefix = _str(key, value)
+    longest = 249 - 1 - MAX_CHANNEL_LENGTH  # the topic is "{prefix}_{channel}"
+    if len(prefix) > longest or any(
+            not (c.isascii() and (c.isalnum() or c in "._-")) for c in prefix):
+        raise ConfigError(key, f"{prefix!r} cannot start a Kafka topic name "
+                               f"(1-{longest} characters of A-Z a-z 0-9 . _ -)")
+    return prefix
+
+
+def _host_ports(key: str, value: str) -> str:
+    """Check a ``host:port[,host:port]`` list (librdkafka's ``bootstrap.servers``)."""
+    for item in value.split(","):
+        address = item.strip().split("://", 1)[-1]
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not _DECIMAL.fullmatch(port) or not 0 < int(port) < 65536:
+            raise ConfigError(key, f"{item.strip()!r} is not host:port "
+                                   "(want host:port[,host:port], port 1-65535)")
+    return value
+
+
+def _brokers(key: str, value: object) -> str:
+    return _host_ports(key, _str(key, value))
 
 
 def _librdkafka(key: str, value: object) -> dict[str, Any]:
@@ -169,14 +224,14 @@ def _librdkafka(key: str, value: object) -> dict[str, Any]:
 def _mapping(key: str, value: object) -> tuple[TopicMapping, ...]:
     rows: list[tuple[str, object]]
     if isinstance(value, dict):
-        rows = list(value.items())
+        rows = [(_pattern(f"{key}.{p}", p), spec) for p, spec in value.items()]
     elif isinstance(value, list):
         rows = []
         for i, row in enumerate(value):
             row = _table(f"{key}[{i}]", row)
             if "pattern" not in row:
                 raise ConfigError(f"{key}[{i}].pattern", "is missing")
-            rows.append((_str(f"{key}[{i}].pattern", row["pattern"]),
+            rows.append((_pattern(f"{key}[{i}].pattern", row["pattern"]),
                          {k: v for k, v in row.items() if k != "pattern"}))
     else:
         raise ConfigError(key, "must be a table of pattern = {topic, partitions}")
@@ -210,10 +265,21 @@ def _mapping(key: str, value: object) -> tuple[TopicMapping, ...]:
     return tuple(out)
 
 
+def _pattern(key: str, value: object) -> str:
+    """A channel glob: channel characters plus glob syntax (``* ? [ ] ! ^``)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"pattern must be a non-empty string, got {value!r}")
+    for c in value:
+        if c not in _CHANNEL_CHARS and c not in _GLOB_CHARS:
+            raise ConfigError(key, f"pattern {value!r} has character {c!r}, which no channel"
+                                   f" name can contain (channels use {ALLOWED_CHARACTERS})")
+    return value
+
+
 _KAFKA_PARSERS: dict[str, Callable[[str, object], Any]] = {
-    "brokers": _str,
+    "brokers": _brokers,
     "topic_strategy": _str,
-    "topic_prefix": _str,
+    "topic_prefix": _topic_prefix,
     "default_topic": _topic,
     "default_partitions": lambda k, v: _int(k, v, 1),
     "replication_factor": lambda k, v: _int(k, v, 1),
@@ -259,7 +325,7 @@ ENV_KAFKA = {
 
 def _section(name: str, raw: object, parsers: Mapping[str, Callable[[str, object], Any]],
              cls: Callable[..., T]) -> T:
-    table = _table(name, raw)
+    table = _section_table(name, raw)
     values = {}
     for key, value in table.items():
         if key not in parsers:
@@ -275,25 +341,30 @@ def _broker_url(key: str, value: object) -> str:
         raise ConfigError(key, f"must be memory:// or kafka://host:port[,host:port], got {url!r}")
     if scheme == "kafka" and not rest:
         raise ConfigError(key, "kafka:// needs at least one host:port")
+    if scheme == "kafka":
+        _host_ports(key, rest)
     return url
 
 
-def read_file(path: Path) -> dict[str, Any]:
-    """Parse a TOML or YAML file into a dict; errors name the file."""
-    key = str(path)
+def read_file(path: Path, key: str | None = None) -> dict[str, Any]:
+    """Parse a TOML or YAML file into a dict; errors name the file (and ``key``, the
+    setting that named the file, when given)."""
+    key = f"{key}={path}" if key else str(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(key, "config file must end in .toml, .yaml or .yml")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(key, f"cannot read config file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(key, f"config file is not UTF-8 text: {exc}") from exc
     try:
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            raise ConfigError(key, "config file must end in .toml, .yaml or .yml")
+        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(key, f"cannot parse config file: {exc}") from exc
+    if data is None:  # an empty YAML file
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(key, "config file must hold a table/mapping at the top")
     return data
@@ -301,50 +372,64 @@ def read_file(path: Path) -> dict[str, Any]:
 
 def load_settings(path: str | Path | None = None,
                   env: Mapping[str, str] | None = None) -> Settings:
-    """Defaults <- file (``path`` or ``$CHANNELCAST_CONFIG``) <- environment; validated."""
-    env = os.environ if env is None else env
-    path = path or env.get("CHANNELCAST_CONFIG") or None
-    raw: dict[str, Any] = read_file(Path(path)) if path else {}
-    unknown = set(raw) - {"broker", "kafka", "gateway"}
-    if unknown:
-        raise ConfigError(sorted(unknown)[0],
-                          "unknown top-level key (known: broker, kafka, gateway)")
-    kafka_raw = dict(_table("kafka", raw.get("kafka", {})))
+    """Defaults <- file (``path`` or ``$CHANNELCAST_CONFIG``) <- environment; validated.
+
+    Environment variables set to the empty string count as unset.
+    """
+    env = {k: v for k, v in (os.environ if env is None else env).items() if v != ""}
+    file_key = None
+    if not path and env.get("CHANNELCAST_CONFIG"):
+        path, file_key = env["CHANNELCAST_CONFIG"], "CHANNELCAST_CONFIG"
+    raw: dict[str, Any] = read_file(Path(path), file_key) if path else {}
+    for key in raw:
+        if not isinstance(key, str) or key not in ("broker", "kafka", "gateway"):
+            raise ConfigError(str(key), "unknown top-level key (known: broker, kafka, gateway)")
+    kafka_raw = dict(_section_table("kafka", raw.get("kafka")))
+    from_env: dict[str, str] = {}  # dotted key -> the environment variable that set it
     for var, key in ENV_KAFKA.items():
         if var in env:
             kafka_raw[key] = env[var]
+            from_env[f"kafka.{key}"] = var
     try:
         kafka = _section("kafka", kafka_raw, _KAFKA_PARSERS, KafkaSettings)
+        gateway = _section("gateway", raw.get("gateway"), _GATEWAY_PARSERS, GatewaySettings)
+
+        if "CHANNELCAST_BROKER" in env:
+            broker = _broker_url("CHANNELCAST_BROKER", env["CHANNELCAST_BROKER"])
+        elif "broker" in raw:
+            broker = _broker_url("broker", raw["broker"])
+            if broker.startswith("kafka://") and "KAFKA_BROKERS" in env:
+                broker = f"kafka://{kafka.brokers}"  # the environment overrides the file
+        elif "KAFKA_BROKERS" in env:
+            broker = f"kafka://{kafka.brokers}"
+        else:
+            broker = "memory://"
+        if broker.startswith("kafka://"):
+            kafka = replace(kafka, brokers=broker.split("://", 1)[1])
+
+        settings = Settings(broker=broker, kafka=kafka, gateway=gateway,
+                            source=str(path) if path else "defaults")
+        validate(settings)
     except ConfigError as exc:
-        env_var = next((v for v, k in ENV_KAFKA.items()
-                        if exc.key == f"kafka.{k}" and v in env), None)
-        if env_var:
-            raise ConfigError(env_var, exc.problem) from None
+        if exc.key in from_env or any(k in exc.problem for k in from_env):
+            problem = exc.problem
+            for dotted, var in from_env.items():
+                problem = problem.replace(dotted, f"{dotted} (set by {var})")
+            raise ConfigError(from_env.get(exc.key, exc.key), problem) from None
         raise
-    gateway = _section("gateway", raw.get("gateway", {}), _GATEWAY_PARSERS, GatewaySettings)
-
-    broker_key = "CHANNELCAST_BROKER" if "CHANNELCAST_BROKER" in env else "broker"
-    if broker_key in env:
-        broker = _broker_url(broker_key, env[broker_key])
-    elif "broker" in raw:
-        broker = _broker_url("broker", raw["broker"])
-    elif "KAFKA_BROKERS" in env:
-        broker = f"kafka://{kafka.brokers}"
-    else:
-        broker = "memory://"
-    if broker.startswith("kafka://"):
-        kafka = replace(kafka, brokers=broker.split("://", 1)[1])
-
-    settings = Settings(broker=broker, kafka=kafka, gateway=gateway,
-                        source=str(path) if path else "defaults")
-    validate(settings)
     return settings
 
 
 def validate(settings: Settings) -> None:
     """Cross-field checks that a single key's parser cannot see."""
     k = settings.kafka
-    from channelcast.strategies import PARTITIONERS, STRATEGIES
+    from channelcast.strategies import (
+        PARTITIONERS,
+        STRATEGIES,
+        check_partitioner,
+        create_strategy,
+        load_partitioner,
+    )
 
     if k.topic_strategy not in STRATEGIES and ":" not in k.topic_strategy:
         raise ConfigError("kafka.topic_strategy", f"unknown strategy {k.topic_strategy!r} "
@@ -352,10 +437,20 @@ def validate(settings: Settings) -> None:
     if k.partitioner not in PARTITIONERS and ":" not in k.partitioner:
         raise ConfigError("kafka.partitioner", f"unknown partitioner {k.partitioner!r} "
                           f"(known: {', '.join(PARTITIONERS)}, or package.module:function)")
+    # Custom ones are imported (and built) now, so a bad import path fails at start-up.
+    try:
+        check_partitioner(load_partitioner(k.partitioner))
+    except StrategyError as exc:
+        raise ConfigError("kafka.partitioner", str(exc)) from exc
+    try:
+        create_strategy(k)
+    except StrategyError as exc:
+        raise ConfigError("kafka.topic_strategy", str(exc)) from exc
     if k.retry_backoff_max_ms < k.retry_backoff_ms:
         raise ConfigError("kafka.retry_backoff_max_ms", "must be >= kafka.retry_backoff_ms")
     declared: dict[str, tuple[int, str]] = {
         k.default_topic: (k.default_partitions, "kafka.default_partitions")}
+    named_at = {k.default_topic: "kafka.default_topic"}  # topic -> the key that names it
     for m in k.topic_mapping:
         where = f'kafka.topic_mapping."{m.pattern}".partitions'
         if m.topic in declared and declared[m.topic][0] != m.partitions:
@@ -363,9 +458,11 @@ def validate(settings: Settings) -> None:
             raise ConfigError(where, f"topic {m.topic!r} is declared with {m.partitions} "
                               f"partitions here and {count} at {other}")
         declared.setdefault(m.topic, (m.partitions, where))
+        named_at.setdefault(m.topic, f'kafka.topic_mapping."{m.pattern}".topic')
     if k.dead_letter_topic in declared:
         raise ConfigError("kafka.dead_letter_topic",
-                          f"{k.dead_letter_topic!r} is also a data topic; pick another name")
+                          f"{k.dead_letter_topic!r} is also a data topic (at "
+                          f"{named_at[k.dead_letter_topic]}); pick another name")
     g = settings.gateway
     if g.slow_client_policy not in ("drop-oldest", "disconnect"):
         raise ConfigError("gateway.slow_client_policy",

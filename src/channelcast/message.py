@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from channelcast.errors import MalformedMessage, MessageTooLarge, SerializationError
+from channelcast.channels import validate_channel
+from channelcast.errors import (
+    InvalidChannel,
+    MalformedMessage,
+    MessageError,
+    MessageTooLarge,
+    SerializationError,
+)
 from channelcast.types import ChannelName, JSONValue, Position
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
@@ -79,11 +86,13 @@ class Record:
 
 
 def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
-    """Envelope -> compact UTF-8 JSON; raises SerializationError or MessageTooLarge."""
+    """Envelope -> compact UTF-8 JSON; raises SerializationError, MessageTooLarge or
+    MessageError (bad envelope fields), so that ``decode(encode(e))`` always succeeds."""
+    _check_fields(envelope)
     try:
         raw = json.dumps(envelope.to_dict(), separators=(",", ":"), ensure_ascii=False,
                          allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"data for channel {envelope.channel!r} is not JSON-serializable: {exc}") from exc
     if len(raw) > max_bytes:
@@ -93,22 +102,47 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> by
     return raw
 
 
+def _check_fields(envelope: Envelope) -> None:
+    for name in ("channel", "event", "id", "type"):
+        value = getattr(envelope, name)
+        if not isinstance(value, str) or not value:
+            raise MessageError(f"envelope field {name!r} must be a non-empty string,"
+                               f" got {value!r:.60}")
+    ts = envelope.timestamp
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise MessageError(f"envelope field 'timestamp' must be an integer, got {ts!r:.60}")
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity by default; encode() refuses them, so decode does too.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def decode(raw: bytes | None) -> Envelope:
     """Wire bytes -> Envelope; raises MalformedMessage (never anything else) on bad input."""
     if raw is None:
         raise MalformedMessage("message has no value")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, TypeError) as exc:
         raise MalformedMessage(f"message is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedMessage("message is nested too deeply") from exc
     if not isinstance(obj, dict):
         raise MalformedMessage("message is not a JSON object")
     try:
         channel, event, mid, ts = obj["channel"], obj["event"], obj["id"], obj["timestamp"]
     except KeyError as exc:
         raise MalformedMessage(f"message lacks field {exc.args[0]!r}") from exc
-    if not (isinstance(channel, str) and isinstance(event, str) and isinstance(mid, str)
-            and isinstance(ts, int)):
-        raise MalformedMessage("message fields have the wrong types")
+    kind = obj.get("type", "message")
+    for name, value in (("channel", channel), ("event", event), ("id", mid), ("type", kind)):
+        if not isinstance(value, str) or not value:
+            raise MalformedMessage(f"message field {name!r} must be a non-empty string")
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise MalformedMessage("message field 'timestamp' must be an integer")
+    try:
+        validate_channel(channel)
+    except InvalidChannel as exc:
+        raise MalformedMessage(f"message channel is invalid: {exc}") from exc
     return Envelope(channel=ChannelName(channel), event=event, data=obj.get("data"), id=mid,
-                    timestamp=ts, type=str(obj.get("type", "message")))
+                    timestamp=ts, type=kind)

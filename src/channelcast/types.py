@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, NewType, TypeAlias
 
@@ -28,14 +29,23 @@ class Position:
 
     @classmethod
     def parse(cls, text: str) -> Position:
+        """``topic:partition:offset`` -> Position; raises InvalidPosition on anything else.
+
+        Strict on purpose (the text comes from clients): the topic must be a legal Kafka
+        topic name, partition and offset plain non-negative ASCII decimals, no whitespace.
+        """
         from channelcast.errors import InvalidPosition
 
-        topic, sep, rest = text.rpartition(":")
-        topic2, sep2, part = topic.rpartition(":")
-        try:
-            if not sep or not sep2 or not topic2:
-                raise ValueError(text)
-            return cls(topic2, int(part), int(rest))
-        except ValueError as exc:
+        match = _POSITION.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
             raise InvalidPosition(
-                f"not a position (want topic:partition:offset): {text!r}") from exc
+                f"not a position (want topic:partition:offset): {str(text)[:80]!r}")
+        topic, partition, offset = match.groups()
+        # Kafka partitions are Java ints, offsets Java longs.
+        if int(partition) >= 2**31 or int(offset) >= 2**63:
+            raise InvalidPosition(f"position {text[:80]!r} is out of range")
+        return cls(topic, int(partition), int(offset))
+
+
+# Kafka topic names are 1-249 characters of A-Z a-z 0-9 . _ - (so never a colon).
+_POSITION = re.compile(r"([A-Za-z0-9._\-]{1,249}):([0-9]{1,10}):([0-9]{1,19})")

@@ -18,9 +18,10 @@ def check(config: ConfigOption = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Validate the config and print it resolved (file + environment), or name the bad key."""
     settings = settings_from(config)
-    data = settings.to_dict()
+    data = settings.to_dict(redact=True)  # a check's output gets pasted into tickets
     if as_json:
-        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        # Not sorted: the order of kafka.topic_mapping is meaningful (first match wins).
+        typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(f"# resolved from {settings.source} + environment: OK")
     typer.echo(json.dumps(data, indent=2))
@@ -39,8 +40,14 @@ def route(channels: Annotated[list[str], typer.Argument(help="Channel names.")],
         from dataclasses import replace
 
         from channelcast.config import Settings, validate
+        from channelcast.errors import ConfigError
         kafka = replace(kafka, topic_strategy=strategy)
-        validate(Settings(broker=settings.broker, kafka=kafka, gateway=settings.gateway))
+        try:
+            validate(Settings(broker=settings.broker, kafka=kafka, gateway=settings.gateway))
+        except ConfigError as exc:
+            if exc.key != "kafka.topic_strategy":
+                raise
+            raise ConfigError("--strategy", exc.problem) from None
     strat = create_strategy(kafka)
     rows: list[dict[str, str]] = []
     for name in channels:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 import typer
@@ -35,6 +36,23 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+# typer >= 0.22 ships its own copy of click (typer._click) and raises its exceptions; a
+# command may still raise plain click's. Catch both families, one line per error.
+_CLICK_MODULES: list[Any] = [click.exceptions]
+if (_vendored := getattr(typer, "_click", None)) is not None:
+    _CLICK_MODULES.append(_vendored.exceptions)
+
+
+def _click_errors(name: str) -> tuple[type[Any], ...]:
+    return tuple(getattr(m, name) for m in _CLICK_MODULES if hasattr(m, name))
+
+
+_ABORT = _click_errors("Abort")
+_EXIT = _click_errors("Exit")
+_CLICK_ERROR = _click_errors("ClickException")
+_NO_ARGS_IS_HELP = _click_errors("NoArgsIsHelpError")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
@@ -43,14 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChannelcastError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    except click.exceptions.Abort:
+    except _ABORT:
         click.echo("aborted", err=True)
         return 130
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except _CLICK_ERROR as exc:
+        if isinstance(exc, _NO_ARGS_IS_HELP):  # the "error" is the help text: show it
+            exc.show()
+            return int(exc.exit_code)
+        message = " ".join(exc.format_message().split())
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        click.echo(f"error: {message}{hint}", err=True)
+        return int(exc.exit_code)
     return 0
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "TopicRule",
     "TopicSpec",
     "TopicStrategy",
+    "check_partitioner",
     "crc32_partition",
     "create_strategy",
     "legacy_topic_name",
@@ -47,23 +48,45 @@ __all__ = [
 
 
 def _import(path: str, what: str) -> Any:
+    """``package.module:Name`` (or ``:Outer.Name``) -> the object; StrategyError if not."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise StrategyError(f"unknown {what} {path!r}: use a known name or package.module:Name")
     try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # user code: any failure while importing it is a bad path
         raise StrategyError(f"cannot import {what} {path!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise StrategyError(f"cannot import {what} {path!r}: {exc}") from exc
+    return obj
 
 
 def load_partitioner(name: str) -> Partitioner:
+    """A partitioner by registry name or ``package.module:function``."""
     if name in PARTITIONERS:
         return PARTITIONERS[name]
     func = _import(name, "partitioner")
     if not callable(func):
         raise StrategyError(f"partitioner {name!r} is not callable")
     return func  # type: ignore[no-any-return]
+
+
+def check_partitioner(partitioner: Partitioner) -> None:
+    """Probe a partitioner with a few keys and counts; StrategyError if it misbehaves
+    (raises, returns a non-int, or a partition outside ``0..partitions-1``)."""
+    for partitions in (1, 2, 7, 100):
+        for key in (b"", b"user.1", "presence-\u00e9".encode()):
+            try:
+                p = partitioner(key, partitions)
+            except Exception as exc:
+                raise StrategyError(f"partitioner {partitioner!r} failed on key {key!r}, "
+                                    f"{partitions} partitions: {exc!r}") from exc
+            if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < partitions:
+                raise StrategyError(f"partitioner {partitioner!r} returned {p!r} for key "
+                                    f"{key!r}; want an int in 0..{partitions - 1}")
 
 
 def _grouped(settings: KafkaSettings) -> TopicStrategy:
@@ -88,8 +111,16 @@ STRATEGIES: dict[str, Callable[[KafkaSettings], TopicStrategy]] = {
 def create_strategy(settings: KafkaSettings) -> TopicStrategy:
     """The strategy named by ``settings.topic_strategy`` (registry name or import path)."""
     name = settings.topic_strategy
-    factory = STRATEGIES.get(name) or _import(name, "topic strategy")
-    strategy = factory(settings)
+    if name in STRATEGIES:
+        strategy = STRATEGIES[name](settings)
+    else:
+        factory = _import(name, "topic strategy")
+        if not callable(factory):
+            raise StrategyError(f"topic strategy {name!r} is not callable")
+        try:
+            strategy = factory(settings)
+        except Exception as exc:  # user code: report it as a bad strategy, not a crash
+            raise StrategyError(f"topic strategy {name!r} failed to build: {exc!r}") from exc
     if not isinstance(strategy, TopicStrategy):
         raise StrategyError(f"topic strategy {name!r} does not implement TopicStrategy")
     return strategy

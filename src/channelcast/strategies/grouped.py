@@ -75,13 +75,50 @@ class GroupedTopics:
         return frozenset(self.route(ChannelName(c)).topic for c in channels)
 
     def subscription_topics(self, patterns: Iterable[str]) -> frozenset[str]:
+        """Topics holding every channel a pattern can match.
+
+        First match wins, so a pattern equal to rule N may also catch channels of an
+        earlier rule; those topics are added unless the two patterns provably cannot
+        match the same channel. A pattern no rule covers also needs the default topic.
+        """
         out: set[str] = set()
-        by_pattern = {r.pattern: r.topic for r in self.rules}
         for pattern in patterns:
-            if pattern in by_pattern:
-                out.add(by_pattern[pattern])
-            elif not is_glob(pattern):
+            if not is_glob(pattern):
                 out.add(self.route(ChannelName(pattern)).topic)
-            else:
-                out.update(spec.name for spec in self.topics())
+                continue
+            covered = False
+            for rule in self.rules:
+                if _may_overlap(pattern, rule.pattern):
+                    out.add(rule.topic)
+                if _covers(rule.pattern, pattern):
+                    covered = True
+                    break
+            if not covered:
+                out.add(self.default.name)
         return frozenset(out)
+
+
+def _literal_ends(pattern: str) -> tuple[str, str]:
+    """The literal text before the first and after the last glob character."""
+    globs = [i for i, c in enumerate(pattern) if c in "*?[]"]
+    if not globs:
+        return pattern, pattern
+    return pattern[:globs[0]], pattern[globs[-1] + 1:]
+
+
+def _may_overlap(a: str, b: str) -> bool:
+    """False only when no channel can match both globs (their literal ends disagree)."""
+    a_head, a_tail = _literal_ends(a)
+    b_head, b_tail = _literal_ends(b)
+    heads_agree = a_head.startswith(b_head) or b_head.startswith(a_head)
+    tails_agree = a_tail.endswith(b_tail) or b_tail.endswith(a_tail)
+    return heads_agree and tails_agree
+
+
+def _covers(rule: str, pattern: str) -> bool:
+    """True when every channel matching ``pattern`` also matches ``rule``."""
+    if rule == pattern:
+        return True
+    head = rule[:-1]
+    # "prefix*" covers any pattern whose literal head starts with that prefix.
+    return rule.endswith("*") and not is_glob(head) and _literal_ends(pattern)[0].startswith(head)

@@ -43,12 +43,51 @@ class OneTopicPerChannel:
         return frozenset(legacy_topic_name(self.prefix, c) for c in channels)
 
     def subscription_topics(self, patterns: Iterable[str]) -> frozenset[str]:
+        """Exact topic names, or a ``^regex$`` (librdkafka's convention) for a glob."""
         out: set[str] = set()
         for pattern in patterns:
             if not is_glob(pattern):
                 out.add(legacy_topic_name(self.prefix, pattern))
-                continue
-            body = "".join(".*" if c == "*" else "." if c == "?" else
-                           c if c.isascii() and c.isalnum() else "_" for c in pattern)
-            out.add(f"^{re.escape(self.prefix)}_{body}$")
+            else:
+                out.add(f"^{re.escape(self.prefix)}_{_glob_to_topic_regex(pattern)}$")
         return frozenset(out)
+
+
+def _safe(c: str) -> str:
+    return c if c.isascii() and c.isalnum() else "_"
+
+
+def _glob_to_topic_regex(pattern: str) -> str:
+    """A channel glob -> a regex over legacy topic names (``user.[12]*`` -> ``user_[12].*``).
+
+    Characters are mapped the way channel names are (outside ``[A-Za-z0-9]`` -> ``_``), so
+    the regex may match a few more topics than the glob matches channels: consumers
+    still filter by channel.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        end = pattern.find("]", i + 2) if c == "[" else -1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif end != -1:
+            body = pattern[i + 1:end]
+            negate = body[:1] in ("!", "^")
+            body = body[1:] if negate else body
+            chars = "".join(
+                "-" if ch == "-" and 0 < j < len(body) - 1 else _safe(ch)
+                for j, ch in enumerate(body))
+            if negate:
+                # Excluding "_" would also exclude every channel character mapped onto it.
+                chars = chars.replace("_", "")
+                out.append(f"[^{chars}]" if chars.strip("-") else ".")
+            else:
+                out.append(f"[{chars}]")
+            i = end
+        else:
+            out.append(_safe(c))
+        i += 1
+    return "".join(out)

@@ -1,0 +1,203 @@
+"""Envelope encoding, ULID ids and positions: pure functions, strict on bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from channelcast.errors import (
+    InvalidPosition,
+    MalformedMessage,
+    MessageError,
+    MessageTooLarge,
+    SerializationError,
+)
+from channelcast.message import Envelope, Record, decode, encode, new_id
+from channelcast.types import ChannelName, Position
+
+ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def envelope(**fields: object) -> Envelope:
+    base: dict[str, object] = {"channel": ChannelName("user.1"), "event": "greet",
+                               "data": {"hello": "world"}}
+    base.update(fields)
+    return Envelope(**base)  # type: ignore[arg-type]
+
+
+# --- encode / decode --------------------------------------------------------------------
+
+
+@given(data=json_values, event=st.text(min_size=1, max_size=30))
+def test_decode_inverts_encode(data: object, event: str) -> None:
+    env = envelope(data=data, event=event)
+    assert decode(encode(env)) == env
+
+
+def test_encoding_is_the_originals_compact_json_shape() -> None:
+    env = envelope(id="01ARZ3NDEKTSV4RRFFQ69G5FAV", timestamp=1700000000000,
+                   data={"text": "caf\u00e9"})
+    raw = encode(env)
+    assert json.loads(raw) == {"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "type": "message",
+                               "channel": "user.1", "event": "greet",
+                               "data": {"text": "caf\u00e9"}, "timestamp": 1700000000000}
+    assert b" " not in raw
+    assert "caf\u00e9".encode() in raw  # UTF-8, not \\u escapes
+
+
+@pytest.mark.parametrize("data", [{1, 2}, object(), float("nan"), float("inf"), b"bytes",
+                                  "\ud800"])
+def test_unserializable_data_raises_serialization_error(data: object) -> None:
+    with pytest.raises(SerializationError, match=r"user\.1"):
+        encode(envelope(data=data))
+
+
+def test_deeply_nested_data_raises_serialization_error() -> None:
+    data: list[object] = []
+    for _ in range(100_000):
+        data = [data]
+    with pytest.raises(SerializationError):
+        encode(envelope(data=data))
+
+
+def test_message_over_the_limit_raises_and_names_the_size() -> None:
+    env = envelope(data="x" * 2000)
+    assert len(encode(env, max_bytes=5000)) < 5000
+    with pytest.raises(MessageTooLarge, match=r"the limit is 1024"):
+        encode(env, max_bytes=1024)
+
+
+@pytest.mark.parametrize(("fields", "name"), [
+    ({"event": 3}, "event"), ({"event": ""}, "event"), ({"channel": None}, "channel"),
+    ({"id": 7}, "id"), ({"type": ""}, "type"), ({"timestamp": "now"}, "timestamp"),
+    ({"timestamp": True}, "timestamp"),
+])
+def test_encode_refuses_envelopes_decode_would_reject(fields: dict[str, object],
+                                                      name: str) -> None:
+    with pytest.raises(MessageError, match=repr(name)):
+        encode(envelope(**fields))
+
+
+def good_wire(**changes: object) -> bytes:
+    obj: dict[str, object] = {"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "type": "message",
+                              "channel": "user.1", "event": "e", "data": 1, "timestamp": 5}
+    obj.update(changes)
+    return json.dumps({k: v for k, v in obj.items() if v is not ...},
+                      separators=(",", ":")).encode()
+
+
+def test_decode_accepts_a_well_formed_message_without_type() -> None:
+    env = decode(good_wire(type=...))
+    assert (env.channel, env.event, env.data, env.timestamp, env.type) == (
+        "user.1", "e", 1, 5, "message")
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (None, "no value"),
+    (b"", "not JSON"),
+    (b"\xff\xfe\x00", "not JSON"),
+    (b"{", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'"text"', "not a JSON object"),
+    (good_wire(channel=...), "lacks field 'channel'"),
+    (good_wire(timestamp=...), "lacks field 'timestamp'"),
+    (good_wire(timestamp=True), "'timestamp' must be an integer"),
+    (good_wire(timestamp=1.5), "'timestamp' must be an integer"),
+    (good_wire(event=5), "'event' must be a non-empty string"),
+    (good_wire(id=""), "'id' must be a non-empty string"),
+    (good_wire(type={"a": 1}), "'type' must be a non-empty string"),
+    (good_wire(channel="bad channel"), "channel is invalid"),
+    (good_wire().replace(b'"data":1', b'"data":NaN'), "NaN"),
+    (good_wire().replace(b'"data":1', b'"data":-Infinity'), "Infinity"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+])
+def test_decode_raises_only_malformed_message(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(MalformedMessage, match=re.escape(reason)):
+        decode(raw)
+
+
+@given(st.binary(max_size=200))
+def test_decode_of_arbitrary_bytes_never_raises_anything_else(raw: bytes) -> None:
+    with contextlib.suppress(MalformedMessage):
+        decode(raw)
+
+
+def test_record_dict_carries_the_position() -> None:
+    env = envelope()
+    record = Record(env, Position("realtime.user", 3, 17))
+    assert record.channel == "user.1"
+    assert record.to_dict()["position"] == "realtime.user:3:17"
+    assert record.to_dict()["id"] == env.id
+
+
+# --- ids --------------------------------------------------------------------------------
+
+
+def test_ids_are_ulids_sorted_by_creation_even_within_one_millisecond() -> None:
+    ids = [new_id(now_ms=1_700_000_000_000) for _ in range(1000)]
+    ids += [new_id() for _ in range(1000)]
+    assert all(ULID.fullmatch(i) for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_id_encodes_its_millisecond_timestamp() -> None:
+    later = 4_000_000_000_000  # after any id made so far in this process
+    ulid = new_id(now_ms=later)
+    value = 0
+    for c in ulid:
+        value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(c)
+    assert value >> 80 == later
+
+
+def test_id_stays_monotonic_when_the_clock_goes_back() -> None:
+    first = new_id(now_ms=4_100_000_000_000)
+    assert new_id(now_ms=1_000) > first
+
+
+# --- positions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("realtime.user:3:17", Position("realtime.user", 3, 17)),
+    ("realtime_user_1:0:0", Position("realtime_user_1", 0, 0)),
+    ("a-b:2147483647:9223372036854775807", Position("a-b", 2**31 - 1, 2**63 - 1)),
+])
+def test_position_round_trips_through_text(text: str, expected: Position) -> None:
+    assert Position.parse(text) == expected
+    assert str(expected) == text
+
+
+@pytest.mark.parametrize("text", [
+    "", "topic", "topic:1", ":1:2", "topic::2", "topic:1:", "a:b:1:2", "topic:-1:5",
+    "topic:1:-5", "topic:1_0:5", "topic:+1:5", " topic:1:2", "topic:1:2\n", "topic: 1:2",
+    "topic:\u0661:2", "top ic:1:2", "t\u00f6pic:1:2", "x" * 250 + ":1:2",
+    "topic:2147483648:0", "topic:0:9223372036854775808", "topic:1.0:2",
+])
+def test_position_parse_rejects_anything_else(text: str) -> None:
+    with pytest.raises(InvalidPosition):
+        Position.parse(text)
+
+
+@pytest.mark.parametrize("value", [None, 5, b"t:1:2"])
+def test_position_parse_rejects_non_strings(value: object) -> None:
+    with pytest.raises(InvalidPosition):
+        Position.parse(value)  # type: ignore[arg-type]
+
+
+def test_positions_order_by_topic_partition_offset() -> None:
+    ps = [Position("b", 0, 1), Position("a", 1, 0), Position("a", 0, 10), Position("a", 0, 2)]
+    assert [str(p) for p in sorted(ps)] == ["a:0:2", "a:0:10", "a:1:0", "b:0:1"]
