@@ -78,12 +78,20 @@ class AttachResult:
     members: list[Member] | None = None
 
 
+@dataclass(slots=True)
+class _Attachment:
+    """A listener on a feed: buffering (recovering) or live; skips offsets <= floor."""
+
+    buffer: list[tuple[Record, str]] | None = None
+    floor: int = -2
+
+
 @dataclass(eq=False)
 class _Feed:
     channel: ChannelName
     subscription: Subscription
     position: Position
-    listeners: dict[Listener, list[tuple[Record, str]] | None] = field(default_factory=dict)
+    listeners: dict[Listener, _Attachment] = field(default_factory=dict)
     presence: PresenceState | None = None
     task: asyncio.Task[None] | None = None
 
@@ -139,8 +147,10 @@ class Hub:
         """Make ``listener`` receive ``channel``; raises BrokerError if the broker fails."""
         feed = await self._feed(channel)
         result = AttachResult(position=feed.position)
+        attachment = _Attachment()
         if since is not None:
-            feed.listeners[listener] = []
+            attachment.buffer = []
+            feed.listeners[listener] = attachment
             try:
                 history = await self.broker.history(channel, since)
             except HistoryUnavailable as exc:
@@ -151,19 +161,23 @@ class Hub:
                 feed.listeners.pop(listener, None)
                 await self._maybe_stop(channel)
                 raise
-            buffered = feed.listeners.get(listener) or []
+            buffered = attachment.buffer
+            last = since.offset
             if history is not None:
-                last = since.offset
                 for record in history:
                     last = max(last, record.position.offset)
                     if not is_internal(record):
                         result.replay.append((record, dumps(record.to_dict())))
-                result.replay.extend(item for item in buffered
-                                     if item[0].position.offset > last)
                 result.recovered = True
                 self.metrics.recoveries.labels("ok").inc()
-            else:
-                result.replay.extend(buffered)
+            for item in buffered:
+                if item[0].position.offset > last:
+                    result.replay.append(item)
+                    last = item[0].position.offset
+            # The pump may still hold records older than what was replayed: skip those.
+            attachment.floor = last
+            if history is not None and last > feed.position.offset:
+                result.position = Position(feed.position.topic, feed.position.partition, last)
         if member is not None and feed.presence is not None:
             diff = feed.presence.join(self.node_id, listener.connection_id, member,
                                       time.monotonic())
@@ -173,9 +187,11 @@ class Hub:
         if feed.presence is not None:
             result.members = feed.presence.members()
         # Hand over the catch-up and go live in one synchronous step: no gap, no duplicate.
-        result.position = feed.position
+        if result.position.offset < feed.position.offset:
+            result.position = feed.position
         listener.attached(channel, result)
-        feed.listeners[listener] = None
+        attachment.buffer = None
+        feed.listeners[listener] = attachment
         self.metrics.subscriptions.inc()
 
     async def detach(self, channel: ChannelName, listener: Listener) -> None:
@@ -270,11 +286,11 @@ class Hub:
                 self._apply_presence(feed, record)
             return
         text = dumps(record.to_dict())
-        for listener, buffer in list(feed.listeners.items()):
-            if buffer is None:
+        for listener, att in list(feed.listeners.items()):
+            if att.buffer is not None:
+                att.buffer.append((record, text))
+            elif pos.offset > att.floor:
                 listener.deliver(feed.channel, record, text)
-            else:
-                buffer.append((record, text))
 
     # --- presence ---------------------------------------------------------------------
     def _apply_presence(self, feed: _Feed, record: Record) -> None:
@@ -294,8 +310,8 @@ class Hub:
                          exclude: Listener | None = None) -> None:
         if not diff:
             return
-        for listener, buffer in list(feed.listeners.items()):
-            if listener is not exclude and buffer is None:
+        for listener, att in list(feed.listeners.items()):
+            if listener is not exclude and att.buffer is None:
                 listener.presence_changed(feed.channel, diff)
 
     async def _publish_presence(self, channel: ChannelName, op: dict[str, Any]) -> None:
