@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "channelcast.cli.topics",
     "channelcast.cli.migrate",
     "channelcast.cli.serve",
+    "channelcast.cli.bench",
 ]
 
 app = typer.Typer(

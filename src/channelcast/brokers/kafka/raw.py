@@ -1,0 +1,374 @@
+"""Raw confluent-kafka loops: the baselines channelcast's benchmark compares itself against.
+
+Owns three deliberately plain loops, written the way the confluent-kafka documentation
+recommends and with nothing of channelcast in them (no envelope, no strategy, no asyncio):
+
+* :func:`produce_loop`: ``produce()`` every message, ``poll(0)`` to serve callbacks,
+  ``flush()``; the throughput a Python program gets from librdkafka at best.
+* :func:`consume_loop`: one consumer, assigned (no group rebalance), reading a known
+  number of messages from the start of the partitions.
+* :func:`round_trip`: produce at a fixed rate and consume in a second thread; latency is
+  taken from the *intended* send time written into the message (coordinated omission).
+
+It also provisions and removes the benchmark's topics (through the admin adapter when it
+is there). Everything here is blocking; async callers use ``asyncio.to_thread``. It never
+touches topics it was not given. Kafka errors leave it only as channelcast errors.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from channelcast.errors import BrokerError, BrokerUnavailable
+from channelcast.strategies.base import TopicSpec
+
+__all__ = [
+    "RawMessage",
+    "RawRoundTrip",
+    "RawThroughput",
+    "baseline_producer_config",
+    "consume_loop",
+    "create_topics",
+    "delete_topics",
+    "end_offsets",
+    "produce_loop",
+    "read_stamp",
+    "round_trip",
+    "stamp_value",
+    "wait_writable",
+]
+
+_STAMP = struct.Struct(">q")
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One message for the raw producer: where it goes and what it carries."""
+
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RawThroughput:
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawRoundTrip:
+    sent: int
+    received: int
+    seconds: float
+
+
+def _error(exc: BaseException, doing: str) -> BrokerError:
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if isinstance(err, KafkaError):
+        return BrokerError(f"{doing}: {err.str()}", retriable=err.retriable())
+    return BrokerError(f"{doing}: {exc}")
+
+
+def baseline_producer_config(bootstrap: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The same librdkafka settings channelcast's publisher uses (acks=all, idempotent,
+    lz4, linger 5 ms, ...), so a comparison measures the Python layer, not the settings."""
+    from channelcast.brokers.kafka.producer import producer_defaults
+
+    return producer_defaults(bootstrap, timeout_s)
+
+
+def _producer(bootstrap: str, config: Mapping[str, Any] | None) -> Producer:
+    conf = baseline_producer_config(bootstrap)
+    conf.update(config or {})
+    return Producer(conf)
+
+
+def _consumer(bootstrap: str, config: Mapping[str, Any] | None) -> Consumer:
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap,
+                            "group.id": f"channelcast-bench-raw-{time.time_ns()}",
+                            "enable.auto.commit": False,
+                            "enable.partition.eof": False}
+    conf.update(config or {})
+    return Consumer(conf)
+
+
+# --- topics --------------------------------------------------------------------------
+
+
+def create_topics(bootstrap: str, specs: Sequence[TopicSpec], *, timeout_s: float = 120.0,
+                  ) -> None:
+    """Create the topics (existing ones are left alone) and wait until they have leaders."""
+    from channelcast.brokers.kafka.admin import KafkaAdmin
+
+    admin = KafkaAdmin(bootstrap, timeout_s=timeout_s)
+    # Thousands of topics in one CreateTopics request time out on small machines: chunk.
+    for chunk in _chunks(list(specs), 200):
+        admin.create_topics(chunk)
+
+
+def delete_topics(bootstrap: str, names: Sequence[str], *, timeout_s: float = 120.0) -> None:
+    """Delete the named topics (missing ones are fine)."""
+    from channelcast.brokers.kafka.admin import KafkaAdmin
+
+    admin = KafkaAdmin(bootstrap, timeout_s=timeout_s)
+    for chunk in _chunks(list(names), 200):
+        admin.delete_topics(chunk)
+
+
+def end_offsets(bootstrap: str, partitions: Sequence[tuple[str, int]],
+                timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+    """The high watermark of each partition."""
+    consumer = _consumer(bootstrap, None)
+    try:
+        out = {}
+        for topic, part in partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, part),
+                                                        timeout=timeout_s)
+            out[(topic, part)] = int(high)
+        return out
+    except KafkaException as exc:
+        raise _error(exc, "reading watermarks") from exc
+    finally:
+        consumer.close()
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# --- the loops -----------------------------------------------------------------------
+
+
+def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
+                 config: Mapping[str, Any] | None = None,
+                 timeout_s: float = 120.0) -> RawThroughput:
+    """Produce every message as fast as librdkafka takes them; time until all are acked."""
+    producer = _producer(bootstrap, config)
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    # Connect first so the measurement is not the TCP/metadata set-up.
+    try:
+        producer.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+    start = time.perf_counter()
+    produce = producer.produce
+    poll = producer.poll
+    for m in messages:
+        while True:
+            try:
+                produce(m.topic, m.value, m.key, partition=m.partition, on_delivery=on_delivery)
+                break
+            except BufferError:
+                poll(0.005)  # the local queue is full: let librdkafka send
+            except KafkaException as exc:
+                raise _error(exc, "producing") from exc
+        poll(0)
+    left = producer.flush(timeout_s)
+    seconds = time.perf_counter() - start
+    if left:
+        raise BrokerError(f"raw producer: {left} message(s) not acknowledged in {timeout_s}s")
+    if failures:
+        raise BrokerError(f"raw producer: {len(failures)} delivery failure(s), first: "
+                          f"{failures[0].str()}", retriable=failures[0].retriable())
+    return RawThroughput(len(messages), seconds)
+
+
+def consume_loop(bootstrap: str, partitions: Sequence[tuple[str, int]], count: int, *,
+                 start: Mapping[tuple[str, int], int] | None = None,
+                 ready: threading.Event | None = None,
+                 config: Mapping[str, Any] | None = None,
+                 timeout_s: float = 120.0) -> RawThroughput:
+    """Read ``count`` messages of ``partitions`` from the ``start`` offsets (default: the
+    current end, live; ``ready`` is set once assigned).
+
+    The clock runs from the first message to the ``count``-th. Raises BrokerError if they
+    do not all arrive within ``timeout_s``.
+    """
+    consumer = _consumer(bootstrap, config)
+    try:
+        start_at = []
+        for topic, part in partitions:
+            if start is not None:
+                offset = start[(topic, part)]
+            else:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, part),
+                                                            timeout=30)
+                offset = int(high)
+            start_at.append(TopicPartition(topic, part, offset))
+        consumer.assign(start_at)
+        if ready is not None:
+            ready.set()
+        seen = 0
+        began = 0.0
+        deadline = time.monotonic() + timeout_s
+        while seen < count:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"raw consumer: {seen}/{count} messages in {timeout_s}s")
+            for msg in consumer.consume(1000, 0.1):
+                err = msg.error()
+                if err is not None:
+                    raise BrokerError(f"raw consumer: {err.str()}", retriable=err.retriable())
+                if not seen:
+                    began = time.perf_counter()
+                seen += 1
+        return RawThroughput(seen - 1, time.perf_counter() - began)
+    except KafkaException as exc:
+        raise _error(exc, "consuming") from exc
+    finally:
+        if ready is not None:
+            ready.set()
+        consumer.close()
+
+
+def wait_writable(bootstrap: str, partitions: Sequence[tuple[str, int]],
+                  timeout_s: float = 60.0) -> None:
+    """Block until every partition answers a watermark query (a new topic's leader is
+    known to metadata a moment before it serves requests)."""
+    consumer = _consumer(bootstrap, None)
+    deadline = time.monotonic() + timeout_s
+    try:
+        for topic, part in partitions:
+            while True:
+                try:
+                    consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=5)
+                    break
+                except KafkaException as exc:
+                    if time.monotonic() > deadline:
+                        raise _error(exc, f"waiting for {topic}:{part}") from exc
+                    time.sleep(0.2)
+    finally:
+        consumer.close()
+
+
+def stamp_value(intended_ns: int, size: int) -> bytes:
+    """A message of ``size`` bytes starting with the intended send time (monotonic ns)."""
+    return _STAMP.pack(intended_ns) + b"x" * max(0, size - _STAMP.size)
+
+
+def read_stamp(value: bytes) -> int:
+    return int(_STAMP.unpack_from(value)[0])
+
+
+def round_trip(bootstrap: str, topic: str, partition: int, *, rate: float, seconds: float,
+               size: int, on_latency: Callable[[int], None],
+               producer_config: Mapping[str, Any] | None = None,
+               consumer_config: Mapping[str, Any] | None = None,
+               drain_s: float = 10.0) -> RawRoundTrip:
+    """Produce ``rate`` msg/s for ``seconds`` and consume them in a second thread.
+
+    ``on_latency(ns)`` gets, for each message, receive time minus *intended* send time
+    (``time.monotonic_ns``), so a stalled producer shows up as latency instead of hiding it.
+    Called from the consumer thread only.
+    """
+    total = max(1, int(rate * seconds))
+    interval = 1e9 / rate
+    producer = _producer(bootstrap, producer_config)
+    consumer = _consumer(bootstrap, consumer_config)
+    received = 0
+    stop = threading.Event()
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        nonlocal received
+        try:
+            consumer.assign([TopicPartition(topic, partition, OFFSET_END)])
+            while not stop.is_set():
+                # poll() returns each message as soon as it is there; consume(n, timeout)
+                # would wait for n messages or the timeout, adding latency at low rates.
+                msg = consumer.poll(0.05)
+                if msg is not None:
+                    err = msg.error()
+                    if err is not None:
+                        raise BrokerError(f"raw consumer: {err.str()}")
+                    now = time.monotonic_ns()
+                    value = msg.value()
+                    if value is None or len(value) < _STAMP.size:
+                        continue
+                    stamp = read_stamp(value)
+                    if stamp < 0:  # a warm-up probe
+                        ready.set()
+                        continue
+                    on_latency(now - stamp)
+                    received += 1
+        except BaseException as exc:  # handed to the caller
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=consume, name="bench-raw-consumer", daemon=True)
+    thread.start()
+    try:
+        # Probe until the consumer is positioned and sees messages.
+        deadline = time.monotonic() + 30.0
+        while not ready.wait(0.2):
+            if time.monotonic() > deadline:
+                raise BrokerError("raw round trip: the consumer saw no probe within 30s")
+            producer.produce(topic, stamp_value(-1, size), partition=partition)
+            producer.poll(0)
+        if failure:
+            raise failure[0]
+        start = time.monotonic_ns()
+        sent = 0
+        while sent < total:
+            now = time.monotonic_ns()
+            due = min(total, int((now - start) / interval) + 1)
+            while sent < due:
+                intended = start + int(sent * interval)
+                try:
+                    producer.produce(topic, stamp_value(intended, size), partition=partition)
+                    sent += 1
+                except BufferError:
+                    producer.poll(0.001)
+            producer.poll(0)
+            next_at = start + int(sent * interval)
+            pause = (next_at - time.monotonic_ns()) / 1e9
+            if pause > 0:
+                time.sleep(pause)
+        producer.flush(30.0)
+        elapsed = (time.monotonic_ns() - start) / 1e9
+        deadline = time.monotonic() + drain_s
+        while received < total and time.monotonic() < deadline and not failure:
+            time.sleep(0.02)
+        if failure:
+            raise failure[0]
+        return RawRoundTrip(sent, received, elapsed)
+    except KafkaException as exc:
+        raise _error(exc, "raw round trip") from exc
+    finally:
+        stop.set()
+        thread.join(10.0)
+        consumer.close()
+
+
+def client_versions() -> str:
+    """confluent-kafka and librdkafka versions, for the benchmark's machine description."""
+    import confluent_kafka
+
+    return (f"confluent-kafka {confluent_kafka.version()[0]}, "
+            f"librdkafka {confluent_kafka.libversion()[0]}")

@@ -1,0 +1,80 @@
+"""``channelcast bench``: run the benchmark scenarios and write the report (thin wrapper
+over :func:`channelcast.ops.bench.bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from channelcast.errors import ConfigError
+from channelcast.ops.bench import DEFAULT_OUTPUT, SCENARIOS, BenchConfig, bench
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError("--rates", f"want comma-separated numbers, got {text!r}") from None
+    if not rates:
+        raise ConfigError("--rates", "give at least one rate")
+    return rates
+
+
+def run(
+    bootstrap: Annotated[str | None, typer.Option(
+        help="Kafka bootstrap servers (HOST:PORT). Use a broker of its own: the full run "
+             "creates 1,000+ topics (and deletes them).")] = None,
+    start_kafka: Annotated[bool, typer.Option(
+        "--start-kafka", help="Start a private one-node Kafka (name 'bench', port 44092), "
+                              "stop it afterwards.")] = False,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Small sizes: every scenario in well under 2 minutes.")] = False,
+    channels: Annotated[int | None, typer.Option(help="Channels (default 1000).")] = None,
+    messages: Annotated[int | None, typer.Option(
+        help="Messages per saturation / overhead run (default 100000).")] = None,
+    rates: Annotated[str | None, typer.Option(
+        help="Fixed offered loads, msg/s, comma-separated (default 1000,10000).")] = None,
+    rate_seconds: Annotated[float | None, typer.Option(
+        help="Seconds per fixed-rate run (default 10).")] = None,
+    size: Annotated[int | None, typer.Option(
+        help="Encoded message size in bytes (default 256).")] = None,
+    clients: Annotated[int | None, typer.Option(
+        help="WebSocket clients in the fan-out scenario (default 1000).")] = None,
+    scenarios: Annotated[str | None, typer.Option(
+        help=f"Comma-separated subset of: {', '.join(SCENARIOS)}.")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder (a sub-folder per run).")
+                   ] = DEFAULT_OUTPUT,
+) -> None:
+    """Measure strategies, overhead against raw confluent-kafka, the Java ceiling and
+    gateway fan-out, in one process against one broker; write report.md, results.json and
+    bench.png. Without --bootstrap or --start-kafka it runs on the memory broker (the
+    Kafka-only scenarios are then skipped)."""
+    if bootstrap and start_kafka:
+        raise ConfigError("--bootstrap", "give --bootstrap or --start-kafka, not both")
+    overrides: dict[str, Any] = {}
+    for key, value in (("channels", channels), ("messages", messages),
+                       ("rate_seconds", rate_seconds), ("message_bytes", size),
+                       ("fanout_clients", clients)):
+        if value is not None:
+            overrides[key] = value
+    if rates is not None:
+        overrides["rates"] = _rates(rates)
+    if scenarios is not None:
+        overrides["scenarios"] = tuple(s.strip() for s in scenarios.split(",") if s.strip())
+    config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
+
+    def log(message: str) -> None:
+        typer.echo(message, err=True)
+
+    results, paths = bench(config, bootstrap=bootstrap, start_kafka=start_kafka, output=out,
+                           log=log)
+    typer.echo(paths["report"].read_text(encoding="utf-8"))
+    typer.echo(f"written: {paths['report']}, {paths['json']}, {paths['plot']}")
+    if results.errors:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(run)

@@ -1,0 +1,172 @@
+"""The benchmark's settings and results: plain frozen/mutable dataclasses, no I/O.
+
+Results are serialised to ``results.json`` with :func:`to_jsonable`, and the report and
+plot are drawn from them, so a stored run can be re-rendered without re-running it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from channelcast.ops.bench.hist import LatencySummary
+
+SCENARIOS = ("strategies", "overhead", "ceiling", "fanout")
+"""Scenario names, in the order they run."""
+
+
+def _run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to run and how big. :meth:`quick` is the test-suite size (well under 2 min)."""
+
+    channels: int = 1000
+    messages: int = 100_000
+    rates: tuple[float, ...] = (1_000.0, 10_000.0)
+    rate_seconds: float = 10.0
+    saturation_fraction: float = 0.2
+    message_bytes: int = 256
+    batch: int = 500
+    window: int = 8
+    publishers: int = 1000
+    overhead_channels: int = 100
+    overhead_partitions: int = 10
+    java_records: int = 500_000
+    fanout_clients: int = 1000
+    fanout_messages: int = 100
+    fanout_rate: float = 20.0
+    drain_s: float = 60.0
+    scenarios: tuple[str, ...] = SCENARIOS
+    run_id: str = field(default_factory=_run_id)
+    producer: Mapping[str, Any] = field(default_factory=dict)
+    consumer: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        values: dict[str, Any] = dict(
+            channels=50, messages=5_000, rates=(500.0, 2_000.0), rate_seconds=2.0,
+            overhead_channels=10, overhead_partitions=3, java_records=20_000,
+            fanout_clients=20, fanout_messages=20, fanout_rate=20.0, drain_s=20.0,
+            publishers=200)
+        values.update(overrides)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        from channelcast.errors import ConfigError
+
+        unknown = set(self.scenarios) - set(SCENARIOS)
+        if unknown:
+            raise ConfigError("bench.scenarios", f"unknown scenario(s) {sorted(unknown)}; "
+                              f"known: {', '.join(SCENARIOS)}")
+        for name in ("channels", "messages", "message_bytes", "batch", "window", "publishers",
+                     "overhead_channels", "overhead_partitions", "java_records",
+                     "fanout_clients", "fanout_messages"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bench.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if any(not r > 0 for r in self.rates):
+            raise ConfigError("bench.rates", f"rates must be > 0, got {self.rates}")
+        if not 0 < self.saturation_fraction <= 1:
+            raise ConfigError("bench.saturation_fraction", "must be in (0, 1]")
+        if self.rate_seconds <= 0 or self.drain_s <= 0 or self.fanout_rate <= 0:
+            raise ConfigError("bench", "rate_seconds, drain_s and fanout_rate must be > 0")
+
+
+@dataclass(slots=True)
+class LatencyRun:
+    """One latency measurement: an offered load (None = as fast as possible)."""
+
+    label: str
+    offered_rate: float | None
+    sent: int
+    received: int
+    seconds: float
+    latency: LatencySummary
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    histogram: str = ""
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.received
+
+
+@dataclass(slots=True)
+class StrategyResult:
+    strategy: str
+    channels: int
+    topics: int
+    partitions: int
+    provision_seconds: float
+    publish_messages: int = 0
+    publish_seconds: float = math.nan
+    runs: list[LatencyRun] = field(default_factory=list)
+
+    @property
+    def publish_rate(self) -> float:
+        if not self.publish_messages or not self.publish_seconds > 0:
+            return math.nan
+        return self.publish_messages / self.publish_seconds
+
+
+@dataclass(slots=True)
+class ThroughputRow:
+    """A throughput figure: ``name`` says what loop, ``group`` which comparison it is in."""
+
+    group: str
+    name: str
+    messages: int
+    seconds: float
+    note: str = ""
+    latency: LatencySummary | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else math.nan
+
+
+@dataclass(slots=True)
+class BenchResults:
+    config: BenchConfig
+    broker: str
+    machine: dict[str, str] = field(default_factory=dict)
+    strategies: list[StrategyResult] = field(default_factory=list)
+    throughput: list[ThroughputRow] = field(default_factory=list)
+    round_trips: list[LatencyRun] = field(default_factory=list)
+    fanout: list[ThroughputRow] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    started: str = ""
+    seconds: float = 0.0
+
+    def strategy(self, name: str) -> StrategyResult | None:
+        return next((s for s in self.strategies if s.strategy == name), None)
+
+    def row(self, group: str, name: str) -> ThroughputRow | None:
+        return next((r for r in self.throughput + self.fanout
+                     if r.group == group and r.name == name), None)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses -> dicts (with derived rates), NaN -> None; for results.json."""
+    if is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
+        for derived in ("publish_rate", "rate", "achieved_rate", "lost"):
+            if hasattr(value, derived):
+                out[derived] = to_jsonable(getattr(value, derived))
+        return out
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value

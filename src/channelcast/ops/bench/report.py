@@ -1,0 +1,259 @@
+"""Turning results into files: ``report.md`` (tables, ratios, targets), ``results.json``
+and ``bench.png`` (latency distribution per strategy, throughput bars).
+
+Pure formatting over :class:`~channelcast.ops.bench.model.BenchResults`; the only I/O is
+writing the three files into the folder it is given. matplotlib runs on the Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from channelcast.ops.bench.model import BenchResults, LatencyRun, StrategyResult, to_jsonable
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
+        return math.nan
+    return a / b
+
+
+def _x(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCheck:
+    name: str
+    measured: str
+    met: bool | None  # None: not measured
+
+
+def _run(strategy: StrategyResult | None, label_start: str) -> LatencyRun | None:
+    if strategy is None:
+        return None
+    return next((r for r in strategy.runs if r.label.startswith(label_start)), None)
+
+
+def _p99(run: LatencyRun | None) -> float:
+    return run.latency.p99_ms if run is not None and run.latency.count else math.nan
+
+
+def check_targets(results: BenchResults) -> list[TargetCheck]:
+    """The issue's targets, measured (never asserted by tests)."""
+    out: list[TargetCheck] = []
+    legacy = results.strategy("one-per-channel")
+    grouped = results.strategy("grouped")
+    tput = _ratio(grouped.publish_rate if grouped else None,
+                  legacy.publish_rate if legacy else None)
+    out.append(TargetCheck("grouped >= 10x one-per-channel publish throughput",
+                           _x(tput), None if math.isnan(tput) else tput >= 10))
+    if grouped is not None and legacy is not None:
+        for run in grouped.runs:
+            if run.label.endswith("of saturation"):
+                continue  # different absolute loads per strategy: not comparable
+            other = next((r for r in legacy.runs if r.label == run.label), None)
+            ratio = _ratio(_p99(run), _p99(other))
+            out.append(TargetCheck(f"grouped p99 <= 1/5 of one-per-channel ({run.label})",
+                                   _x(ratio), None if math.isnan(ratio) else ratio <= 0.2))
+    raw = results.row("publish", "raw confluent-kafka produce() loop")
+    for name in ("channelcast publish_many()", "channelcast publish()"):
+        row = results.row("publish", name)
+        ratio = _ratio(row.rate if row else None, raw.rate if raw else None)
+        out.append(TargetCheck(f"{name} >= 0.8x raw produce()", _x(ratio),
+                               None if math.isnan(ratio) else ratio >= 0.8))
+    trip = results.round_trips[0] if results.round_trips else None
+    at_fraction = _run(grouped, f"{results.config.saturation_fraction:.0%} of saturation")
+    ratio = _ratio(_p99(at_fraction), _p99(trip))
+    out.append(TargetCheck(
+        f"grouped p99 at {results.config.saturation_fraction:.0%} of saturation <= 1.5x raw "
+        "round trip p99", _x(ratio), None if math.isnan(ratio) else ratio <= 1.5))
+    gw = results.row("fanout", "channelcast gateway")
+    plain = results.row("fanout", "plain websockets broadcast")
+    ratio = _ratio(gw.rate if gw else None, plain.rate if plain else None)
+    out.append(TargetCheck("gateway fan-out >= 0.7x plain websockets broadcast", _x(ratio),
+                           None if math.isnan(ratio) else ratio >= 0.7))
+    return out
+
+
+def _latency_table(runs: list[tuple[str, LatencyRun]]) -> list[str]:
+    lines = ["| strategy | load | offered msg/s | achieved msg/s | received / sent | "
+             "p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for who, r in runs:
+        lat = r.latency
+        lines.append(
+            f"| {who} | {r.label} | {_num(r.offered_rate)} | {_num(r.achieved_rate)} | "
+            f"{r.received:,} / {r.sent:,} | {_ms(lat.p50_ms)} | {_ms(lat.p95_ms)} | "
+            f"{_ms(lat.p99_ms)} | {_ms(lat.p999_ms)} | {_ms(lat.max_ms)} |")
+    return lines
+
+
+def render_markdown(results: BenchResults) -> str:
+    c = results.config
+    lines = [f"# channelcast benchmark ({results.started})", ""]
+    lines.append(f"Broker: `{results.broker}`. Run `{c.run_id}`, {results.seconds:.0f} s in all.")
+    lines.append("")
+    lines.append("| machine | |")
+    lines.append("|---|---|")
+    for k, v in results.machine.items():
+        lines.append(f"| {k} | {v} |")
+    lines.append("")
+    lines.append(f"Settings: {c.channels:,} channels, {c.messages:,} messages per saturation "
+                 f"run, ~{c.message_bytes} B encoded envelopes, fixed loads "
+                 f"{', '.join(_num(r) for r in c.rates)} msg/s for {c.rate_seconds:g} s each "
+                 f"plus {c.saturation_fraction:.0%} of each strategy's saturation; "
+                 f"publish_many batches of {c.batch}, {c.window} in flight.")
+    lines.append("")
+
+    if results.strategies:
+        lines += ["## 1. Topic strategies (the original's mapping)", ""]
+        legacy = results.strategy("one-per-channel")
+        grouped = results.strategy("grouped")
+        lines += ["| | one-per-channel | grouped | grouped / one-per-channel |",
+                  "|---|---:|---:|---:|"]
+        if legacy and grouped:
+            lines.append(f"| topics | {legacy.topics:,} | {grouped.topics:,} | "
+                         f"{_x(_ratio(grouped.topics, legacy.topics))} |")
+            lines.append(f"| partitions | {legacy.partitions:,} | {grouped.partitions:,} | "
+                         f"{_x(_ratio(grouped.partitions, legacy.partitions))} |")
+            lines.append(f"| topic creation s | {legacy.provision_seconds:.1f} | "
+                         f"{grouped.provision_seconds:.1f} | |")
+            lines.append(f"| publish msg/s at saturation | {_num(legacy.publish_rate)} | "
+                         f"{_num(grouped.publish_rate)} | "
+                         f"{_x(_ratio(grouped.publish_rate, legacy.publish_rate))} |")
+            for run in grouped.runs:
+                other = next((r for r in legacy.runs if r.label == run.label), None)
+                lines.append(f"| p99 ms, {run.label} | {_ms(_p99(other))} | {_ms(_p99(run))} | "
+                             f"{_x(_ratio(_p99(run), _p99(other)))} |")
+        lines.append("")
+        lines += _latency_table([(s.strategy, r) for s in results.strategies for r in s.runs])
+        lines.append("")
+        lines.append("Latency is publish-to-subscriber, from each message's *intended* send "
+                     "time at fixed loads (coordinated omission accounted for), from its "
+                     "creation at saturation.")
+        lines.append("")
+
+    if results.throughput or results.round_trips:
+        lines += ["## 2-3. Overhead against raw confluent-kafka, and the Java ceiling", ""]
+        lines += ["| group | loop | messages | seconds | msg/s | ratio to raw | notes |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        raws = {"publish": results.row("publish", "raw confluent-kafka produce() loop"),
+                "subscribe": results.row("subscribe", "raw confluent-kafka consumer loop")}
+        for row in results.throughput:
+            base = raws.get(row.group)
+            lines.append(f"| {row.group} | {row.name} | {row.messages:,} | {row.seconds:.2f} | "
+                         f"{_num(row.rate)} | {_x(_ratio(row.rate, base.rate if base else None))}"
+                         f" | {row.note} |")
+        lines.append("")
+        if results.round_trips:
+            rows = [("raw", r) for r in results.round_trips]
+            grouped = results.strategy("grouped")
+            frac = _run(grouped, f"{c.saturation_fraction:.0%} of saturation")
+            if frac is not None:
+                rows.append(("grouped (channelcast)", frac))
+            lines += _latency_table(rows)
+            lines.append("")
+
+    if results.fanout:
+        lines += ["## 4. Gateway fan-out", "",
+                  "| loop | deliveries | seconds | deliveries/s | notes | p50 ms | p99 ms |",
+                  "|---|---:|---:|---:|---|---:|---:|"]
+        for row in results.fanout:
+            lat = row.latency
+            lines.append(f"| {row.name} | {row.messages:,} | {row.seconds:.2f} | "
+                         f"{_num(row.rate)} | {row.note} | "
+                         f"{_ms(lat.p50_ms if lat else None)} | "
+                         f"{_ms(lat.p99_ms if lat else None)} |")
+        lines.append("")
+
+    lines += ["## Targets (measured, not asserted)", "", "| target | measured | met |",
+              "|---|---:|---|"]
+    for t in check_targets(results):
+        met = "not measured" if t.met is None else "yes" if t.met else "**no**"
+        lines.append(f"| {t.name} | {t.measured} | {met} |")
+    lines.append("")
+    if results.skipped:
+        lines += ["## Skipped", ""] + [f"- {s}" for s in results.skipped] + [""]
+    if results.errors:
+        lines += ["## Errors", ""] + [f"- {e}" for e in results.errors] + [""]
+    return "\n".join(lines)
+
+
+def render_plot(results: BenchResults, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
+    colors = {"one-per-channel": "tab:red", "grouped": "tab:blue", "raw": "tab:gray"}
+    styles = ["-", "--", ":", "-."]
+    curves: list[tuple[str, str, LatencyRun]] = [
+        (s.strategy, s.strategy, r) for s in results.strategies for r in s.runs]
+    curves += [("raw", "raw confluent-kafka", r) for r in results.round_trips]
+    seen: dict[str, int] = {}
+    for key, who, run in curves:
+        if not run.curve:
+            continue
+        style = styles[seen.get(key, 0) % len(styles)]
+        seen[key] = seen.get(key, 0) + 1
+        xs = [1.0 / (1.0 - p / 100.0) for p, _ in run.curve]
+        ys = [ms for _, ms in run.curve]
+        left.plot(xs, ys, style, color=colors.get(key, "black"), label=f"{who}: {run.label}")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    ticks = [1, 2, 10, 100, 1000, 10000]
+    left.set_xticks(ticks, ["p0", "p50", "p90", "p99", "p99.9", "p99.99"])
+    left.set_xlabel("percentile")
+    left.set_ylabel("publish-to-subscriber latency, ms")
+    left.set_title("Latency distribution")
+    left.grid(True, which="both", alpha=0.3)
+    if curves:
+        left.legend(fontsize=7)
+
+    bars: list[tuple[str, float]] = [(f"{s.strategy} publish", s.publish_rate)
+                                     for s in results.strategies]
+    bars += [(r.name, r.rate) for r in results.throughput]
+    bars = [(n, v) for n, v in bars if not math.isnan(v)]
+    if bars:
+        names = [n for n, _ in bars]
+        right.barh(range(len(bars)), [v for _, v in bars], color="tab:green")
+        right.set_yticks(range(len(bars)), names, fontsize=8)
+        right.invert_yaxis()
+        for i, (_, v) in enumerate(bars):
+            right.text(v, i, f" {v:,.0f}", va="center", fontsize=8)
+    right.set_xlabel("messages per second")
+    right.set_title("Throughput")
+    fig.suptitle(f"channelcast benchmark, {results.broker}, {results.config.channels:,} channels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: BenchResults, folder: Path) -> dict[str, Path]:
+    """Write report.md, results.json and bench.png into ``folder`` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"report": folder / "report.md", "json": folder / "results.json",
+             "plot": folder / "bench.png"}
+    paths["report"].write_text(render_markdown(results), encoding="utf-8")
+    data = to_jsonable(results)
+    data["targets"] = [to_jsonable(t) for t in check_targets(results)]
+    paths["json"].write_text(json.dumps(data, indent=2), encoding="utf-8")
+    render_plot(results, paths["plot"])
+    return paths

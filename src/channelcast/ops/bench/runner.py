@@ -1,0 +1,115 @@
+"""Running every scenario in one process against one broker, so the ratios are fair.
+
+:func:`run_bench` is what ``channelcast bench`` and the tests call. A scenario that fails
+is recorded in ``results.errors`` and the others still run; nothing here raises for a
+scenario failure. :func:`bench` adds the output folder and an optional private cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from channelcast.ops.bench import fanout, scenarios
+from channelcast.ops.bench.model import BenchConfig, BenchResults
+from channelcast.ops.bench.report import write_outputs
+from channelcast.ops.bench.targets import (
+    KafkaTarget,
+    MemoryTarget,
+    PrivateCluster,
+    Target,
+    describe_machine,
+)
+
+Log = Callable[[str], None]
+
+DEFAULT_OUTPUT = Path("bench-results")
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> BenchResults:
+    """Run the configured scenarios against ``target``; returns everything measured."""
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    results = BenchResults(config=config, broker=target.url,
+                           machine=describe_machine(target), started=started)
+    t0 = time.perf_counter()
+    wanted = set(config.scenarios)
+    if "strategies" in wanted:
+        results.strategies = await scenarios.strategy_comparison(target, config, log,
+                                                                 results.errors)
+    kafka_only = [s for s in ("overhead", "ceiling") if s in wanted]
+    if target.bootstrap is None:
+        results.skipped += [f"{s}: needs Kafka (raw confluent-kafka / Java baselines)"
+                            for s in kafka_only]
+    else:
+        if "overhead" in wanted:
+            try:
+                rows, trips = await scenarios.overhead(target, config,
+                                                       _round_trip_rate(results), log)
+                results.throughput += rows
+                results.round_trips += trips
+            except Exception as exc:
+                results.errors.append(f"overhead: {_describe(exc)}")
+        if "ceiling" in wanted:
+            try:
+                size = scenarios.envelope_size(
+                    config.message_bytes, [f"ovh.{config.overhead_channels - 1}"])
+                results.throughput.append(await scenarios.ceiling(target, config, size, log))
+            except Exception as exc:
+                results.errors.append(f"ceiling: {_describe(exc)}")
+    if "fanout" in wanted:
+        try:
+            ok, reason = fanout.available()
+            if not ok:
+                results.skipped.append(f"fanout: {reason}")
+            else:
+                results.fanout += await fanout.fanout(target, config, log)
+        except Exception as exc:
+            results.errors.append(f"fanout: {_describe(exc)}")
+    results.seconds = time.perf_counter() - t0
+    results.machine["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return results
+
+
+def _round_trip_rate(results: BenchResults) -> float:
+    """The raw round trip runs at the load of grouped's "fraction of saturation" run."""
+    grouped = results.strategy("grouped")
+    if grouped is not None:
+        for run in grouped.runs:
+            if run.label.endswith("of saturation") and run.offered_rate:
+                return run.offered_rate
+    rate = results.config.rates[0]
+    return rate if not math.isnan(rate) else 1000.0
+
+
+def bench(config: BenchConfig, *, bootstrap: str | None = None, start_kafka: bool = False,
+          output: Path = DEFAULT_OUTPUT, log: Log = _quiet) -> tuple[BenchResults, dict[str, Path]]:
+    """Run on ``bootstrap`` (Kafka), a private cluster (``start_kafka``) or the memory
+    broker; write report.md, results.json and bench.png into a new folder under ``output``."""
+    cluster: PrivateCluster | None = None
+    target: Target
+    if start_kafka:
+        cluster = PrivateCluster()
+        log("starting a private Kafka cluster (name 'bench') ...")
+        bootstrap = cluster.start()
+    try:
+        target = KafkaTarget(bootstrap) if bootstrap else MemoryTarget()
+        results = asyncio.run(run_bench(target, config, log))
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    paths = write_outputs(results, output / f"{stamp}-{config.run_id}")
+    return results, paths

@@ -1,0 +1,551 @@
+"""The benchmark scenarios, written against the Broker protocol (memory or Kafka).
+
+* :func:`strategy_comparison`: the original's mapping at N channels, one-per-channel
+  against grouped, same messages: topics, partitions, publish rate at saturation, and
+  publish-to-subscriber latency at fixed offered loads and at saturation.
+* :func:`overhead`: channelcast's publish and subscribe paths against raw confluent-kafka
+  loops with the same message sizes (Kafka only), plus the raw produce-to-consume round
+  trip at the same offered load as channelcast's "fraction of saturation" run.
+* :func:`ceiling`: Kafka's own Java ``ProducerPerformance`` against the same broker.
+
+Latency is publish-to-subscriber: the sender writes the *intended* send time
+(``time.monotonic_ns``, same process) into the message; the subscriber subtracts it from
+the receive time. Every publish goes through the real path (validate, encode, route,
+produce, acknowledge; consume, decode, filter, queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from channelcast.brokers import Broker, Subscription
+from channelcast.config import KafkaSettings, TopicMapping
+from channelcast.errors import BrokerError, PublishError
+from channelcast.message import Envelope, encode
+from channelcast.ops.bench.hist import FixedRate, LatencyRecorder
+from channelcast.ops.bench.model import BenchConfig, LatencyRun, StrategyResult, ThroughputRow
+from channelcast.ops.bench.targets import Target, kafka_local
+from channelcast.strategies import TopicSpec, create_strategy
+from channelcast.types import ChannelName, Position, TopicName
+
+if TYPE_CHECKING:
+    from channelcast.brokers.kafka.raw import RawMessage
+
+EVENT = "bench"
+PROBE = "probe"
+
+Log = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+# --- settings and channels -----------------------------------------------------------
+
+
+def original_mapping(run_id: str) -> KafkaSettings:
+    """The PHP original's grouped mapping (user.* -> 10 partitions, public.* -> 3,
+    default 10), with topic names unique to this run."""
+    return KafkaSettings(
+        topic_strategy="grouped",
+        default_topic=f"bench.{run_id}.realtime",
+        default_partitions=10,
+        topic_mapping=(
+            TopicMapping("user.*", TopicName(f"bench.{run_id}.user"), 10),
+            TopicMapping("public.*", TopicName(f"bench.{run_id}.public"), 3),
+        ),
+    )
+
+
+def one_per_channel(run_id: str) -> KafkaSettings:
+    return KafkaSettings(topic_strategy="one-per-channel", topic_prefix=f"bench_{run_id}")
+
+
+def bench_channels(n: int) -> list[ChannelName]:
+    """N channels like the original's examples: 80% ``user.i``, 10% ``public.i``, and the
+    rest unmatched (``room.i``, the default topic)."""
+    out: list[ChannelName] = []
+    for i in range(n):
+        kind = i % 10
+        prefix = "user" if kind < 8 else "public" if kind == 8 else "room"
+        out.append(ChannelName(f"{prefix}.{i}"))
+    return out
+
+
+def needed_topics(kafka: KafkaSettings, channels: Sequence[str]) -> list[TopicSpec]:
+    """Topics the channels are routed to (with their partition counts)."""
+    strategy = create_strategy(kafka)
+    used = strategy.topics_for(channels)
+    specs = {s.name: s for s in strategy.topics(channels)}
+    return [specs.get(t) or TopicSpec(t, 1) for t in sorted(used)]
+
+
+def padding_for(size: int, channels: Sequence[str]) -> str:
+    """Padding that makes a benchmark envelope about ``size`` bytes encoded."""
+    longest = max(channels, key=len)
+    sample = Envelope(channel=ChannelName(longest), event=EVENT,
+                      data={"t": 10**13, "r": 999_999, "p": ""})
+    return "x" * max(0, size - len(encode(sample)))
+
+
+def envelope_size(message_bytes: int, channels: Sequence[str]) -> int:
+    """The encoded size of a benchmark envelope on these channels (raw loops use it)."""
+    channel = ChannelName(max(channels, key=len))
+    return len(encode(_envelope(channel, 0, time.monotonic_ns(),
+                                padding_for(message_bytes, channels))))
+
+
+# --- the subscriber side ---------------------------------------------------------------
+
+
+@dataclass
+class _Phase:
+    tag: int
+    recorder: LatencyRecorder = field(default_factory=LatencyRecorder)
+    received: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    expected: int | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        if self.expected is not None and self.received >= self.expected:
+            self.done.set()
+
+
+class Collector:
+    """Reads a subscription in a task and records each message's latency into the phase
+    it belongs to (``data["r"]``); probes mark partitions as live."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.phase: _Phase | None = None
+        self.probed: set[tuple[str, int]] = set()
+        self.probe_seen = asyncio.Event()
+        self.stale = 0
+        self.failure: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="bench-collector")
+
+    async def _run(self) -> None:
+        clock = time.monotonic_ns
+        try:
+            async for record in self.subscription:
+                now = clock()
+                env = record.envelope
+                data = env.data
+                if env.event == PROBE:
+                    self.probed.add((record.position.topic, record.position.partition))
+                    self.probe_seen.set()
+                    continue
+                phase = self.phase
+                if phase is None or not isinstance(data, dict) or data.get("r") != phase.tag:
+                    self.stale += 1
+                    continue
+                phase.recorder.record_ns(now - int(data["t"]))
+                if not phase.received:
+                    phase.first_ns = now
+                phase.last_ns = now
+                phase.received += 1
+                if phase.expected is not None and phase.received >= phase.expected:
+                    phase.done.set()
+        except Exception as exc:  # reported by the phase that waits
+            self.failure = exc
+            if self.phase is not None:
+                self.phase.done.set()
+            self.probe_seen.set()
+
+    async def stop(self) -> None:
+        await self.subscription.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def begin(self, tag: int) -> _Phase:
+        self.phase = _Phase(tag)
+        return self.phase
+
+    async def wait(self, phase: _Phase, expected: int, drain_s: float) -> None:
+        """Wait until ``expected`` messages of the phase arrived, or no progress for
+        ``drain_s`` seconds (then the rest count as lost)."""
+        phase.expected = expected
+        phase.check()
+        last = -1
+        while not phase.done.is_set():
+            if phase.received == last:
+                break
+            last = phase.received
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(phase.done.wait(), drain_s)
+        if self.failure is not None:
+            raise BrokerError(f"subscription failed: {self.failure}") from self.failure
+
+
+async def wait_live(broker: Broker, collector: Collector, channels: Sequence[ChannelName],
+                    timeout_s: float = 90.0) -> None:
+    """Publish probes to one channel per partition until the subscriber has seen each:
+    only then is the subscription known to be positioned everywhere."""
+    by_partition: dict[tuple[str, int], ChannelName] = {}
+    for channel in channels:
+        route = broker.strategy.route(channel)
+        by_partition.setdefault((route.topic, route.partition), channel)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        todo = [c for tp, c in by_partition.items() if tp not in collector.probed]
+        if not todo:
+            return
+        if collector.failure is not None:
+            raise BrokerError(f"subscription failed: {collector.failure}") from collector.failure
+        if time.monotonic() > deadline:
+            raise BrokerError(f"subscriber not live on {len(todo)} partition(s) after "
+                              f"{timeout_s:.0f}s")
+        await broker.publish_many([Envelope(channel=c, event=PROBE, data=None) for c in todo])
+        collector.probe_seen.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(collector.probe_seen.wait(), 0.5)
+        await asyncio.sleep(0.2)
+
+
+# --- the publisher side ------------------------------------------------------------------
+
+
+class _InFlight:
+    """Publish calls running concurrently, at most ``limit``; the first error is raised."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.tasks: set[asyncio.Task[list[Position]]] = set()
+
+    async def add(self, coro: Coroutine[Any, Any, list[Position]]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        if len(self.tasks) >= self.limit:
+            done, self.tasks = await asyncio.wait(self.tasks,
+                                                  return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+
+    async def drain(self) -> None:
+        if self.tasks:
+            done, self.tasks = await asyncio.wait(self.tasks)
+            for t in done:
+                t.result()
+
+
+def _envelope(channel: ChannelName, tag: int, intended_ns: int, pad: str) -> Envelope:
+    return Envelope(channel=channel, event=EVENT, data={"t": intended_ns, "r": tag, "p": pad})
+
+
+async def publish_saturated(broker: Broker, channels: Sequence[ChannelName], count: int,
+                            tag: int, pad: str, batch: int, window: int) -> float:
+    """Publish ``count`` messages round-robin over channels with ``publish_many``, ``window``
+    batches in flight; returns seconds until the last one was acknowledged."""
+    inflight = _InFlight(window)
+    clock = time.monotonic_ns
+    n = len(channels)
+    start = time.perf_counter()
+    for first in range(0, count, batch):
+        now = clock()
+        envs = [_envelope(channels[i % n], tag, now, pad)
+                for i in range(first, min(count, first + batch))]
+        await inflight.add(broker.publish_many(envs))
+    await inflight.drain()
+    return time.perf_counter() - start
+
+
+async def publish_each(broker: Broker, channels: Sequence[ChannelName], count: int,
+                       tag: int, pad: str, concurrency: int) -> float:
+    """Publish ``count`` messages with single ``publish()`` calls from ``concurrency``
+    concurrent callers (how an application publishes); seconds until all acknowledged."""
+    n = len(channels)
+    next_index = 0
+    clock = time.monotonic_ns
+
+    async def caller() -> None:
+        nonlocal next_index
+        while next_index < count:
+            i = next_index
+            next_index += 1
+            await broker.publish(channels[i % n], EVENT, {"t": clock(), "r": tag, "p": pad})
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, count)):
+            group.create_task(caller())
+    return time.perf_counter() - start
+
+
+async def publish_fixed_rate(broker: Broker, channels: Sequence[ChannelName], rate: float,
+                             seconds: float, tag: int, pad: str,
+                             max_in_flight: int = 256) -> tuple[int, float]:
+    """Offer ``rate`` msg/s for ``seconds``; each message carries its *intended* send time.
+
+    Whatever is due is published as one batch without waiting for earlier acks (up to
+    ``max_in_flight`` batches); if the broker holds the sender up, later messages keep
+    their scheduled times, so the stall shows in the latency. Returns (sent, seconds).
+    """
+    total = max(1, int(rate * seconds))
+    schedule = FixedRate(rate, time.monotonic_ns() + 1_000_000)
+    inflight = _InFlight(max_in_flight)
+    n = len(channels)
+    sent = 0
+    while sent < total:
+        now = time.monotonic_ns()
+        due = min(total, schedule.due(now))
+        if due > sent:
+            envs = [_envelope(channels[i % n], tag, schedule.intended_ns(i), pad)
+                    for i in range(sent, due)]
+            sent = due
+            await inflight.add(broker.publish_many(envs))
+        if sent < total:
+            pause = (schedule.intended_ns(sent) - time.monotonic_ns()) / 1e9
+            await asyncio.sleep(max(0.0, pause))
+    await inflight.drain()
+    return sent, (time.monotonic_ns() - schedule.start_ns) / 1e9
+
+
+def _run(label: str, rate: float | None, sent: int, seconds: float, phase: _Phase) -> LatencyRun:
+    rec = phase.recorder
+    return LatencyRun(label=label, offered_rate=rate, sent=sent, received=phase.received,
+                      seconds=seconds, latency=rec.summary(), curve=rec.curve(),
+                      histogram=rec.encode() if rec.count else "")
+
+
+# --- scenario 1: strategies ----------------------------------------------------------------
+
+
+async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
+                           channels: Sequence[ChannelName], config: BenchConfig,
+                           rates: Sequence[float], log: Log = _quiet) -> StrategyResult:
+    """Provision, subscribe to every channel, saturate, then the fixed loads; cleans up."""
+    specs = needed_topics(kafka, channels)
+    log(f"[{name}] provisioning {len(specs)} topic(s), "
+        f"{sum(s.partitions for s in specs)} partition(s)")
+    t0 = time.perf_counter()
+    await target.provision(specs)
+    result = StrategyResult(strategy=name, channels=len(channels), topics=len(specs),
+                            partitions=sum(s.partitions for s in specs),
+                            provision_seconds=time.perf_counter() - t0)
+    pad = padding_for(config.message_bytes, channels)
+    try:
+        async with target.broker(kafka) as broker:
+            collector = Collector(broker.subscribe(channels, max_queue=10_000))
+            collector.start()
+            try:
+                await wait_live(broker, collector, channels)
+                tag = 1
+                phase = collector.begin(tag)
+                log(f"[{name}] saturation: {config.messages} messages")
+                secs = await publish_saturated(broker, channels, config.messages, tag, pad,
+                                               config.batch, config.window)
+                await collector.wait(phase, config.messages, config.drain_s)
+                result.publish_messages, result.publish_seconds = config.messages, secs
+                result.runs.append(_run("saturation", None, config.messages, secs, phase))
+                loads = [(f"{r:,.0f} msg/s", r) for r in rates]
+                sat = result.publish_rate
+                if sat == sat:  # not NaN
+                    pct = f"{config.saturation_fraction:.0%}"
+                    loads.append((f"{pct} of saturation", sat * config.saturation_fraction))
+                for label, rate in loads:
+                    tag += 1
+                    phase = collector.begin(tag)
+                    log(f"[{name}] fixed rate {rate:,.0f} msg/s for {config.rate_seconds}s")
+                    sent, secs = await publish_fixed_rate(broker, channels, rate,
+                                                          config.rate_seconds, tag, pad)
+                    await collector.wait(phase, sent, config.drain_s)
+                    result.runs.append(_run(label, rate, sent, secs, phase))
+            finally:
+                await collector.stop()
+    finally:
+        await target.drop([s.name for s in specs])
+    return result
+
+
+async def strategy_comparison(target: Target, config: BenchConfig, log: Log = _quiet,
+                              errors: list[str] | None = None) -> list[StrategyResult]:
+    """Both strategies, same channels and messages. A strategy that fails is reported in
+    ``errors`` (when given, else raised) and the other still runs."""
+    channels = bench_channels(config.channels)
+    run = config.run_id
+    out: list[StrategyResult] = []
+    # One-per-channel first, so its 1,000 topic creations do not linger behind grouped.
+    for name, kafka in (("one-per-channel", one_per_channel(run)),
+                        ("grouped", original_mapping(run))):
+        try:
+            out.append(await measure_strategy(target, name, kafka, channels, config,
+                                              config.rates, log))
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors.append(f"strategies ({name}): {type(exc).__name__}: {exc}")
+    return out
+
+
+# --- scenario 2: overhead against raw confluent-kafka ------------------------------------
+
+
+def overhead_settings(run_id: str, partitions: int) -> KafkaSettings:
+    return KafkaSettings(topic_strategy="grouped", default_topic=f"bench.{run_id}.overhead",
+                         default_partitions=partitions)
+
+
+async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
+                   log: Log = _quiet) -> tuple[list[ThroughputRow], list[LatencyRun]]:
+    """Raw produce loop vs publish_many vs publish(); raw consumer vs subscription; raw
+    round trip at ``round_trip_rate``. Same topic, channels, keys and value sizes."""
+    from channelcast.brokers.kafka import raw
+
+    bootstrap = target.bootstrap
+    if bootstrap is None:
+        raise BrokerError("the overhead scenario needs Kafka (raw confluent-kafka baselines)")
+    kafka = overhead_settings(config.run_id, config.overhead_partitions)
+    topic = kafka.default_topic
+    channels = [ChannelName(f"ovh.{i}") for i in range(config.overhead_channels)]
+    strategy = create_strategy(kafka)
+    pad = padding_for(config.message_bytes, channels)
+    count = config.messages
+    values = [(channels[i % len(channels)],
+               encode(_envelope(channels[i % len(channels)], 0, time.monotonic_ns(), pad)))
+              for i in range(count)]
+    size = len(values[0][1])
+    tag = 7  # the subscriber test counts messages of this tag
+    messages = [raw.RawMessage(strategy.route(c).topic, strategy.route(c).partition,
+                               strategy.route(c).key, encode(_envelope(c, tag, 0, pad)))
+                for c, _v in values]
+    del values
+    partitions = [(topic, p) for p in range(config.overhead_partitions)]
+    await target.provision([TopicSpec(TopicName(topic), config.overhead_partitions)])
+    rows: list[ThroughputRow] = []
+    trips: list[LatencyRun] = []
+    note = (f"{size} B values, {len(channels)} channels, {config.overhead_partitions} "
+            "partitions, channelcast's producer settings")
+    producer_cfg = dict(config.producer)
+    try:
+        log(f"[overhead] raw produce() loop: {count} messages")
+        t = await asyncio.to_thread(raw.produce_loop, bootstrap, messages, config=producer_cfg)
+        rows.append(ThroughputRow("publish", "raw confluent-kafka produce() loop",
+                                  t.messages, t.seconds, note))
+        async with target.broker(kafka) as broker:
+            log(f"[overhead] channelcast publish_many: {count} messages")
+            secs = await publish_saturated(broker, channels, count, 0, pad, config.batch,
+                                           config.window)
+            rows.append(ThroughputRow("publish", "channelcast publish_many()", count, secs,
+                                      f"batches of {config.batch}, {config.window} in flight"))
+            log(f"[overhead] channelcast publish: {count} messages")
+            secs = await publish_each(broker, channels, count, 0, pad, config.publishers)
+            rows.append(ThroughputRow("publish", "channelcast publish()", count, secs,
+                                      f"{config.publishers} concurrent callers"))
+        # The subscriber reads a burst live (the only way it reads); the raw consumer then
+        # reads the same burst from where it starts, on its own (no producer competing).
+        burst_at = await asyncio.to_thread(raw.end_offsets, bootstrap, partitions)
+        log(f"[overhead] channelcast subscriber: {count} messages")
+        n, secs = await _subscriber_throughput(target, kafka, channels, messages, config)
+        rows.append(ThroughputRow("subscribe", "channelcast subscription", n, secs,
+                                  "subscribe(channels), live, while the raw producer writes"))
+        log(f"[overhead] raw consumer loop: {count} messages")
+        t = await asyncio.to_thread(raw.consume_loop, bootstrap, partitions, count,
+                                    start=burst_at, config=dict(config.consumer),
+                                    timeout_s=max(60.0, count / 2_000))
+        rows.append(ThroughputRow("subscribe", "raw confluent-kafka consumer loop",
+                                  t.messages, t.seconds, "assign(), same messages, stored"))
+        log(f"[overhead] raw round trip at {round_trip_rate:,.0f} msg/s")
+        rec = LatencyRecorder()
+        trip = await asyncio.to_thread(
+            raw.round_trip, bootstrap, topic, 0, rate=round_trip_rate,
+            seconds=config.rate_seconds, size=size, on_latency=rec.record_ns,
+            producer_config=producer_cfg, consumer_config=dict(config.consumer),
+            drain_s=config.drain_s)
+        trips.append(LatencyRun(
+            label="raw produce-to-consume round trip", offered_rate=round_trip_rate,
+            sent=trip.sent, received=trip.received, seconds=trip.seconds,
+            latency=rec.summary(), curve=rec.curve(),
+            histogram=rec.encode() if rec.count else ""))
+    finally:
+        await target.drop([topic])
+    return rows, trips
+
+
+async def _subscriber_throughput(target: Target, kafka: KafkaSettings,
+                                 channels: Sequence[ChannelName], messages: Sequence[RawMessage],
+                                 config: BenchConfig) -> tuple[int, float]:
+    """A channelcast subscription reads, live, the same burst written by the raw producer;
+    (records after the first, seconds from the first to the last)."""
+    from channelcast.brokers.kafka import raw
+
+    assert target.bootstrap is not None
+    async with target.broker(kafka) as broker:
+        collector = Collector(broker.subscribe(channels, max_queue=10_000))
+        collector.start()
+        try:
+            await wait_live(broker, collector, channels)
+            phase = collector.begin(7)
+            await asyncio.to_thread(raw.produce_loop, target.bootstrap, messages,
+                                    config=dict(config.producer))
+            await collector.wait(phase, len(messages), config.drain_s)
+        finally:
+            await collector.stop()
+    if phase.received < len(messages):
+        raise BrokerError(f"channelcast subscription got {phase.received} of "
+                          f"{len(messages)} messages")
+    return phase.received - 1, (phase.last_ns - phase.first_ns) / 1e9
+
+
+# --- scenario 3: the Java ceiling ---------------------------------------------------------
+
+_PERF_LINE = re.compile(
+    r"(?P<records>\d+) records sent, (?P<rate>[\d.]+) records/sec .*?"
+    r"(?P<avg>[\d.]+) ms avg latency, (?P<max>[\d.]+) ms max latency, "
+    r"(?P<p50>\d+) ms 50th, (?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th")
+
+
+def parse_producer_performance(output: str) -> tuple[int, float, dict[str, float]]:
+    """(records, records/s, latency ms by name) from ProducerPerformance's final line."""
+    matches = list(_PERF_LINE.finditer(output))
+    if not matches:
+        raise BrokerError(f"unexpected ProducerPerformance output: {output[-500:]!r}")
+    m = matches[-1]
+    lat = {k: float(m.group(k)) for k in ("avg", "max", "p50", "p95", "p99")}
+    return int(m.group("records")), float(m.group("rate")), lat
+
+
+async def ceiling(target: Target, config: BenchConfig, size: int,
+                  log: Log = _quiet) -> ThroughputRow:
+    """Kafka's own Java producer benchmark, same broker, same record size, acks=all."""
+    bootstrap = target.bootstrap
+    if bootstrap is None:
+        raise BrokerError("the ceiling scenario needs Kafka")
+    topic = f"bench.{config.run_id}.ceiling"
+    partitions = config.overhead_partitions
+    await target.provision([TopicSpec(TopicName(topic), partitions)])
+    try:
+        # The settings channelcast's producer uses, in the Java client's terms.
+        props = [f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true",
+                 "linger.ms=5", "compression.type=lz4", "batch.size=1000000"]
+        cmd = kafka_local().java_command(
+            "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
+            "--num-records", str(config.java_records), "--record-size", str(size),
+            "--throughput", "-1", "--producer-props", *props, heap="512m")
+        log(f"[ceiling] Java ProducerPerformance: {config.java_records} records of {size} B")
+        proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True,
+                                       timeout=600)
+        if proc.returncode != 0:
+            raise PublishError(f"ProducerPerformance failed ({proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout)[-500:]}")
+        records, rate, lat = parse_producer_performance(proc.stdout)
+    finally:
+        await target.drop([topic])
+    return ThroughputRow(
+        "publish", "Java ProducerPerformance (Kafka's own tool)", records, records / rate,
+        f"{size} B records, {partitions} partitions, acks=all, lz4; its latency: "
+        f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms")

@@ -1,0 +1,76 @@
+"""The scenarios wired to the Broker protocol, run on the memory broker (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from channelcast.cli.main import main
+from channelcast.ops.bench import BenchConfig, MemoryTarget, run_bench
+from channelcast.ops.bench.scenarios import bench_channels, needed_topics, original_mapping
+
+TINY = {"channels": 20, "messages": 2_000, "rates": (400.0,), "rate_seconds": 0.5,
+        "drain_s": 5.0, "scenarios": ("strategies",)}
+
+
+def test_channels_follow_the_original_mapping() -> None:
+    channels = bench_channels(1000)
+    assert len(set(channels)) == 1000
+    specs = needed_topics(original_mapping("x"), channels)
+    assert {(s.name, s.partitions) for s in specs} == {
+        ("bench.x.user", 10), ("bench.x.public", 3), ("bench.x.realtime", 10)}
+
+
+@pytest.mark.timeout(60)
+async def test_strategy_comparison_on_the_memory_broker() -> None:
+    config = BenchConfig.quick(**TINY)
+    results = await run_bench(MemoryTarget(), config)
+    assert results.errors == []
+    legacy, grouped = results.strategy("one-per-channel"), results.strategy("grouped")
+    assert legacy is not None
+    assert grouped is not None
+    assert (legacy.topics, legacy.partitions) == (20, 20)
+    assert (grouped.topics, grouped.partitions) == (3, 23)
+    for strategy in (legacy, grouped):
+        assert strategy.publish_messages == 2_000
+        assert strategy.publish_rate > 0
+        labels = [r.label for r in strategy.runs]
+        assert labels == ["saturation", "400 msg/s", "20% of saturation"]
+        for run in strategy.runs:
+            # Every message published reached the subscriber and was measured.
+            assert run.sent > 0
+            assert run.received == run.sent
+            assert run.latency.count == run.sent
+            assert 0 < run.latency.p50_ms <= run.latency.p99_ms <= run.latency.max_ms
+        fixed = strategy.runs[1]
+        assert fixed.sent == 200  # 400 msg/s for 0.5 s
+    assert results.skipped == []  # only what was asked for ran
+
+
+@pytest.mark.timeout(60)
+def test_cli_runs_on_memory_and_writes_the_report(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--quick", "--channels", "10", "--messages", "500", "--rates", "200",
+                 "--rate-seconds", "0.3", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "## 1. Topic strategies" in out.out
+    assert "overhead: needs Kafka" in out.out
+    (run_dir,) = tmp_path.iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["bench.png", "report.md",
+                                                         "results.json"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--scenarios", "strategies,warp"], "unknown scenario"),
+    (["--rates", "fast"], "--rates"),
+    (["--bootstrap", "127.0.0.1:1", "--start-kafka"], "not both"),
+])
+def test_cli_bad_options_are_one_line_errors(argv: list[str], message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,60 @@
+"""``--quick`` on real Kafka: every scenario runs, end to end, in well under 2 minutes.
+
+It asserts that each scenario produced its figures and cleaned up after itself, never how
+fast anything was (speed is what the benchmark reports, not what tests assert).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from channelcast.brokers.kafka.admin import KafkaAdmin
+from channelcast.ops.bench import BenchConfig, bench
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(120)
+def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
+                                         tmp_path: Path) -> None:
+    config = BenchConfig.quick(run_id=unique)
+    started = time.monotonic()
+    results, paths = bench(config, bootstrap=kafka_bootstrap, output=tmp_path)
+    elapsed = time.monotonic() - started
+
+    assert results.errors == []
+    assert elapsed < 120
+    legacy, grouped = results.strategy("one-per-channel"), results.strategy("grouped")
+    assert legacy is not None
+    assert grouped is not None
+    assert (legacy.topics, legacy.partitions) == (50, 50)
+    assert (grouped.topics, grouped.partitions) == (3, 23)
+    for strategy in (legacy, grouped):
+        assert strategy.publish_messages == config.messages
+        assert [r.label for r in strategy.runs] == [
+            "saturation", "500 msg/s", "2,000 msg/s", "20% of saturation"]
+        for run in strategy.runs:
+            assert run.received == run.sent > 0
+            assert run.latency.count == run.sent
+    names = {row.name for row in results.throughput}
+    assert names == {"raw confluent-kafka produce() loop", "channelcast publish_many()",
+                     "channelcast publish()", "raw confluent-kafka consumer loop",
+                     "channelcast subscription", "Java ProducerPerformance (Kafka's own tool)"}
+    for row in results.throughput:
+        assert row.messages > 0, row
+        assert row.seconds > 0, row
+    (trip,) = results.round_trips
+    assert trip.received == trip.sent > 0
+    assert trip.latency.count == trip.sent
+
+    report = paths["report"].read_text()
+    for heading in ("## 1. Topic strategies", "## 2-3. Overhead", "## Targets"):
+        assert heading in report
+    assert paths["plot"].stat().st_size > 10_000
+    assert json.loads(paths["json"].read_text())["config"]["run_id"] == unique
+
+    leftovers = [t for t in KafkaAdmin(kafka_bootstrap).list_topics() if unique in t]
+    assert leftovers == []

@@ -1,0 +1,131 @@
+"""The report: tables, ratios and target checks from results; the plot file; parsing the
+Java tool's output. No broker involved."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from channelcast.errors import BrokerError, ConfigError
+from channelcast.ops.bench import (
+    BenchConfig,
+    BenchResults,
+    LatencyRecorder,
+    LatencyRun,
+    StrategyResult,
+    ThroughputRow,
+    check_targets,
+    render_markdown,
+    write_outputs,
+)
+from channelcast.ops.bench.scenarios import parse_producer_performance
+
+
+def _run(label: str, rate: float | None, ms: float) -> LatencyRun:
+    rec = LatencyRecorder()
+    for i in range(100):
+        rec.record_ns(int(ms * 1_000_000 * (1 + i / 100)))
+    return LatencyRun(label, rate, 100, 100, 1.0, rec.summary(), rec.curve())
+
+
+def _results() -> BenchResults:
+    config = BenchConfig.quick(run_id="t3st")
+    legacy = StrategyResult("one-per-channel", 50, 50, 50, 1.0, 1000, 1.0,
+                            [_run("saturation", None, 100.0), _run("500 msg/s", 500.0, 50.0)])
+    grouped = StrategyResult("grouped", 50, 3, 23, 0.1, 1000, 0.05,
+                             [_run("saturation", None, 10.0), _run("500 msg/s", 500.0, 20.0),
+                              _run("20% of saturation", 4000.0, 6.0)])
+    return BenchResults(
+        config=config, broker="memory://", machine={"cpus": "2"},
+        strategies=[legacy, grouped],
+        throughput=[
+            ThroughputRow("publish", "raw confluent-kafka produce() loop", 1000, 0.01),
+            ThroughputRow("publish", "channelcast publish_many()", 1000, 0.0125),
+            ThroughputRow("publish", "channelcast publish()", 1000, 0.02),
+        ],
+        round_trips=[_run("raw produce-to-consume round trip", 4000.0, 5.0)],
+        started="now")
+
+
+def test_targets_are_computed_from_the_figures() -> None:
+    checks = {t.name: t for t in check_targets(_results())}
+    tput = checks["grouped >= 10x one-per-channel publish throughput"]
+    assert (tput.measured, tput.met) == ("20.00x", True)
+    sat = checks["grouped p99 <= 1/5 of one-per-channel (saturation)"]
+    assert (sat.measured, sat.met) == ("0.10x", True)
+    low = checks["grouped p99 <= 1/5 of one-per-channel (500 msg/s)"]
+    assert (low.measured, low.met) == ("0.40x", False)
+    many = checks["channelcast publish_many() >= 0.8x raw produce()"]
+    assert (many.measured, many.met) == ("0.80x", True)
+    one = checks["channelcast publish() >= 0.8x raw produce()"]
+    assert (one.measured, one.met) == ("0.50x", False)
+    trip = checks["grouped p99 at 20% of saturation <= 1.5x raw round trip p99"]
+    assert trip.met is True
+    assert float(trip.measured.rstrip("x")) == pytest.approx(1.2, abs=0.01)
+    fanout = checks["gateway fan-out >= 0.7x plain websockets broadcast"]
+    assert fanout.met is None
+    assert fanout.measured == "n/a"
+
+
+def test_markdown_has_the_tables_and_ratios() -> None:
+    text = render_markdown(_results())
+    assert "| topics | 50 | 3 | 0.06x |" in text
+    assert "| publish msg/s at saturation | 1,000 | 20,000 | 20.00x |" in text
+    assert "| publish | channelcast publish_many() | 1,000 | 0.01 | 80,000 | 0.80x |" in text
+    assert "## Targets (measured, not asserted)" in text
+    assert "| grouped p99 <= 1/5 of one-per-channel (500 msg/s) | 0.40x | **no** |" in text
+
+
+def test_outputs_are_written(tmp_path: Path) -> None:
+    paths = write_outputs(_results(), tmp_path / "run")
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(paths["json"].read_text())
+    assert data["strategies"][1]["publish_rate"] == pytest.approx(20_000)
+    assert data["strategies"][0]["runs"][0]["latency"]["count"] == 100
+    assert any(t["met"] is False for t in data["targets"])
+    assert paths["report"].read_text().startswith("# channelcast benchmark")
+
+
+def test_results_with_nothing_measured_still_render(tmp_path: Path) -> None:
+    empty = BenchResults(config=BenchConfig.quick(), broker="memory://",
+                         errors=["strategies: boom"])
+    text = render_markdown(empty)
+    assert "- strategies: boom" in text
+    assert all(t.met is None for t in check_targets(empty))
+    assert write_outputs(empty, tmp_path)["plot"].stat().st_size > 0
+
+
+def test_java_tool_output_is_parsed() -> None:
+    out = ("100 records sent, 20.0 records/sec\n"
+           "200000 records sent, 95238.095238 records/sec (23.00 MB/sec), 12.50 ms avg "
+           "latency, 310.00 ms max latency, 9 ms 50th, 40 ms 95th, 80 ms 99th, "
+           "300 ms 99.9th.\n")
+    records, rate, lat = parse_producer_performance(out)
+    assert records == 200000
+    assert rate == pytest.approx(95238.095238)
+    assert lat["p50"] == 9
+    assert lat["p99"] == 80
+    assert lat["avg"] == 12.5
+    with pytest.raises(BrokerError, match="unexpected ProducerPerformance output"):
+        parse_producer_performance("Exception in thread main")
+
+
+@pytest.mark.parametrize("bad", [
+    {"scenarios": ("strategies", "warp")},
+    {"channels": 0},
+    {"rates": (100.0, -1.0)},
+    {"saturation_fraction": 1.5},
+])
+def test_bad_settings_are_config_errors(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        BenchConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_nan_never_leaks_into_json(tmp_path: Path) -> None:
+    results = _results()
+    results.strategies[0].publish_seconds = math.nan
+    data = json.loads(write_outputs(results, tmp_path)["json"].read_text())
+    assert data["strategies"][0]["publish_seconds"] is None
