@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "channelcast.cli.config_cmd",
     "channelcast.cli.topics",
     "channelcast.cli.migrate",
+    "channelcast.cli.monitor",
     "channelcast.cli.serve",
     "channelcast.cli.bench",
 ]

@@ -1,0 +1,126 @@
+"""``channelcast monitor``: partition counts and skew, hot channels, consumer-group lag."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from channelcast.cli.options import ConfigOption, settings_from
+from channelcast.cli.topics import BrokersOption, TimeoutOption, admin_for
+from channelcast.errors import ConfigError
+from channelcast.ops.monitor import Snapshot, collect, resolve_topics
+
+
+def render(snap: Snapshot) -> Group:
+    """The snapshot as Rich tables (partitions, hot channels, lag, warnings)."""
+    parts = Table("topic", "partition", "low", "high", "messages", "share", "",
+                  title="partitions (counts from watermarks)")
+    summary = Table("topic", "partitions", "messages", "mean", "max/mean", "cv",
+                    title="skew per topic")
+    for t in snap.topics:
+        summary.add_row(t.topic, str(len(t.partitions)), str(t.messages), f"{t.mean:.1f}",
+                        f"{t.skew:.2f}", f"{t.cv:.2f}")
+        for p in t.partitions:
+            flag = "[red]OVERLOADED[/]" if p.overloaded else ""
+            parts.add_row(t.topic, str(p.partition), str(p.low), str(p.high), str(p.messages),
+                          f"{p.share:.1%}", flag)
+    hot = Table("channel", "topic", "partition", "msg/s", "sampled",
+                title=f"hot channels (top {snap.top}, newest {snap.sample} per partition)")
+    for h in snap.hot_channels:
+        hot.add_row(h.channel, h.topic, str(h.partition), f"{h.rate:.2f}", str(h.sampled))
+    items: list[Table | str] = [summary, parts, hot]
+    if snap.lag:
+        lag = Table("group", "topic", "partition", "committed", "high", "lag",
+                    title="consumer-group lag")
+        for g in snap.lag:
+            lag.add_row(g.group, g.topic, str(g.partition),
+                        "-" if g.committed is None else str(g.committed), str(g.high),
+                        str(g.lag))
+        items.append(lag)
+    items.extend(f"[yellow]warning:[/] {w.message}" for w in snap.warnings)
+    return Group(*items)
+
+
+def monitor(
+    config: ConfigOption = None,
+    brokers: BrokersOption = None,
+    timeout: TimeoutOption = None,
+    topic: Annotated[list[str] | None, typer.Option(
+        "--topic", "-t", help="Topic to watch (repeatable). Default: the config's topics.")
+    ] = None,
+    prefix: Annotated[list[str] | None, typer.Option(
+        "--prefix", help="Watch every topic starting with this (repeatable).")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", "-g", help="Consumer group to show lag for (repeatable). Default: every "
+                              "group with offsets on the watched topics.")] = None,
+    no_lag: Annotated[bool, typer.Option("--no-lag", help="Skip consumer-group lag.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="How many hot channels to show.")] = 10,
+    sample: Annotated[int, typer.Option(
+        min=0, help="Newest messages read per partition to find hot channels (0: skip).")
+    ] = 200,
+    threshold: Annotated[float, typer.Option(
+        min=1.0, help="Warn when a partition holds more than this many times the mean.")
+    ] = 2.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one snapshot as JSON (schema channelcast.monitor/1).")] = False,
+    prometheus: Annotated[bool, typer.Option(
+        "--prometheus", help="Print one snapshot in Prometheus text format.")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="Live table, refreshed every --interval seconds.")] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 5.0,
+    count: Annotated[int | None, typer.Option(
+        min=1, help="With --watch: stop after this many refreshes.")] = None,
+) -> None:
+    """Per-partition message counts and skew, hot channels and consumer-group lag.
+
+    Counts come from the watermarks; skew is max/mean and the coefficient of variation;
+    hot channels are sampled from the newest keys; a partition holding more than
+    --threshold times the mean is flagged. Output: a table (or --watch for a live one),
+    --json, or --prometheus.
+    """
+    if as_json and prometheus:
+        raise ConfigError("--json/--prometheus", "pick one output format")
+    if watch and (as_json or prometheus):
+        raise ConfigError("--watch", "the live view is a table; drop --json/--prometheus")
+    settings = settings_from(config)
+    admin = admin_for(settings, brokers, timeout)
+    topics = resolve_topics(admin, settings, topic or (), prefix or ())
+    if not topics:
+        raise ConfigError("--topic/--prefix", "no existing topic matches (the config's "
+                          "topics are missing: run `channelcast topics apply`?)")
+    groups: list[str] | None = [] if no_lag else (list(group) if group else None)
+
+    def snapshot() -> Snapshot:
+        return collect(admin, topics, groups=groups, top=top, sample=sample,
+                       threshold=threshold)
+
+    if as_json:
+        typer.echo(json.dumps(snapshot().to_dict(), indent=2))
+        return
+    if prometheus:
+        typer.echo(snapshot().to_prometheus().decode(), nl=False)
+        return
+    console = Console()
+    if not watch:
+        console.print(render(snapshot()))
+        return
+    done = 0
+    with Live(render(snapshot()), console=console, auto_refresh=False) as live:
+        done += 1
+        try:
+            while count is None or done < count:
+                time.sleep(interval)
+                live.update(render(snapshot()), refresh=True)
+                done += 1
+        except KeyboardInterrupt:
+            pass
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)

@@ -1,0 +1,254 @@
+"""Monitoring figures: per-partition counts and skew, hot channels, consumer-group lag.
+
+:func:`collect` takes one :class:`Snapshot` (reads only). The same snapshot renders as the
+``--json`` document (schema ``channelcast.monitor/1``, documented in docs/operations.md),
+as Prometheus text exposition, or as the CLI's live table, so the three never disagree.
+
+* Counts come from the watermarks: ``messages = high - low`` (what the partition holds).
+* Skew per topic: ``max / mean`` of the partition counts and the coefficient of variation
+  (population standard deviation / mean). A partition holding more than ``threshold`` times
+  the mean is *overloaded* and produces a warning.
+* Hot channels: the newest ``sample`` messages of every partition are read; a channel's
+  rate is its count in the sample over the time the sample spans (up to now).
+* Lag per group and partition: ``high - committed`` (``high - low`` when nothing is
+  committed for that partition).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from channelcast.brokers.base import HEADER_CHANNEL
+from channelcast.strategies import create_strategy
+
+if TYPE_CHECKING:
+    from channelcast.brokers.kafka.admin import KafkaAdmin
+    from channelcast.config import Settings
+
+SCHEMA = "channelcast.monitor/1"
+MIN_MESSAGES_FOR_WARNING = 100
+"""Below this many messages in a topic, uneven partitions are noise, not load."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStats:
+    partition: int
+    low: int
+    high: int
+    messages: int
+    share: float
+    overloaded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStats:
+    topic: str
+    partitions: tuple[PartitionStats, ...]
+    messages: int
+    mean: float
+    max: int
+    skew: float
+    cv: float
+
+
+@dataclass(frozen=True, slots=True)
+class HotChannel:
+    channel: str
+    topic: str
+    partition: int
+    rate: float
+    sampled: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    high: int
+    lag: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkewWarning:
+    kind: str
+    topic: str
+    partition: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    generated_at_ms: int
+    bootstrap: str
+    top: int
+    sample: int
+    threshold: float
+    topics: tuple[TopicStats, ...]
+    hot_channels: tuple[HotChannel, ...]
+    lag: tuple[Lag, ...]
+    warnings: tuple[SkewWarning, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document; see docs/operations.md for the schema."""
+        return {
+            "schema": SCHEMA,
+            "generated_at_ms": self.generated_at_ms,
+            "bootstrap": self.bootstrap,
+            "settings": {"top": self.top, "sample": self.sample, "threshold": self.threshold},
+            "topics": [{
+                "topic": t.topic, "partition_count": len(t.partitions),
+                "messages": t.messages, "mean": round(t.mean, 3), "max": t.max,
+                "skew": round(t.skew, 4), "cv": round(t.cv, 4),
+                "partitions": [{"partition": p.partition, "low": p.low, "high": p.high,
+                                "messages": p.messages, "share": round(p.share, 4),
+                                "overloaded": p.overloaded} for p in t.partitions],
+            } for t in self.topics],
+            "hot_channels": [{"channel": h.channel, "topic": h.topic, "partition": h.partition,
+                              "rate": round(h.rate, 3), "sampled": h.sampled}
+                             for h in self.hot_channels],
+            "lag": [{"group": g.group, "topic": g.topic, "partition": g.partition,
+                     "committed": g.committed, "high": g.high, "lag": g.lag}
+                    for g in self.lag],
+            "warnings": [{"kind": w.kind, "topic": w.topic, "partition": w.partition,
+                          "message": w.message} for w in self.warnings],
+        }
+
+    def to_prometheus(self) -> bytes:
+        """The same figures as Prometheus text exposition (a private registry)."""
+        from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+        reg = CollectorRegistry()
+        tp = ["topic", "partition"]
+        messages = Gauge("channelcast_partition_messages",
+                         "Messages held by the partition (high - low watermark)", tp,
+                         registry=reg)
+        high = Gauge("channelcast_partition_high_watermark",
+                     "Next offset to be written in the partition", tp, registry=reg)
+        share = Gauge("channelcast_partition_share",
+                      "The partition's fraction of its topic's messages", tp, registry=reg)
+        over = Gauge("channelcast_partition_overloaded",
+                     "1 if the partition holds more than threshold x the topic mean", tp,
+                     registry=reg)
+        t_messages = Gauge("channelcast_topic_messages", "Messages held by the topic",
+                           ["topic"], registry=reg)
+        skew = Gauge("channelcast_topic_skew_max_mean",
+                     "Largest partition count over the mean partition count", ["topic"],
+                     registry=reg)
+        cv = Gauge("channelcast_topic_skew_cv",
+                   "Coefficient of variation of the partition counts", ["topic"], registry=reg)
+        hot = Gauge("channelcast_hot_channel_rate",
+                    "Recent messages per second of the top channels (sampled)",
+                    ["channel", "topic", "partition"], registry=reg)
+        lag = Gauge("channelcast_consumer_lag", "Messages the group has not committed yet",
+                    ["group", "topic", "partition"], registry=reg)
+        for t in self.topics:
+            t_messages.labels(t.topic).set(t.messages)
+            skew.labels(t.topic).set(t.skew)
+            cv.labels(t.topic).set(t.cv)
+            for p in t.partitions:
+                labels = (t.topic, str(p.partition))
+                messages.labels(*labels).set(p.messages)
+                high.labels(*labels).set(p.high)
+                share.labels(*labels).set(p.share)
+                over.labels(*labels).set(1 if p.overloaded else 0)
+        for h in self.hot_channels:
+            hot.labels(h.channel, h.topic, str(h.partition)).set(h.rate)
+        for g in self.lag:
+            lag.labels(g.group, g.topic, str(g.partition)).set(g.lag)
+        return bytes(generate_latest(reg))
+
+
+def resolve_topics(admin: KafkaAdmin, settings: Settings | None, names: Sequence[str] = (),
+                   prefixes: Sequence[str] = ()) -> list[str]:
+    """Explicit names and prefix matches; with neither, the config's topics that exist."""
+    if not names and not prefixes:
+        if settings is None:
+            return []
+        wanted = [s.name for s in create_strategy(settings.kafka).topics()]
+        return sorted(admin.partitions(wanted))
+    existing = admin.list_topics()
+    chosen = {n for n in names if n in existing}
+    chosen.update(t for t in existing if any(t.startswith(p) for p in prefixes))
+    return sorted(chosen)
+
+
+def topic_stats(topic: str, marks: Iterable[tuple[int, int, int]],
+                threshold: float) -> TopicStats:
+    """Counts, share, skew and overload of one topic from (partition, low, high) rows."""
+    rows = sorted(marks)
+    counts = [max(0, hi - lo) for _, lo, hi in rows]
+    total = sum(counts)
+    mean = total / len(counts) if counts else 0.0
+    biggest = max(counts, default=0)
+    spread = statistics.pstdev(counts) if len(counts) > 1 else 0.0
+    skew = biggest / mean if mean else 0.0
+    cv = spread / mean if mean else 0.0
+    warn = len(counts) > 1 and total >= MIN_MESSAGES_FOR_WARNING
+    parts = tuple(PartitionStats(p, lo, hi, c, c / total if total else 0.0,
+                                 warn and c > threshold * mean)
+                  for (p, lo, hi), c in zip(rows, counts, strict=True))
+    return TopicStats(topic, parts, total, mean, biggest, skew, cv)
+
+
+def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] | None = None,
+            top: int = 10, sample: int = 200, threshold: float = 2.0,
+            now_ms: int | None = None) -> Snapshot:
+    """One snapshot of the given topics. ``groups=None`` means every group that has
+    committed offsets on them; ``[]`` skips lag."""
+    from channelcast.brokers.kafka.reader import read_ranges
+
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    marks = admin.watermarks(topics)
+    by_topic: dict[str, list[tuple[int, int, int]]] = {}
+    for w in marks:
+        by_topic.setdefault(w.topic, []).append((w.partition, w.low, w.high))
+    stats = tuple(topic_stats(t, rows, threshold) for t, rows in sorted(by_topic.items()))
+
+    counts: Counter[tuple[str, str, int]] = Counter()
+    oldest: dict[tuple[str, int], int] = {}
+    if sample > 0:
+        ranges = {(w.topic, w.partition): (max(w.low, w.high - sample), w.high) for w in marks}
+        for msg in read_ranges(admin.bootstrap, ranges, timeout_s=admin.timeout_s):
+            channel = msg.header(HEADER_CHANNEL) or (
+                msg.key.decode("utf-8", "replace") if msg.key else None)
+            if channel is None:
+                continue
+            counts[(channel, msg.topic, msg.partition)] += 1
+            key = (msg.topic, msg.partition)
+            if msg.timestamp_ms > 0:
+                oldest[key] = min(oldest.get(key, msg.timestamp_ms), msg.timestamp_ms)
+    hot: list[HotChannel] = []
+    for (channel, topic, partition), n in counts.items():
+        span_s = max(1.0, (now_ms - oldest.get((topic, partition), now_ms)) / 1000)
+        hot.append(HotChannel(channel, topic, partition, n / span_s, n))
+    hot.sort(key=lambda h: (-h.rate, -h.sampled, h.channel))
+
+    lag: list[Lag] = []
+    if groups is None or groups:
+        selected = set(topics)
+        high = {(w.topic, w.partition): w for w in marks}
+        for group in (admin.list_groups() if groups is None else groups):
+            committed = admin.group_offsets(group).committed
+            touched = {t for (t, _) in committed if t in selected}
+            for (t, p), w in sorted(high.items()):
+                if t not in touched:
+                    continue
+                offset = committed.get((t, p), -1)
+                done = offset if offset >= 0 else None
+                lag.append(Lag(group, t, p, done, w.high,
+                               max(0, w.high - (w.low if done is None else done))))
+
+    warnings = tuple(
+        SkewWarning("partition-overloaded", t.topic, p.partition,
+                f"{t.topic}[{p.partition}] holds {p.messages} of {t.messages} messages "
+                f"({p.share:.0%}; {p.messages / t.mean:.1f}x the mean of {t.mean:.0f})")
+        for t in stats for p in t.partitions if p.overloaded)
+    return Snapshot(now_ms, admin.bootstrap, top, sample, threshold, stats,
+                    tuple(hot[:top]), tuple(lag), warnings)
