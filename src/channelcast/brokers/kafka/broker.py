@@ -37,6 +37,7 @@ from channelcast.brokers.kafka.producer import (
     KafkaPublisher,
     Outgoing,
     coords,
+    librdkafka_log,
     producer_defaults,
 )
 from channelcast.brokers.kafka.worker import KafkaWorker
@@ -85,7 +86,7 @@ class KafkaBroker:
 
     # --- configuration -------------------------------------------------------------
     def _common(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.settings.brokers,
+        return {"bootstrap.servers": self.settings.brokers, "logger": librdkafka_log,
                 "socket.connection.setup.timeout.ms": max(1000, int(self._timeout * 1000))}
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from channelcast.errors import BrokerClosed, PublishError
 from channelcast.types import Position
 
 log = logging.getLogger("channelcast.kafka")
+librdkafka_log = logging.getLogger("channelcast.kafka.librdkafka")
+"""librdkafka's own log lines (connection failures while a broker restarts, ...)."""
 
 Outgoing = tuple[str, int, bytes, bytes, list[tuple[str, str | bytes | None]]]
 """(topic, partition, key, value, headers): one encoded message ready for produce()."""
@@ -32,6 +34,7 @@ def producer_defaults(brokers: str, timeout_s: float) -> dict[str, Any]:
     """Our producer defaults; ``settings.kafka.producer`` is merged over them."""
     return {
         "bootstrap.servers": brokers,
+        "logger": librdkafka_log,
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,

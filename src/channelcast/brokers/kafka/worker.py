@@ -58,7 +58,7 @@ log = logging.getLogger("channelcast.kafka")
 TP = tuple[str, int]
 MAX_PENDING = 5000
 RESUME_BELOW = 1000
-COMMIT_INTERVAL_S = 0.2
+COMMIT_INTERVAL_S = 0.05
 
 
 class _Partition:
@@ -157,7 +157,7 @@ class KafkaWorker:
         last_commit = 0.0
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(500, timeout=0.1)
+                messages = consumer.consume(500, timeout=0.05)
                 batches: dict[TP, list[Message]] = {}
                 for msg in messages:
                     err = msg.error()
