@@ -16,7 +16,7 @@ from channelcast.brokers.kafka import KafkaBroker
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.message import Envelope
 from channelcast.types import ChannelName
-from tests.kafka.broker_support import HELPERS, PYTHON, ROOT, settings_for
+from tests.kafka.helpers.support import HELPERS, PYTHON, ROOT, settings_for
 
 CHANNELS = 20
 PER_CHANNEL = 50

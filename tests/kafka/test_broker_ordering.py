@@ -11,7 +11,7 @@ from channelcast.brokers.kafka import KafkaBroker, KafkaSubscription
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.message import Envelope
 from channelcast.types import ChannelName
-from tests.kafka.broker_support import settings_for
+from tests.kafka.helpers.support import settings_for
 
 CHANNELS = 1000
 PER_CHANNEL = 100

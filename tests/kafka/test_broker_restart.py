@@ -19,7 +19,7 @@ from channelcast.errors import BrokerError
 from channelcast.message import Envelope, decode
 from channelcast.types import ChannelName, Position
 from tests.conftest import kafka_local
-from tests.kafka.broker_support import settings_for
+from tests.kafka.helpers.support import settings_for
 
 CHANNELS = 20
 WRITERS = 4

@@ -19,7 +19,7 @@ from channelcast.brokers.kafka import KafkaBroker
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.message import Envelope
 from channelcast.types import ChannelName
-from tests.kafka.broker_support import HELPERS, PYTHON, ROOT, eventually, settings_for
+from tests.kafka.helpers.support import HELPERS, PYTHON, ROOT, eventually, settings_for
 
 TOTAL = 100_000
 KILL_AT = 30_000

@@ -1,4 +1,7 @@
-"""Shared bits of the brokers acceptance tests (tests/kafka/test_broker_*.py)."""
+"""Shared bits of the brokers acceptance tests (tests/kafka/test_broker_*.py).
+
+The helper processes those tests start live beside this module.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from pathlib import Path
 
 from channelcast.config import KafkaSettings
 
-HELPERS = Path(__file__).resolve().parent / "helpers"
-ROOT = Path(__file__).resolve().parent.parent.parent
+HELPERS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
 
 
