@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from channelcast.brokers.base import HEADER_CHANNEL, HEADER_EVENT, HEADER_ID
-from channelcast.errors import ConfigError, HistoryUnavailable, MalformedMessage
+from channelcast.channels import validate_channel
+from channelcast.errors import ConfigError, HistoryUnavailable, InvalidChannel, MalformedMessage
 from channelcast.message import Envelope, decode, encode
 from channelcast.strategies import create_strategy
 from channelcast.strategies.base import TopicStrategy
@@ -275,10 +276,13 @@ def _check_targets(admin: KafkaAdmin, strategy: TopicStrategy) -> dict[TP, int]:
 
 
 def _envelope(msg: RawMessage) -> Envelope:
+    """The legacy message's envelope; its channel must pass today's channel grammar."""
     try:
-        return decode(msg.value)
-    except MalformedMessage as exc:
+        env = decode(msg.value)
+        validate_channel(env.channel)
+    except (MalformedMessage, InvalidChannel) as exc:
         raise MalformedMessage(f"{msg.topic}:{msg.partition}:{msg.offset}: {exc}") from exc
+    return env
 
 
 def _id_of(msg: RawMessage) -> str | None:
