@@ -45,6 +45,7 @@ from channelcast.types import ChannelName, Position
 
 log = logging.getLogger("channelcast.gateway")
 
+PUMP_YIELD_EVERY = 32
 FEED_QUEUE = 10_000
 """The broker subscription queue of a feed; the pump never blocks on clients, so it drains."""
 
@@ -252,10 +253,16 @@ class Hub:
 
     async def _pump(self, feed: _Feed) -> None:
         reason = "the broker subscription ended"
+        count = 0
         try:
             async for record in feed.subscription:
                 if record.channel == feed.channel:
                     self._dispatch(feed, record)
+                count += 1
+                if count % PUMP_YIELD_EVERY == 0:
+                    # Let the writers flush into their sockets, so a burst larger than a
+                    # send buffer only drops for clients that really are not reading.
+                    await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except BrokerError as exc:

@@ -60,6 +60,12 @@ class Outgoing:
     text: str
     record: Record | None = None
     frame: dict[str, Any] | None = None
+    replay: bool = False
+    """A recovery replay: bounded by the broker's history, so not counted or dropped."""
+
+    @property
+    def droppable(self) -> bool:
+        return self.record is not None and not self.replay
 
 
 class Transport(Protocol):
@@ -75,6 +81,7 @@ class Outbox:
         self.limit = limit
         self.policy = policy
         self._items: deque[Outgoing] = deque()
+        self._live = 0  # queued droppable messages: the bounded part
         self._ready = asyncio.Event()
         self._finished = False
         self.dropped = 0
@@ -87,17 +94,18 @@ class Outbox:
         """Queue ``item``; False means the buffer overflowed under the disconnect policy."""
         if self._finished:
             return True
-        if len(self._items) >= self.limit and item.record is not None:
+        if item.droppable and self._live >= self.limit:
             if self.policy == DISCONNECT:
                 return False
-            victim = next((i for i, q in enumerate(self._items) if q.record is not None), None)
-            if victim is None:
-                return True  # only control frames queued: drop the new message instead
+            victim = next(i for i, q in enumerate(self._items) if q.droppable)
             dropped = self._items[victim]
             del self._items[victim]
+            self._live -= 1
             assert dropped.record is not None
             self.dropped += 1
             self.dropped_channels.add(dropped.record.channel)
+        if item.droppable:
+            self._live += 1
         self._items.append(item)
         self._ready.set()
         return True
@@ -118,7 +126,10 @@ class Outbox:
             self.dropped = 0
             self.dropped_channels.clear()
             return Outgoing(dumps(frame), frame=frame)
-        return self._items.popleft()
+        item = self._items.popleft()
+        if item.droppable:
+            self._live -= 1
+        return item
 
 
 _ids = itertools.count(1)
@@ -237,7 +248,8 @@ class Session:
             self._send(error_frame(RECOVERY_FAILED, "recovery failed, messages were missed: "
                                    f"{result.recovery_error}", channel))
         for record, text in result.replay:
-            self._queue_message(record, text)
+            self.outbox.put(Outgoing(text, record=record, replay=True))
+        self.metrics.deliveries.inc(len(result.replay))
 
     def deliver(self, channel: ChannelName, record: Record, text: str) -> None:
         self._queue_message(record, text)
