@@ -13,6 +13,7 @@ import yaml
 from channelcast.config import (
     ENV_KAFKA,
     REDACTED,
+    GatewaySettings,
     KafkaSettings,
     Settings,
     TopicMapping,
@@ -392,3 +393,19 @@ def test_config_error_is_in_the_tree_and_a_value_error(tmp_path: Path) -> None:
     exc = error(toml_file(tmp_path, "[kafka]\ndefault_partitions = 0\n"))
     assert isinstance(exc, ChannelcastError)
     assert isinstance(exc, ValueError)
+
+
+# --- docs/configuration.md stays complete -------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_every_setting_and_variable_is_documented() -> None:
+    text = (DOCS / "configuration.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in text.splitlines()
+            if line.startswith("| `")}
+    for cls in (KafkaSettings, GatewaySettings):
+        for field in dataclasses.fields(cls):
+            assert field.name in rows, f"docs/configuration.md lacks {cls.__name__}.{field.name}"
+    for var in [*ENV_KAFKA, "CHANNELCAST_BROKER", "CHANNELCAST_CONFIG"]:
+        assert f"`{var}`" in text, f"docs/configuration.md lacks {var}"

@@ -7,6 +7,7 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -287,3 +288,28 @@ def test_mapping_rows_become_rules_with_inherited_replication() -> None:
     assert (specs["t.b"].replication_factor, dict(specs["t.b"].config)) == (
         1, {"retention.ms": "60000"})
     assert specs["realtime"].replication_factor == 3
+
+
+# --- the custom strategy example in docs/strategies.md works --------------------------------
+
+
+def test_documented_custom_strategy_and_partitioner_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "strategies.md"
+    text = docs.read_text().split("## Writing your own", 1)[1]
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    package = tmp_path / "docs_example_app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "routing.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "c.toml"
+    config.write_text('[kafka]\ntopic_strategy = "docs_example_app.routing:PerTenant"\n'
+                      'partitioner = "docs_example_app.routing:first_byte"\n'
+                      "default_partitions = 4\n")
+    strategy = create_strategy(load_settings(config, env={}).kafka)
+    assert strategy.name == "per-tenant"
+    route = strategy.route(ChannelName("tenant-42.orders"))
+    assert route == Route(TopicName("rt.tenant-42"), ord("t") % 4, b"tenant-42.orders")
+    assert strategy.topics_for(["a.x", "b.y", "a.z"]) == {"rt.a", "rt.b"}
+    assert strategy.subscription_topics(["a.*"]) == {"^rt\\..*$"}
