@@ -118,8 +118,8 @@ class KafkaBroker:
             raise translate(exc, "configuring the Kafka clients") from exc
         try:
             await asyncio.to_thread(self._publisher.list_topics_blocking, self._timeout)
-            if self.ensure_topics:
-                await self._ensure_specs(self.strategy.topics())
+            # Creates the declared topics, or (ensure_topics=False) checks they exist.
+            await self._ensure_specs(self.strategy.topics())
         except BaseException:
             await self._release()
             raise
