@@ -19,10 +19,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from channelcast.cli.options import ConfigOption, settings_from
-from channelcast.cli.topics import BrokersOption, JsonOption, TimeoutOption, admin_for
+from channelcast.cli.topics import BrokersOption, JsonOption, TimeoutOption, admin_for, fold_table
 from channelcast.ops import migrate as ops
 
 DEFAULT_CHECKPOINT = Path("channelcast-migrate.checkpoint.json")
@@ -49,7 +48,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def _print_plan(plan: ops.MigrationPlan, console: Console) -> None:
-    table = Table("legacy topic", "partitions", "messages", "remaining", "channel",
+    table = fold_table("legacy topic", "partitions", "messages", "remaining", "channel",
                   "target", "partition",
                   title=f"migration plan ({'resuming' if plan.resumed else 'new'}): "
                         f"{len(plan.sources)} legacy topics, {plan.messages} messages, "
@@ -68,7 +67,7 @@ def _print_verify(result: ops.VerifyReport, console: Console) -> None:
                   f"{data['source_messages']} legacy messages, "
                   f"{data['target_messages']} found in the target")
     if result.failures:
-        table = Table("channel", "legacy", "target", "duplicates", "missing", "in order")
+        table = fold_table("channel", "legacy", "target", "duplicates", "missing", "in order")
         for c in result.failures[:50]:
             table.add_row(c.channel, str(c.source), str(c.target), str(c.duplicates),
                           str(c.missing), "yes" if c.in_order else "NO")

@@ -12,16 +12,16 @@ from rich.live import Live
 from rich.table import Table
 
 from channelcast.cli.options import ConfigOption, settings_from
-from channelcast.cli.topics import BrokersOption, TimeoutOption, admin_for
+from channelcast.cli.topics import BrokersOption, TimeoutOption, admin_for, fold_table
 from channelcast.errors import ConfigError
 from channelcast.ops.monitor import Snapshot, collect, resolve_topics
 
 
 def render(snap: Snapshot) -> Group:
     """The snapshot as Rich tables (partitions, hot channels, lag, warnings)."""
-    parts = Table("topic", "partition", "low", "high", "messages", "share", "",
+    parts = fold_table("topic", "partition", "low", "high", "messages", "share", "",
                   title="partitions (counts from watermarks)")
-    summary = Table("topic", "partitions", "messages", "mean", "max/mean", "cv",
+    summary = fold_table("topic", "partitions", "messages", "mean", "max/mean", "cv",
                     title="skew per topic")
     for t in snap.topics:
         summary.add_row(t.topic, str(len(t.partitions)), str(t.messages), f"{t.mean:.1f}",
@@ -30,13 +30,13 @@ def render(snap: Snapshot) -> Group:
             flag = "[red]OVERLOADED[/]" if p.overloaded else ""
             parts.add_row(t.topic, str(p.partition), str(p.low), str(p.high), str(p.messages),
                           f"{p.share:.1%}", flag)
-    hot = Table("channel", "topic", "partition", "msg/s", "sampled",
+    hot = fold_table("channel", "topic", "partition", "msg/s", "sampled",
                 title=f"hot channels (top {snap.top}, newest {snap.sample} per partition)")
     for h in snap.hot_channels:
         hot.add_row(h.channel, h.topic, str(h.partition), f"{h.rate:.2f}", str(h.sampled))
     items: list[Table | str] = [summary, parts, hot]
     if snap.lag:
-        lag = Table("group", "topic", "partition", "committed", "high", "lag",
+        lag = fold_table("group", "topic", "partition", "committed", "high", "lag",
                     title="consumer-group lag")
         for g in snap.lag:
             lag.add_row(g.group, g.topic, str(g.partition),

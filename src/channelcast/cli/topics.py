@@ -24,6 +24,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 DeadLetterOption = Annotated[bool, typer.Option(
     "--dead-letter", help="Also provision kafka.dead_letter_topic (1 partition).")]
 
+def fold_table(*headers: str, title: str | None = None) -> Table:
+    """A table whose long names wrap instead of being cut off with an ellipsis."""
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
 _STYLE = {"create": "green", "change": "yellow", "ok": "dim"}
 
 
@@ -36,7 +44,7 @@ def admin_for(settings: Settings, brokers: str | None, timeout: float | None) ->
 
 
 def _print_plan(plan: TopicPlan, console: Console) -> None:
-    table = Table("topic", "action", "partitions", "replication", "configs", "notes",
+    table = fold_table("topic", "action", "partitions", "replication", "configs", "notes",
                   title=f"{plan.bootstrap} ({plan.brokers} broker(s)), strategy {plan.strategy}")
     for row in plan.rows:
         have_p = "-" if row.have_partitions is None else str(row.have_partitions)

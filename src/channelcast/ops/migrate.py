@@ -470,7 +470,8 @@ def migrate(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpo
                 route = strategy.route(env.channel)
                 writer.write(route.topic, route.partition, route.key, encode(env, max_bytes),
                              [(HEADER_CHANNEL, env.channel.encode()),
-                              (HEADER_EVENT, env.event.encode()), (HEADER_ID, env.id.encode())])
+                              (HEADER_EVENT, env.event.encode()), (HEADER_ID, env.id.encode())],
+                             msg.timestamp_ms)  # keep the legacy create time (retention)
                 per_channel[env.channel] += 1
                 copied += 1
             for d in writer.flush():  # raises PublishError: nothing is checkpointed then

@@ -198,7 +198,8 @@ class LogWriter:
         self._producer.flush(self.timeout_s)
 
     def write(self, topic: str, partition: int, key: bytes, value: bytes,
-              headers: Sequence[tuple[str, bytes]]) -> None:
+              headers: Sequence[tuple[str, bytes]], timestamp_ms: int = 0) -> None:
+        """Queue one write; ``timestamp_ms`` > 0 keeps a given create time (migration)."""
         index = len(self._results)
         self._results.append(None)
 
@@ -212,7 +213,8 @@ class LogWriter:
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, partition=partition,
-                                       headers=list(headers), on_delivery=acked)
+                                       headers=list(headers), on_delivery=acked,
+                                       timestamp=max(0, timestamp_ms))
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
