@@ -246,3 +246,51 @@ def test_bad_arguments_are_one_line_errors(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "batch-size" in err
+
+
+def test_missing_or_mismatched_targets_are_refused(
+        write_config: ConfigWriter, admin: KafkaAdmin, unique: str,
+        cleanup_topics: list[str], tmp_path: Path) -> None:
+    settings = load_settings(write_config(), env={})
+    fill_legacy(admin, f"lg{unique}", legacy_channels(2), 20, cleanup_topics)
+    sel = Selection.legacy(settings)
+    with pytest.raises(ConfigError, match="topics apply"):
+        migrate(settings, admin, sel, tmp_path / "ck.json")
+    apply_plan(plan_topics(settings, admin), admin)
+    admin.add_partitions(f"ops.user.{unique}", 5)  # the config still says 4
+    with pytest.raises(ConfigError, match="5 partitions on the cluster"):
+        migrate(settings, admin, sel, tmp_path / "ck.json")
+    assert not (tmp_path / "ck.json").exists()
+
+
+@pytest.mark.timeout(120)
+def test_cli_follow_stops_cleanly_on_sigterm(
+        write_config: ConfigWriter, admin: KafkaAdmin, unique: str,
+        cleanup_topics: list[str], tmp_path: Path) -> None:
+    path, settings = _setup(write_config, admin)
+    expected = fill_legacy(admin, f"lg{unique}", legacy_channels(3), 90, cleanup_topics)
+    checkpoint = tmp_path / "ck.json"
+    out = tmp_path / "follow.out"
+    with out.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from channelcast.cli.main import run; run()", "migrate",
+             "-c", str(path), "--checkpoint", str(checkpoint), "--follow", "--json"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            copied = 0
+            while copied < 90 and time.monotonic() < deadline and proc.poll() is None:
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    copied = json.loads(checkpoint.read_text())["copied"]
+                time.sleep(0.05)
+            assert proc.poll() is None, out.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, out.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    data = json.loads(out.read_text())
+    assert data["migration"]["copied"] == 90
+    assert data["verify"]["ok"] is True
+    _assert_exactly_once_in_order(admin, settings, expected)
