@@ -85,6 +85,9 @@ class KafkaWorker:
         self._config.update({"group.id": group, "enable.auto.commit": not manual_commit})
         self._config.setdefault("auto.offset.reset", "earliest")
         self._config.setdefault("on_commit", self._on_commit)
+        # Regex subscriptions (legacy topic-per-channel) notice new topics on a metadata
+        # refresh; librdkafka's default of 5 minutes is too slow for that.
+        self._config.setdefault("topic.metadata.refresh.interval.ms", 5000)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[TP, int] = {}   # fetched, not yet processed (thread + loop)
