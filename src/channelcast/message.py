@@ -86,8 +86,12 @@ class Record:
 
 
 def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
-    """Envelope -> compact UTF-8 JSON; raises SerializationError, MessageTooLarge or
-    MessageError (bad envelope fields), so that ``decode(encode(e))`` always succeeds."""
+    """Envelope -> compact UTF-8 JSON.
+
+    Raises InvalidChannel, MessageError (other bad envelope fields), SerializationError or
+    MessageTooLarge, so that whatever encodes also decodes: ``decode(encode(e)) == e``
+    for JSON-native data.
+    """
     _check_fields(envelope)
     try:
         raw = json.dumps(envelope.to_dict(), separators=(",", ":"), ensure_ascii=False,
@@ -103,7 +107,8 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> by
 
 
 def _check_fields(envelope: Envelope) -> None:
-    for name in ("channel", "event", "id", "type"):
+    validate_channel(envelope.channel)  # InvalidChannel names the broken rule
+    for name in ("event", "id", "type"):
         value = getattr(envelope, name)
         if not isinstance(value, str) or not value:
             raise MessageError(f"envelope field {name!r} must be a non-empty string,"

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from channelcast.errors import (
+    InvalidChannel,
     InvalidPosition,
     MalformedMessage,
     MessageError,
@@ -81,14 +82,30 @@ def test_message_over_the_limit_raises_and_names_the_size() -> None:
 
 
 @pytest.mark.parametrize(("fields", "name"), [
-    ({"event": 3}, "event"), ({"event": ""}, "event"), ({"channel": None}, "channel"),
-    ({"id": 7}, "id"), ({"type": ""}, "type"), ({"timestamp": "now"}, "timestamp"),
+    ({"event": 3}, "event"), ({"event": ""}, "event"), ({"id": 7}, "id"),
+    ({"type": ""}, "type"), ({"timestamp": "now"}, "timestamp"),
     ({"timestamp": True}, "timestamp"),
 ])
 def test_encode_refuses_envelopes_decode_would_reject(fields: dict[str, object],
                                                       name: str) -> None:
     with pytest.raises(MessageError, match=repr(name)):
         encode(envelope(**fields))
+
+
+@pytest.mark.parametrize("channel", [None, "", "bad channel", ".x", "private-"])
+def test_encode_refuses_invalid_channels(channel: object) -> None:
+    with pytest.raises(InvalidChannel):
+        encode(envelope(channel=channel))
+
+
+@given(channel=st.text(max_size=20), event=st.text(max_size=5), data=json_values)
+def test_whatever_encodes_also_decodes(channel: str, event: str, data: object) -> None:
+    env = envelope(channel=channel, event=event, data=data)
+    try:
+        raw = encode(env)
+    except (InvalidChannel, MessageError):
+        return
+    assert decode(raw) == env
 
 
 def good_wire(**changes: object) -> bytes:
