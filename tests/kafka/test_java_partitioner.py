@@ -115,15 +115,24 @@ def test_java_default_partitioner_agrees_with_murmur2(
     log4j.write_text(PRODUCER_CONFIG_LOG4J)
     topics = {f"javapart-{unique}-{n}": n for n in PARTITION_COUNTS}
     _create_topics(kafka_bootstrap, topics)
+    try:
+        _check_agreement(kafka_bootstrap, topics, keys, log4j)
+    finally:
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for future in admin.delete_topics(list(topics), operation_timeout=30).values():
+            future.result(timeout=60)
 
+
+def _check_agreement(bootstrap: str, topics: dict[str, int], keys: list[str],
+                     log4j: Path) -> None:
     for topic, n in topics.items():
-        stderr = _java_produce(kafka_bootstrap, topic, keys, log4j)
+        stderr = _java_produce(bootstrap, topic, keys, log4j)
         # The Java client ran with its defaults: no partitioner class, keys not ignored.
         assert "ProducerConfig values" in stderr, stderr[-2000:]
         assert "partitioner.class = null" in stderr
         assert "partitioner.ignore.keys = false" in stderr
 
-        records = _read_back(kafka_bootstrap, topic, n)
+        records = _read_back(bootstrap, topic, n)
         assert sorted(i for _, i, _ in records) == list(range(len(keys))), "records lost"
         wrong = [(key, p, murmur2_partition(key.encode(), n))
                  for key, i, p in records
