@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -16,7 +17,7 @@ from channelcast.brokers.kafka.reader import LogWriter
 from channelcast.cli.main import main
 from channelcast.config import Settings, load_settings
 from channelcast.message import Envelope, encode
-from channelcast.ops.monitor import SCHEMA, collect
+from channelcast.ops.monitor import SCHEMA, Snapshot, collect, serve_metrics
 from channelcast.ops.provision import apply_plan, plan_topics
 from channelcast.strategies import create_strategy
 from channelcast.types import ChannelName
@@ -153,7 +154,31 @@ def test_bad_arguments_give_one_line_errors(
     path = str(write_config())
     assert main(["monitor", "-c", path, "--json", "--prometheus"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: --json/--prometheus")
+    assert line.startswith("error: --json/--prometheus/--watch/--serve-metrics")
     assert main(["monitor", "-c", path, "--topic", "no-such-topic-xyz"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "no existing topic" in line
+
+
+def test_metrics_endpoint_takes_a_snapshot_per_scrape(
+        loaded: tuple[Path, Settings, str, int], admin: KafkaAdmin) -> None:
+    _, _, topic, hot_partition = loaded
+    taken: list[int] = []
+
+    def take() -> Snapshot:
+        taken.append(1)
+        return collect(admin, [topic], groups=[], top=3)
+
+    server = serve_metrics(take, 0)
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        first = httpx.get(url, timeout=30)
+        assert first.status_code == 200
+        assert "channelcast_monitor_up 1.0" in first.text
+        assert (f'channelcast_partition_overloaded{{partition="{hot_partition}",'
+                f'topic="{topic}"}} 1.0') in first.text
+        assert f'channelcast_hot_channel_rate{{channel="{HOT}"' in first.text
+        httpx.get(url, timeout=30)
+        assert len(taken) == 2
+    finally:
+        server.close()

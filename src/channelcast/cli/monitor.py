@@ -15,6 +15,7 @@ from channelcast.cli.options import ConfigOption, settings_from
 from channelcast.cli.topics import BrokersOption, TimeoutOption, admin_for, fold_table
 from channelcast.errors import ConfigError
 from channelcast.ops.monitor import Snapshot, collect, resolve_topics
+from channelcast.ops.monitor import serve_metrics as ops_serve_metrics
 
 
 def render(snap: Snapshot) -> Group:
@@ -76,18 +77,23 @@ def monitor(
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 5.0,
     count: Annotated[int | None, typer.Option(
         min=1, help="With --watch: stop after this many refreshes.")] = None,
+    serve_metrics: Annotated[int | None, typer.Option(
+        "--serve-metrics", min=0, max=65535, metavar="PORT",
+        help="Serve /metrics for Prometheus on PORT (one snapshot per scrape) until "
+             "Ctrl-C.")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        help="Address for --serve-metrics to listen on.")] = "127.0.0.1",
 ) -> None:
     """Per-partition message counts and skew, hot channels and consumer-group lag.
 
     Counts come from the watermarks; skew is max/mean and the coefficient of variation;
     hot channels are sampled from the newest keys; a partition holding more than
     --threshold times the mean is flagged. Output: a table (or --watch for a live one),
-    --json, or --prometheus.
+    --json, --prometheus, or a /metrics endpoint (--serve-metrics PORT).
     """
-    if as_json and prometheus:
-        raise ConfigError("--json/--prometheus", "pick one output format")
-    if watch and (as_json or prometheus):
-        raise ConfigError("--watch", "the live view is a table; drop --json/--prometheus")
+    if sum((as_json, prometheus, watch, serve_metrics is not None)) > 1:
+        raise ConfigError("--json/--prometheus/--watch/--serve-metrics",
+                          "pick one output format")
     settings = settings_from(config)
     admin = admin_for(settings, brokers, timeout)
     topics = resolve_topics(admin, settings, topic or (), prefix or ())
@@ -100,6 +106,18 @@ def monitor(
         return collect(admin, topics, groups=groups, top=top, sample=sample,
                        threshold=threshold)
 
+    if serve_metrics is not None:
+        server = ops_serve_metrics(snapshot, serve_metrics, metrics_host)
+        typer.echo(f"serving Prometheus metrics on http://{metrics_host}:{server.port}/metrics"
+                   " (Ctrl-C stops)", err=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
+        return
     if as_json:
         typer.echo(json.dumps(snapshot().to_dict(), indent=2))
         return

@@ -17,16 +17,21 @@ as Prometheus text exposition, or as the CLI's live table, so the three never di
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from channelcast.brokers.base import HEADER_CHANNEL
+from channelcast.errors import ChannelcastError
 from channelcast.strategies import create_strategy
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
     from channelcast.brokers.kafka.admin import KafkaAdmin
     from channelcast.config import Settings
 
@@ -121,10 +126,18 @@ class Snapshot:
         }
 
     def to_prometheus(self) -> bytes:
-        """The same figures as Prometheus text exposition (a private registry)."""
-        from prometheus_client import CollectorRegistry, Gauge, generate_latest
+        """The same figures as Prometheus text exposition."""
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry()))
+
+    def registry(self) -> CollectorRegistry:
+        """The figures as gauges in a private registry (never the global one)."""
+        from prometheus_client import CollectorRegistry, Gauge
 
         reg = CollectorRegistry()
+        Gauge("channelcast_monitor_up", "1 if the last snapshot could be taken",
+              registry=reg).set(1)
         tp = ["topic", "partition"]
         messages = Gauge("channelcast_partition_messages",
                          "Messages held by the partition (high - low watermark)", tp,
@@ -162,7 +175,7 @@ class Snapshot:
             hot.labels(h.channel, h.topic, str(h.partition)).set(h.rate)
         for g in self.lag:
             lag.labels(g.group, g.topic, str(g.partition)).set(g.lag)
-        return bytes(generate_latest(reg))
+        return reg
 
 
 def resolve_topics(admin: KafkaAdmin, settings: Settings | None, names: Sequence[str] = (),
@@ -252,3 +265,51 @@ def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] |
         for t in stats for p in t.partitions if p.overloaded)
     return Snapshot(now_ms, admin.bootstrap, top, sample, threshold, stats,
                     tuple(hot[:top]), tuple(lag), warnings)
+
+
+class _ScrapeCollector:
+    """Takes a fresh snapshot on every scrape; a failed one reports monitor_up 0."""
+
+    def __init__(self, take: Callable[[], Snapshot]) -> None:
+        self._take = take
+        self._lock = threading.Lock()  # one snapshot at a time, even with eager scrapers
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client import CollectorRegistry, Gauge
+
+        with self._lock:
+            try:
+                registry = self._take().registry()
+            except ChannelcastError:
+                registry = CollectorRegistry()
+                Gauge("channelcast_monitor_up", "1 if the last snapshot could be taken",
+                      registry=registry).set(0)
+        yield from registry.collect()
+
+
+@dataclass(slots=True)
+class MetricsServer:
+    """A running ``/metrics`` endpoint; ``close()`` stops it and joins its thread."""
+
+    server: Any
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def serve_metrics(take: Callable[[], Snapshot], port: int,
+                  host: str = "127.0.0.1") -> MetricsServer:
+    """Serve Prometheus metrics on ``host:port`` (0: any free port), one snapshot per scrape."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ScrapeCollector(take))
+    server, thread = start_http_server(port, host, registry)
+    return MetricsServer(server, thread)
