@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channelcast.channels import (
@@ -75,6 +75,7 @@ def test_type_comes_from_the_prefix(name: str, kind: ChannelType, auth: bool) ->
     assert needs_auth(name) is auth
 
 
+@settings(deadline=None)
 @given(st.text(alphabet=CHANNEL_CHARS, min_size=1, max_size=MAX_CHANNEL_LENGTH))
 def test_grammar_accepts_exactly_the_documented_language(name: str) -> None:
     ok = not name.startswith(".") and not name.endswith(".") and name not in (
@@ -87,6 +88,7 @@ def test_grammar_accepts_exactly_the_documented_language(name: str) -> None:
         assert ok
 
 
+@settings(deadline=None)
 @given(st.text(min_size=1, max_size=40))
 def test_any_text_is_accepted_or_rejected_with_invalid_channel(name: str) -> None:
     if set(name) <= set(CHANNEL_CHARS) and len(name) <= MAX_CHANNEL_LENGTH and not (

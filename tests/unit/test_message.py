@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channelcast.errors import (
@@ -42,6 +42,7 @@ def envelope(**fields: object) -> Envelope:
 # --- encode / decode --------------------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(data=json_values, event=st.text(min_size=1, max_size=30))
 def test_decode_inverts_encode(data: object, event: str) -> None:
     env = envelope(data=data, event=event)
@@ -98,6 +99,7 @@ def test_encode_refuses_invalid_channels(channel: object) -> None:
         encode(envelope(channel=channel))
 
 
+@settings(deadline=None)
 @given(channel=st.text(max_size=20), event=st.text(max_size=5), data=json_values)
 def test_whatever_encodes_also_decodes(channel: str, event: str, data: object) -> None:
     env = envelope(channel=channel, event=event, data=data)
@@ -146,6 +148,7 @@ def test_decode_raises_only_malformed_message(raw: bytes | None, reason: str) ->
         decode(raw)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_decode_of_arbitrary_bytes_never_raises_anything_else(raw: bytes) -> None:
     with contextlib.suppress(MalformedMessage):

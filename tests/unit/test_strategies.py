@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channelcast.config import KafkaSettings, TopicMapping, load_settings
@@ -136,6 +136,7 @@ CHANNEL_ALPHABET = "ab.1-"
 GLOB_ALPHABET = CHANNEL_ALPHABET + "*?"
 
 
+@settings(deadline=None)
 @given(rules=st.lists(st.text(GLOB_ALPHABET, min_size=1, max_size=5), max_size=4, unique=True),
        pattern=st.text(GLOB_ALPHABET, min_size=1, max_size=5),
        channels=st.lists(st.text(CHANNEL_ALPHABET, min_size=1, max_size=7), max_size=30))
@@ -172,6 +173,7 @@ def test_legacy_subscription_topics(pattern: str, expected: str) -> None:
     assert OneTopicPerChannel("realtime").subscription_topics([pattern]) == {expected}
 
 
+@settings(deadline=None)
 @given(pattern=st.text("ab.1-*?[]!", min_size=1, max_size=8),
        channels=st.lists(st.text(CHANNEL_ALPHABET, min_size=1, max_size=7), max_size=30))
 def test_legacy_topic_regex_matches_every_matching_channels_topic(
