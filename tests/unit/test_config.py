@@ -60,6 +60,21 @@ def test_example_mirrors_the_original() -> None:
     )
 
 
+def test_shipped_yaml_example_equals_the_toml_one() -> None:
+    yaml_example = resources.files("channelcast") / "examples" / "channelcast.yaml"
+    with resources.as_file(yaml_example) as path:
+        s = load_settings(path, env={})
+    assert dataclasses.replace(s, source="") == dataclasses.replace(example(), source="")
+
+
+@pytest.mark.parametrize("name", ["UPPER.TOML", "Mixed.Yml", "x.YAML"])
+def test_file_suffix_is_case_insensitive(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text("kafka = {default_partitions = 7}\n" if name.lower().endswith(".toml")
+                    else "kafka: {default_partitions: 7}\n")
+    assert load_settings(path, env={}).kafka.default_partitions == 7
+
+
 def test_defaults_without_a_file() -> None:
     s = load_settings(None, env={})
     assert s == Settings()
