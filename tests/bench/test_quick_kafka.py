@@ -50,8 +50,18 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
     assert trip.received == trip.sent > 0
     assert trip.latency.count == trip.sent
 
+    assert [row.name for row in results.fanout] == ["channelcast gateway",
+                                                     "plain websockets broadcast"]
+    deliveries = config.fanout_clients * config.fanout_messages
+    for row in results.fanout:
+        assert row.messages == deliveries, row  # the burst reached every client
+        assert row.latency is not None
+        assert row.latency.count == deliveries  # and so did the fixed-rate phase
+    assert results.skipped == []
+
     report = paths["report"].read_text()
-    for heading in ("## 1. Topic strategies", "## 2-3. Overhead", "## Targets"):
+    for heading in ("## 1. Topic strategies", "## 2-3. Overhead", "## 4. Gateway fan-out",
+                    "## Targets"):
         assert heading in report
     assert paths["plot"].stat().st_size > 10_000
     assert json.loads(paths["json"].read_text())["config"]["run_id"] == unique

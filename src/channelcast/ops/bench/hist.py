@@ -89,6 +89,11 @@ class LatencyRecorder:
             out.append((pct, self.percentile_ms(pct)))
         return out
 
+    def merge_encoded(self, encoded: str) -> None:
+        """Add a histogram encoded by :meth:`encode` (e.g. from another process)."""
+        if encoded:
+            self.histogram.decode_and_add(encoded)
+
     def encode(self) -> str:
         """The histogram in HdrHistogram's portable compressed form (for results.json)."""
         raw = self.histogram.encode()

@@ -39,8 +39,8 @@ class BenchConfig:
     overhead_partitions: int = 10
     java_records: int = 500_000
     fanout_clients: int = 1000
-    fanout_messages: int = 100
-    fanout_rate: float = 20.0
+    fanout_messages: int = 50
+    fanout_rate: float = 5.0
     drain_s: float = 60.0
     scenarios: tuple[str, ...] = SCENARIOS
     run_id: str = field(default_factory=_run_id)

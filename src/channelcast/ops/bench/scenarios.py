@@ -81,11 +81,13 @@ def bench_channels(n: int) -> list[ChannelName]:
 
 
 def needed_topics(kafka: KafkaSettings, channels: Sequence[str]) -> list[TopicSpec]:
-    """Topics the channels are routed to (with their partition counts)."""
+    """Every topic a broker with these settings creates or uses for the channels (the
+    declared ones too: the Kafka broker creates those at start)."""
     strategy = create_strategy(kafka)
-    used = strategy.topics_for(channels)
     specs = {s.name: s for s in strategy.topics(channels)}
-    return [specs.get(t) or TopicSpec(t, 1) for t in sorted(used)]
+    for topic in strategy.topics_for(channels):
+        specs.setdefault(topic, TopicSpec(topic, 1))
+    return [specs[name] for name in sorted(specs)]
 
 
 def padding_for(size: int, channels: Sequence[str]) -> str:
