@@ -82,6 +82,7 @@ class GatewaySettings:
     presence_ttl_s: float = 15.0
     history_size: int = 10000
     demo: bool = True
+    send_buffer_bytes: int = 262144
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +310,7 @@ _GATEWAY_PARSERS: dict[str, Callable[[str, object], Any]] = {
     "presence_ttl_s": _float,
     "history_size": lambda k, v: _int(k, v, 1),
     "demo": _bool,
+    "send_buffer_bytes": lambda k, v: _int(k, v, 0),
 }
 
 ENV_KAFKA = {

@@ -70,6 +70,10 @@ MAX_PUBLISH_BODY = 10 * 1024 * 1024
 MAX_BATCH = 1000
 MAX_EVENT_NAME = 200
 SSE_KEEPALIVE_S = 15.0
+CLOSE_GRACE_S = 5.0
+"""How long a close frame may wait behind unread data before the connection is aborted."""
+ABORT_EXTENSION = "channelcast.abort"
+"""ASGI scope extension our uvicorn protocol adds: ``{"abort": callable}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +161,22 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 class WebSocketTransport:
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, grace_s: float = CLOSE_GRACE_S) -> None:
         self.websocket = websocket
+        self.grace_s = grace_s
 
     async def send(self, item: Outgoing) -> None:
         await self.websocket.send_text(item.text)
 
     async def close(self, code: int, reason: str) -> None:
-        await self.websocket.close(code, reason)
+        """Send the close frame; if a client that does not read keeps it stuck behind
+        unread data for ``grace_s``, abort the TCP connection instead."""
+        try:
+            await asyncio.wait_for(self.websocket.close(code, reason), self.grace_s)
+        except Exception:
+            abort = self.websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {})
+            if "abort" in abort:
+                abort["abort"]()
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -13,10 +13,11 @@ import socket
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from channelcast.brokers import Broker
 from channelcast.config import Settings
-from channelcast.gateway.app import Authorizer, Gateway, create_app
+from channelcast.gateway.app import ABORT_EXTENSION, Authorizer, Gateway, create_app
 
 log = logging.getLogger("channelcast.gateway")
 
@@ -47,6 +48,29 @@ class GatewayServer(uvicorn.Server):
         raise RuntimeError("server is not listening yet")
 
 
+def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]:
+    """uvicorn's WebSocket protocol with a fixed kernel send buffer and transport high-water
+    mark, so a client that stops reading fills *our* bounded send queue (and meets the
+    slow-client policy) after about ``2 * send_buffer_bytes`` instead of megabytes of OS
+    autotuned buffers. 0 keeps the OS defaults."""
+
+    class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+        def connection_made(self, transport: Any) -> None:
+            if send_buffer_bytes > 0:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+                transport.set_write_buffer_limits(high=send_buffer_bytes)
+            super().connection_made(transport)
+
+        def handle_connect(self, event: Any) -> None:
+            super().handle_connect(event)
+            # Lets the app cut a connection whose close frame cannot get through.
+            self.scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+
+    return BoundedWebSocketProtocol
+
+
 def build_server(settings: Settings, *, host: str | None = None, port: int | None = None,
                  broker: Broker | None = None, authorizer: Authorizer | None = None,
                  log_level: str = "info") -> GatewayServer:
@@ -54,7 +78,8 @@ def build_server(settings: Settings, *, host: str | None = None, port: int | Non
     g = settings.gateway
     config = uvicorn.Config(
         app, host=host or g.host, port=g.port if port is None else port,
-        ws="websockets-sansio", ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
+        ws=bounded_websocket_protocol(g.send_buffer_bytes),
+        ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
         ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="on",
         timeout_graceful_shutdown=10, log_level=log_level, access_log=False)
     return GatewayServer(config, app.state.gateway)

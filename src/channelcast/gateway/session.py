@@ -71,7 +71,9 @@ class Outgoing:
 class Transport(Protocol):
     async def send(self, item: Outgoing) -> None: ...
 
-    async def close(self, code: int, reason: str) -> None: ...
+    async def close(self, code: int, reason: str) -> None:
+        """Close with this code; must give up (and cut the connection) within seconds."""
+        ...
 
 
 class Outbox:
@@ -210,7 +212,7 @@ class Session:
                 self._writer.cancel()
                 await asyncio.gather(self._writer, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.transport.close(CLOSE_GOING_AWAY, reason), 2.0)
+            await self.transport.close(CLOSE_GOING_AWAY, reason)
 
     # --- frames from the client -------------------------------------------------------
     async def handle(self, frame: str | bytes) -> None:
@@ -295,5 +297,5 @@ class Session:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.transport.close(CLOSE_SLOW_CLIENT, "slow client"), 2.0)
+            await self.transport.close(CLOSE_SLOW_CLIENT, "slow client")
         self.closed.set()
