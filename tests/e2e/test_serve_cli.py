@@ -1,0 +1,63 @@
+"""The README's main-job command, run as a new user would: ``channelcast serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.e2e.conftest import CHANNELCAST, serve_process
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_serve_with_no_config_serves_the_demo_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as server:
+        page = httpx.get(server.url + "/")
+        assert page.status_code == 200
+        assert "channelcast demo" in page.text
+        assert "/static/channelcast.js" in page.text
+        js = httpx.get(server.url + "/static/channelcast.js")
+        assert js.status_code == 200
+        assert "Channelcast" in js.text
+        assert httpx.get(server.url + "/readyz").json()["broker"] == "memory"
+
+        async def round_trip() -> dict[str, object]:
+            async with connect(server.url.replace("http", "ws") + "/ws") as ws:
+                assert json.loads(await ws.recv())["type"] == "connected"
+                await ws.send(json.dumps({"type": "subscribe", "channel": "demo"}))
+                assert json.loads(await ws.recv())["type"] == "subscribed"
+                async with httpx.AsyncClient() as http:
+                    r = await http.post(server.url + "/demo/publish",
+                                        json={"channel": "demo", "event": "hi", "data": "there"})
+                assert r.status_code == 200
+                frame: dict[str, object] = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                # Shutdown while connected: told, then closed with 1001.
+                server.proc.send_signal(15)
+                closing = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert closing["type"] == "closing"
+                with pytest.raises(Exception):  # noqa: B017,PT011 - closed by the server
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert ws.close_code == 1001
+                return frame
+
+        frame = asyncio.run(round_trip())
+        assert frame["data"] == "there"
+        assert server.stop() == 0
+        assert "channelcast gateway on http://127.0.0.1:" in server.output()
+
+
+def test_serve_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[gateway]\nslow_client_policy = "explode"\n')
+    result = subprocess.run([str(CHANNELCAST), "serve", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "gateway.slow_client_policy" in result.stderr
+    assert "Traceback" not in result.stderr
