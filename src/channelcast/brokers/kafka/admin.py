@@ -346,6 +346,19 @@ class KafkaAdmin:
             raise translate_admin_error(exc, f"changing configs of {topic}") from exc
         for future in futures.values():
             self._wait(future, f"changing configs of {topic}")
+        # The controller accepted the change; brokers apply it a moment later. Wait until
+        # describe shows it, so "apply, then plan" never reports the old value.
+        deadline = time.monotonic() + self.timeout_s
+        wanted = {k: str(v) for k, v in configs.items()}
+        while True:
+            current = self.describe_topics([topic]).get(topic)
+            if current is not None and all(current.configs.get(k) == v
+                                           for k, v in wanted.items()):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"configs of {topic} not visible within {self.timeout_s}s "
+                                  "after the change", retriable=True)
+            time.sleep(0.1)
 
     def delete_topics(self, names: Sequence[str]) -> None:
         """Delete topics (tests clean up with it; no CLI command calls it)."""
