@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import enum
 import re
+import string
 
 from channelcast.errors import InvalidChannel
 from channelcast.types import ChannelName
 
 MAX_CHANNEL_LENGTH = 164
 ALLOWED_CHARACTERS = "A-Z a-z 0-9 _ - = @ , . ;"
+CHANNEL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-=@,.;")
+"""Every character a channel name may contain (the set ALLOWED_CHARACTERS describes)."""
 _ALLOWED = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
 _BAD_CHAR = re.compile(r"[^A-Za-z0-9_\-=@,.;]")
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from channelcast.channels import ALLOWED_CHARACTERS, MAX_CHANNEL_LENGTH
+from channelcast.channels import ALLOWED_CHARACTERS, CHANNEL_CHARACTERS, MAX_CHANNEL_LENGTH
 from channelcast.errors import ConfigError, StrategyError
 from channelcast.types import TopicName
 
@@ -33,8 +33,6 @@ T = TypeVar("T")
 KNOWN_STRATEGIES = ("grouped", "one-per-channel")
 
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
-_CHANNEL_CHARS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-=@,.;")
 _GLOB_CHARS = frozenset("*?[]!^")
 
 
@@ -271,7 +269,7 @@ def _pattern(key: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(key, f"pattern must be a non-empty string, got {value!r}")
     for c in value:
-        if c not in _CHANNEL_CHARS and c not in _GLOB_CHARS:
+        if c not in CHANNEL_CHARACTERS and c not in _GLOB_CHARS:
             raise ConfigError(key, f"pattern {value!r} has character {c!r}, which no channel"
                                    f" name can contain (channels use {ALLOWED_CHARACTERS})")
     return value

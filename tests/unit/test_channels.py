@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channelcast.channels import (
+    CHANNEL_CHARACTERS,
     MAX_CHANNEL_LENGTH,
     ChannelType,
     channel_type,
@@ -46,6 +47,16 @@ def test_invalid_names_say_which_rule_broke(name: str, rule: str) -> None:
     with pytest.raises(InvalidChannel) as info:
         validate_channel(name)
     assert rule in str(info.value)
+
+
+def test_the_character_set_and_the_grammar_agree() -> None:
+    assert set(CHANNEL_CHARS) == CHANNEL_CHARACTERS
+    for c in map(chr, range(0x250)):
+        if c in CHANNEL_CHARACTERS:
+            assert validate_channel(f"a{c}b") == f"a{c}b"
+        else:
+            with pytest.raises(InvalidChannel, match="has character"):
+                validate_channel(f"a{c}b")
 
 
 @pytest.mark.parametrize("value", [None, 5, b"user.1", ["user.1"]])
