@@ -13,7 +13,7 @@ from pathlib import Path
 
 import kafka_local
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from channelcast.strategies import crc32_partition, murmur2_partition
@@ -143,3 +143,27 @@ def _check_agreement(bootstrap: str, topics: dict[str, int], keys: list[str],
         if n > 1:
             # The check can tell partitioners apart: crc32 would put many keys elsewhere.
             assert sum(p != crc32_partition(k.encode(), n) for k, _, p in records) > len(keys) // 3
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(120)
+def test_librdkafka_murmur2_random_agrees_too(kafka_bootstrap: str, unique: str) -> None:
+    """librdkafka's Java-compatible partitioner (``murmur2_random``) picks the same
+    partitions, so a confluent-kafka producer left to partition by itself agrees as well."""
+    keys = _keys()
+    topic, n = f"rdkpart-{unique}", 7
+    _create_topics(kafka_bootstrap, {topic: n})
+    try:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap,
+                             "partitioner": "murmur2_random", "linger.ms": 5})
+        for i, key in enumerate(keys):
+            producer.produce(topic, key=key.encode(), value=str(i).encode())
+        assert producer.flush(30) == 0
+        records = _read_back(kafka_bootstrap, topic, n)
+        assert len(records) == len(keys)
+        assert all(p == murmur2_partition(k.encode(), n) for k, _, p in records)
+        assert {p for _, _, p in records} == set(range(n))
+    finally:
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for future in admin.delete_topics([topic], operation_timeout=30).values():
+            future.result(timeout=60)
