@@ -1,0 +1,138 @@
+"""The pure parts of the gateway: signatures, presence state, protocol actions, send buffer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from channelcast.errors import AuthError
+from channelcast.gateway.auth import (
+    RequestVerifier,
+    channel_auth,
+    sign_channel,
+    sign_request,
+    verify_channel,
+)
+from channelcast.gateway.presence import Member, PresenceState, heartbeat_op, join_op, sync_op
+from channelcast.gateway.protocol import ClientProtocol, Credentials, Send, Subscribe, Unsubscribe
+from channelcast.gateway.session import DISCONNECT, DROP_OLDEST, Outbox, Outgoing
+from channelcast.message import Envelope, Record
+from channelcast.types import ChannelName, Position
+
+K, S = "key", "secret"
+
+
+def test_channel_signature_is_bound_to_connection_channel_and_member() -> None:
+    auth = sign_channel(K, S, "n.1", "private-a")
+    verify_channel(K, S, "n.1", "private-a", auth)
+    with pytest.raises(AuthError):
+        verify_channel(K, S, "n.2", "private-a", auth)  # another connection
+    with pytest.raises(AuthError):
+        verify_channel(K, S, "n.1", "private-b", auth)  # another channel
+    with pytest.raises(AuthError, match="unknown app key"):
+        verify_channel(K, S, "n.1", "private-a", sign_channel("other", S, "n.1", "private-a"))
+    with pytest.raises(AuthError, match="invalid signature"):
+        verify_channel(K, S, "n.1", "private-a", sign_channel(K, "other", "n.1", "private-a"))
+    signed = channel_auth(K, S, "n.1", "presence-r", user_id="ann", user_info={"x": 1})
+    verify_channel(K, S, "n.1", "presence-r", signed["auth"], signed["channel_data"])
+    with pytest.raises(AuthError):
+        verify_channel(K, S, "n.1", "presence-r", signed["auth"], '{"user_id":"eve"}')
+    with pytest.raises(AuthError, match="needs an auth"):
+        verify_channel(K, S, "n.1", "private-a", None)
+    with pytest.raises(AuthError):
+        channel_auth(K, S, "n.1", "presence-r")  # presence needs a user
+
+
+def test_request_verifier_window_and_replay() -> None:
+    v = RequestVerifier(K, S, window_s=60)
+    body = b'{"a":1}'
+    headers = sign_request(K, S, body, timestamp=1000)
+    v.verify(headers, body, now=1030)
+    with pytest.raises(AuthError, match="replay"):
+        v.verify(headers, body, now=1031)
+    with pytest.raises(AuthError, match="window"):
+        v.verify(sign_request(K, S, body, timestamp=1000), body, now=1100)
+    with pytest.raises(AuthError, match="signature"):
+        v.verify(sign_request(K, S, body, timestamp=1040), body + b" ", now=1040)
+    with pytest.raises(AuthError, match="missing"):
+        v.verify({}, body, now=1040)
+    # Old signatures are forgotten once they leave the window: memory stays bounded.
+    for t in range(2000, 2100):
+        v.verify(sign_request(K, S, body, timestamp=t), body, now=t)
+    assert len(v._seen) <= 61
+
+
+def test_presence_members_are_distinct_users_and_heartbeats_replace() -> None:
+    p = PresenceState("me", ttl_s=10)
+    d = p.join("me", "c1", Member("ann"), now=0)
+    assert [m.user_id for m in d.added] == ["ann"]
+    assert not p.join("me", "c2", Member("ann"), now=0)  # a second tab: no change
+    d = p.heartbeat("other", {"x1": Member("bob"), "x2": Member("ann")}, now=1)
+    assert [m.user_id for m in d.added] == ["bob"]
+    d = p.heartbeat("other", {"x2": Member("ann")}, now=2)  # bob left other, silently
+    assert [m.user_id for m in d.removed] == ["bob"]
+    assert not p.leave("me", "c1", now=3)  # ann still has c2 and x2
+    assert not p.expire(now=11)  # other was seen at 2
+    d = p.expire(now=12.5)
+    assert d.removed == []  # ann is still local on c2
+    assert p.nodes() == {"me"}
+    assert [m.user_id for m in p.leave("me", "c2", now=13).removed] == ["ann"]
+    assert not p.expire(now=1e9)  # the local node never expires
+
+
+def test_presence_apply_ignores_garbage_and_answers_sync() -> None:
+    p = PresenceState("me", ttl_s=10)
+    for op in [None, 1, [], {"op": "join"}, {"op": "join", "node": "n", "conn": "c"},
+               {"op": "join", "node": "n", "conn": "c", "member": {"user_id": ""}},
+               {"op": "heartbeat", "node": "n", "members": [1]}, {"op": "zap", "node": "n"}]:
+        diff, sync = p.apply(op, now=0)
+        assert not diff
+        assert not sync
+    assert p.apply(sync_op("other"), now=0)[1] is True
+    assert p.apply(sync_op("me"), now=0)[1] is False
+    diff, _ = p.apply(join_op("n", "c", Member("zed", {"a": 1})), now=0)
+    assert diff.added == [Member("zed", {"a": 1})]
+    diff, _ = p.apply(heartbeat_op("n", {}), now=1)
+    assert diff.removed == [Member("zed", {"a": 1})]
+
+
+def test_protocol_turns_frames_into_actions() -> None:
+    proto = ClientProtocol("n.1", Credentials(K, S), max_subscriptions=2)
+    assert proto.receive('{"type":"subscribe","channel":"a","since":"t:1:5"}') == [
+        Subscribe(ChannelName("a"), Position("t", 1, 5), None)]
+    signed = channel_auth(K, S, "n.1", "presence-p", user_id="u1", user_info=[1])
+    actions = proto.receive(json.dumps({"type": "subscribe", "channel": "presence-p", **signed}))
+    assert actions == [Subscribe(ChannelName("presence-p"), None, Member("u1", [1]))]
+    actions = proto.receive('{"type":"unsubscribe","channel":"a"}')
+    assert actions[0] == Unsubscribe(ChannelName("a"))
+    assert isinstance(actions[1], Send)
+    assert actions[1].frame == {"type": "unsubscribed", "channel": "a"}
+    assert proto.channels == {"presence-p"}
+
+
+def _msg(i: int) -> Outgoing:
+    record = Record(Envelope(channel=ChannelName("c"), event="e", data=i), Position("t", 0, i))
+    return Outgoing(str(i), record=record)
+
+
+async def test_outbox_drop_oldest_keeps_control_frames_and_reports_drops() -> None:
+    box = Outbox(3, DROP_OLDEST)
+    box.put(Outgoing("control", frame={"type": "subscribed"}))
+    for i in range(6):
+        assert box.put(_msg(i))
+    got = [await box.get() for _ in range(5)]
+    texts = [g.text if g is not None else None for g in got]
+    assert texts[0].startswith('{"type":"dropped"')  # type: ignore[union-attr]
+    assert '"count":3' in texts[0]  # type: ignore[operator]
+    assert texts[1:] == ["control", "3", "4", "5"]
+
+
+async def test_outbox_disconnect_policy_reports_overflow_and_replay_is_unbounded() -> None:
+    box = Outbox(2, DISCONNECT)
+    for i in range(50):
+        assert box.put(Outgoing(str(i), record=_msg(i).record, replay=True))
+    assert box.put(_msg(100))
+    assert box.put(_msg(101))
+    assert not box.put(_msg(102))
+    assert len(box) == 52
