@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from channelcast.gateway.auth import channel_auth
 from channelcast.gateway.hub import Hub
 from channelcast.gateway.protocol import ClientProtocol, Credentials
 from channelcast.gateway.session import Outgoing, Session
+from tests.gateway.conftest import running_gateway, settings_with, ws_client
 
 KEY, SECRET = "fuzz-key", "fuzz-secret"
 CONN = "node.1"
@@ -141,3 +143,34 @@ def test_fuzz_ten_thousand_frames_never_crash_or_leak() -> None:
     fuzz()
     assert FRAMES_SEEN[0] >= 10_000
     assert AUTHORIZED_DELIVERIES[0] > 0  # the fuzz did reach authorized private delivery
+
+
+COLLECTED: list[str | bytes] = []
+
+
+@settings(max_examples=80, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(frames, min_size=25, max_size=25))
+def collect(batch: list[str | bytes]) -> None:
+    COLLECTED.extend(batch)
+
+
+@pytest.mark.timeout(120)
+async def test_fuzzed_frames_over_a_real_socket_leave_the_server_up() -> None:
+    """2,000 of the same frames over one real WebSocket: the connection and the server
+    survive, and a second client is served normally afterwards."""
+    COLLECTED.clear()
+    collect()
+    assert len(COLLECTED) >= 2000
+    async with running_gateway(settings_with(app_key=KEY, app_secret=SECRET,
+                                             max_frame_bytes=2048)) as gw:
+        async with ws_client(gw.ws_url) as client:
+            for frame in COLLECTED:
+                await client.ws.send(frame)
+            await client.send({"type": "ping", "data": "still here"})
+            pong = await client.expect("pong", wait_s=60,
+                                       where=lambda f: f.get("data") == "still here")
+            assert pong == {"type": "pong", "data": "still here"}
+            assert client.ws.close_code is None
+        async with ws_client(gw.ws_url) as other:
+            assert (await other.subscribe("after"))["type"] == "subscribed"
