@@ -258,3 +258,58 @@ async def test_graceful_shutdown_tells_clients_and_closes_1001() -> None:
         with pytest.raises(Exception):  # noqa: B017,PT011 - the connection is closed
             await client.recv()
         assert client.ws.close_code == 1001
+
+
+async def test_sse_multi_channel_cursor_resumes_every_channel_and_shutdown_ends_stream() -> None:
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url) as http:
+        async def publish(channel: str, values: list[int]) -> list[str]:
+            body = {"messages": [{"channel": channel, "event": "e", "data": v} for v in values]}
+            r = await http.post("/api/publish", **signed_post_args(gw.settings(), body))
+            positions: list[str] = r.json()["positions"]
+            return positions
+
+        async def read(headers: dict[str, str], want: int,
+                       subscribed: asyncio.Event | None = None) -> list[tuple[str, str, str]]:
+            out: list[tuple[str, str, str]] = []
+            async with http.stream("GET", "/sse?channels=left,right", headers=headers) as resp:
+                assert resp.status_code == 200
+                event_id = kind = ""
+                subs = 0
+                async for line in resp.aiter_lines():
+                    if line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        if kind == "subscribed":
+                            subs += 1
+                            if subs == 2 and subscribed is not None:
+                                subscribed.set()
+                        out.append((event_id, kind, line[6:]))
+                        if sum(1 for e in out if e[1] in ("message", "closing")) >= want:
+                            return out
+            return out
+
+        ready = asyncio.Event()
+        reader = asyncio.create_task(read({}, 2, ready))
+        await asyncio.wait_for(ready.wait(), 5)
+        left = await publish("left", [1])
+        right = await publish("right", [2])
+        events = await asyncio.wait_for(reader, 5)
+        last_id = events[-1][0]
+        assert sorted(last_id.split()) == [f"left:{left[0]}", f"right:{right[0]}"]
+
+        missed_left = await publish("left", [3, 4])
+        missed_right = await publish("right", [5])
+        events = await asyncio.wait_for(read({"Last-Event-ID": last_id}, 3), 5)
+        messages = [json.loads(e[2]) for e in events if e[1] == "message"]
+        assert sorted(m["position"] for m in messages) == sorted(missed_left + missed_right)
+        assert [m["data"] for m in messages if m["channel"] == "left"] == [3, 4]
+
+        # Graceful shutdown ends an open stream with a "closing" event.
+        ready = asyncio.Event()
+        reader = asyncio.create_task(read({}, 1, ready))
+        await asyncio.wait_for(ready.wait(), 5)
+        await gw.gateway.drain("bye")
+        events = await asyncio.wait_for(reader, 10)
+        assert events[-1][1] == "closing"
