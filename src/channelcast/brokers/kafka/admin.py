@@ -3,7 +3,9 @@
 Owns every call to confluent-kafka's ``AdminClient``. All calls are blocking and bounded by
 ``timeout_s``; async callers run them in a thread. Kafka errors leave this module only as
 channelcast errors (:mod:`channelcast.errors`), classified by ``KafkaError.code()`` and
-``retriable()``, never by message text. It never deletes or shrinks anything on its own:
+``retriable()``, never by message text; :func:`translate_admin_error` adds the admin
+outcomes (bad replication factor or topic config -> ConfigError) to the general rules of
+:mod:`channelcast.brokers.kafka.errors`. It never deletes or shrinks anything on its own:
 :meth:`KafkaAdmin.delete_topics` exists for tests and is never called by the CLI.
 
 The one function other modules need most is :func:`ensure_topics` (idempotent create).
@@ -22,7 +24,6 @@ from typing import Any, Self, TypeVar
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
-    KafkaException,
     TopicPartition,
 )
 
@@ -39,6 +40,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from channelcast.brokers.kafka.errors import kafka_error_of
 from channelcast.errors import BrokerError, BrokerUnavailable, ChannelcastError, ConfigError
 from channelcast.strategies.base import TopicSpec
 from channelcast.types import TopicName
@@ -109,8 +111,8 @@ def translate_admin_error(exc: BaseException, doing: str) -> ChannelcastError:
         return exc
     if isinstance(exc, concurrent.futures.TimeoutError):
         return BrokerUnavailable(f"{doing}: no answer from Kafka in time", retriable=True)
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    if not isinstance(err, KafkaError):
+    err = kafka_error_of(exc)
+    if err is None:
         return BrokerError(f"{doing}: {exc}")
     code = err.code()
     if code in _UNREACHABLE:
@@ -124,9 +126,24 @@ def translate_admin_error(exc: BaseException, doing: str) -> ChannelcastError:
                        retriable=bool(err.retriable()) and not err.fatal())
 
 
+_SETTLING = frozenset({
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
+
+def _settling(exc: BaseException) -> bool:
+    """A transient answer while a new topic's or partition's leadership settles."""
+    err = kafka_error_of(exc)
+    return err is not None and (err.code() in _SETTLING or bool(err.retriable()))
+
+
 def _is(exc: BaseException, code: int) -> bool:
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    return isinstance(err, KafkaError) and err.code() == code
+    err = kafka_error_of(exc)
+    return err is not None and err.code() == code
 
 
 class KafkaAdmin:
@@ -230,15 +247,30 @@ class KafkaAdmin:
                 for (t, p) in sorted(highs) if (t, p) in lows]
 
     def _offsets(self, request: dict[TopicPartition, OffsetSpec]) -> dict[tuple[str, int], int]:
-        try:
-            futures = self._client.list_offsets(request, request_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, "listing offsets") from exc
+        """Offsets per partition. Retries while leadership settles (just-created topics)."""
+        deadline = time.monotonic() + self.timeout_s
         out: dict[tuple[str, int], int] = {}
-        for tp, future in futures.items():
-            info = self._wait(future, f"listing offsets of {tp.topic}[{tp.partition}]")
-            out[(tp.topic, tp.partition)] = int(info.offset)
-        return out
+        todo = dict(request)
+        while True:
+            try:
+                futures = self._client.list_offsets(todo, request_timeout=self.timeout_s)
+            except Exception as exc:
+                raise translate_admin_error(exc, "listing offsets") from exc
+            again: dict[TopicPartition, OffsetSpec] = {}
+            for tp, future in futures.items():
+                doing = f"listing offsets of {tp.topic}[{tp.partition}]"
+                try:
+                    info = future.result(timeout=self.timeout_s + 1)
+                except Exception as exc:
+                    if _settling(exc) and time.monotonic() < deadline:
+                        again[tp] = todo[tp]
+                        continue
+                    raise translate_admin_error(exc, doing) from exc
+                out[(tp.topic, tp.partition)] = int(info.offset)
+            if not again:
+                return out
+            todo = again
+            time.sleep(0.1)
 
     def list_groups(self) -> list[str]:
         try:
