@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from channelcast.channels import CHANNEL_CHARACTERS
 from channelcast.strategies.base import Route, TopicSpec, is_glob
 from channelcast.types import ChannelName, TopicName
 
@@ -57,37 +59,54 @@ def _safe(c: str) -> str:
     return c if c.isascii() and c.isalnum() else "_"
 
 
+def _class_end(pattern: str, i: int) -> int:
+    """Index of the ``]`` closing the bracket expression at ``pattern[i]``, or -1 when
+    fnmatch would read that ``[`` as a literal (the same scan as ``fnmatch.translate``)."""
+    j = i + 1
+    if j < len(pattern) and pattern[j] == "!":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    return pattern.find("]", j)
+
+
 def _glob_to_topic_regex(pattern: str) -> str:
     """A channel glob -> a regex over legacy topic names (``user.[12]*`` -> ``user_[12].*``).
 
     Characters are mapped the way channel names are (outside ``[A-Za-z0-9]`` -> ``_``), so
     the regex may match a few more topics than the glob matches channels: consumers
-    still filter by channel.
+    still filter by channel. A bracket expression becomes the class of the mapped
+    characters of every channel character it matches (asked of fnmatch itself).
     """
     out: list[str] = []
     i = 0
     while i < len(pattern):
         c = pattern[i]
-        end = pattern.find("]", i + 2) if c == "[" else -1
+        end = _class_end(pattern, i) if c == "[" else -1
         if c == "*":
             out.append(".*")
         elif c == "?":
             out.append(".")
         elif end != -1:
-            body = pattern[i + 1:end]
-            negate = body[:1] in ("!", "^")
-            body = body[1:] if negate else body
-            chars = "".join(
-                "-" if ch == "-" and 0 < j < len(body) - 1 else _safe(ch)
-                for j, ch in enumerate(body))
-            if negate:
-                # Excluding "_" would also exclude every channel character mapped onto it.
-                chars = chars.replace("_", "")
-                out.append(f"[^{chars}]" if chars.strip("-") else ".")
-            else:
-                out.append(f"[{chars}]")
+            bracket = pattern[i:end + 1]
+            chars = sorted({_safe(ch) for ch in CHANNEL_CHARACTERS
+                            if fnmatch.fnmatchcase(ch, bracket)})
+            # No channel character matches: "!" never occurs in a topic name.
+            out.append(f"[{_ranges(chars)}]" if chars else "!")
             i = end
         else:
             out.append(_safe(c))
         i += 1
+    return "".join(out)
+
+
+def _ranges(chars: list[str]) -> str:
+    """Sorted class characters, runs of three or more written as ranges (``0-9``)."""
+    out: list[str] = []
+    start = 0
+    for k in range(1, len(chars) + 1):
+        if k == len(chars) or ord(chars[k]) != ord(chars[k - 1]) + 1:
+            run = chars[start:k]
+            out.append(f"{run[0]}-{run[-1]}" if len(run) >= 3 else "".join(run))
+            start = k
     return "".join(out)
