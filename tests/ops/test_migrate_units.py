@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from channelcast.config import Settings
 from channelcast.errors import ConfigError
-from channelcast.ops.migrate import Checkpoint, Selection
+from channelcast.ops.migrate import Checkpoint, Selection, _exclusive, migrate
 
 
 def test_checkpoint_round_trips_and_replaces_atomically(tmp_path: Path) -> None:
@@ -60,3 +61,11 @@ def test_bad_selections(kwargs: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         Selection(**kwargs)  # type: ignore[arg-type]
     assert info.value.key == key
+
+
+def test_a_second_migration_on_the_same_checkpoint_is_refused(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ck.json"
+    with _exclusive(checkpoint), pytest.raises(ConfigError, match="another migration"):
+        migrate(Settings(), None, Selection(prefix="x_"), checkpoint)  # type: ignore[arg-type]
+    with _exclusive(checkpoint):  # released again: a later run may take it
+        pass

@@ -23,13 +23,15 @@ first checkpoint resumes correctly. It must stay on the machine that runs the mi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -346,6 +348,37 @@ def migrate(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpo
     batches). A malformed legacy message stops the run with MalformedMessage naming its
     position (everything before it is checkpointed), unless ``skip_malformed``.
     """
+    with _exclusive(checkpoint_path):
+        return _copy(settings, admin, selection, checkpoint_path, follow=follow, stop=stop,
+                     batch_size=batch_size, max_rate=max_rate, limit=limit,
+                     skip_malformed=skip_malformed, on_progress=on_progress)
+
+
+@contextmanager
+def _exclusive(checkpoint_path: Path) -> Iterator[None]:
+    """One migration per checkpoint: a second one would write every message twice.
+
+    An advisory lock on ``<checkpoint>.lock``; the kernel drops it when the process dies,
+    even by SIGKILL, so a killed run never blocks its resumption.
+    """
+    lock_path = checkpoint_path.with_name(checkpoint_path.name + ".lock")
+    with open(lock_path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError("--checkpoint", (
+                f"another migration is running with {checkpoint_path} "
+                f"(lock {lock_path} is held)")) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _copy(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpoint_path: Path,
+          *, follow: bool, stop: threading.Event | None, batch_size: int,
+          max_rate: float | None, limit: int | None, skip_malformed: bool,
+          on_progress: Callable[[Progress], None] | None) -> MigrationReport:
     from channelcast.brokers.kafka.reader import LogReader, LogWriter, read_ranges
 
     if batch_size < 1:
