@@ -415,7 +415,7 @@ def load_settings(path: str | Path | None = None,
             problem = exc.problem
             for dotted, var in from_env.items():
                 problem = problem.replace(dotted, f"{dotted} (set by {var})")
-            raise ConfigError(from_env.get(exc.key, exc.key), problem) from None
+            raise ConfigError(from_env.get(exc.key, exc.key), problem) from exc
         raise
     return settings
 
