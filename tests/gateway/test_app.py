@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from channelcast.gateway.auth import channel_auth, sign_request
 from tests.gateway.conftest import (
@@ -258,6 +259,13 @@ async def test_graceful_shutdown_tells_clients_and_closes_1001() -> None:
         with pytest.raises(Exception):  # noqa: B017,PT011 - the connection is closed
             await client.recv()
         assert client.ws.close_code == 1001
+        # Draining: a new connection is told to come back later.
+        async with connect(gw.ws_url) as late:
+            with pytest.raises(Exception):  # noqa: B017,PT011 - closed by the server
+                await asyncio.wait_for(late.recv(), 5)
+            assert late.close_code == 1013
+        async with httpx.AsyncClient(base_url=gw.base_url) as http:
+            assert (await http.get("/readyz")).status_code == 503
 
 
 async def test_sse_multi_channel_cursor_resumes_every_channel_and_shutdown_ends_stream() -> None:

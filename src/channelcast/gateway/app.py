@@ -50,6 +50,7 @@ from channelcast.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from channelcast.gateway.presence import RESERVED_EVENT_PREFIX
 from channelcast.gateway.protocol import (
     AUTH_REQUIRED,
+    CLOSE_TRY_AGAIN_LATER,
     INVALID_CHANNEL,
     INVALID_POSITION,
     TOO_MANY_SUBSCRIPTIONS,
@@ -181,10 +182,10 @@ class WebSocketTransport:
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     gw = _gateway(websocket)
-    if not gw.accepting:
-        await websocket.close(1013, "server shutting down")
-        return
     await websocket.accept()
+    if not gw.accepting:
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
+        return
     session = gw.new_session(WebSocketTransport(websocket))
     gw.sessions.add(session)
     gw.metrics.connections.labels("ws").inc()

@@ -151,7 +151,21 @@
         if (ch) { delete ch.members[frame.data.user_id]; ch.emit("member_removed", frame.data); }
         return;
       case "error":
-        if (ch) ch.emit("error", frame.data); else this.emit("error", frame.data);
+        if (ch) {
+          var code = frame.data.code;
+          if (code === "subscription_lost" || code === "subscribe_failed") {
+            // The node lost (or could not open) its broker subscription: try again later,
+            // from our last position, so nothing is missed.
+            var self = this;
+            ch.subscribed = false;
+            setTimeout(function () {
+              if (self.channels[ch.name] === ch && self.connectionId && !ch.subscribed) self._subscribe(ch);
+            }, 1000);
+          }
+          ch.emit("error", frame.data);
+        } else {
+          this.emit("error", frame.data);
+        }
         return;
       case "dropped":
       case "closing":
