@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from channelcast.brokers.base import HEADER_CHANNEL, HEADER_EVENT, HEADER_ID
 from channelcast.channels import validate_channel
-from channelcast.errors import ConfigError, HistoryUnavailable, InvalidChannel, MalformedMessage
+from channelcast.errors import (
+    BrokerError,
+    ConfigError,
+    HistoryUnavailable,
+    InvalidChannel,
+    MalformedMessage,
+)
 from channelcast.message import Envelope, decode, encode
 from channelcast.strategies import create_strategy
 from channelcast.strategies.base import TopicStrategy
@@ -472,6 +478,14 @@ def _copy(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpoin
                         if tp in checkpoint.sources and pos >= checkpoint.sources[tp]:
                             checkpoint.sources[tp] = pos
                     checkpoint.save(checkpoint_path)
+                    if idle_rounds * 0.5 > admin.timeout_s + 5:
+                        short = sorted(tp for tp, hi in ends.items()
+                                       if checkpoint.sources[tp] < hi)
+                        raise BrokerError(
+                            f"no legacy messages arrive although {len(short)} partition(s) "
+                            f"are short of their end (first: {short[0][0]}[{short[0][1]}] at "
+                            f"{checkpoint.sources[short[0]]} of {ends[short[0]]}); progress "
+                            "is checkpointed, rerun to resume", retriable=True)
                 continue
             idle_rounds = 0
             before = (copied, dupes, bad)
