@@ -214,3 +214,18 @@ def test_position_minus_one_round_trips_through_the_protocol() -> None:
     from channelcast.gateway.protocol import parse_position
     assert parse_position("realtime:3:-1") == Position("realtime", 3, -1)
     assert parse_position("realtime:3:7") == Position("realtime", 3, 7)
+
+
+@pytest.mark.parametrize("bad_since", ["other-partition", "ahead"])
+async def test_unusable_positions_fail_recovery_plainly_and_stay_live(bad_since: str) -> None:
+    async with MemoryBroker() as broker, Hub(broker) as hub:
+        end = await broker.publish("p", "e", 0)
+        since = Position(end.topic, end.partition + 1, 0) if bad_since == "other-partition" \
+            else Position(end.topic, end.partition, end.offset + 1000)
+        x = FakeListener("x")
+        await hub.attach(C("p"), x, since=since)
+        assert x.result().recovered is False
+        assert x.result().recovery_error
+        await broker.publish("p", "e", "live")
+        await until(lambda: x.messages())
+        assert [r.envelope.data for r in x.messages()] == ["live"]

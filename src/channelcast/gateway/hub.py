@@ -154,6 +154,11 @@ class Hub:
             feed.listeners[listener] = attachment
             try:
                 history = await self.broker.history(channel, since)
+                end = await self.broker.end_position(channel)
+                if since.offset > end.offset:
+                    raise HistoryUnavailable(
+                        f"position {since} is ahead of the newest message of {channel!r} "
+                        f"({end}); was the topic recreated?")
             except HistoryUnavailable as exc:
                 result.recovered, result.recovery_error = False, str(exc)
                 self.metrics.recoveries.labels("failed").inc()
@@ -163,8 +168,9 @@ class Hub:
                 await self._maybe_stop(channel)
                 raise
             buffered = attachment.buffer
-            last = since.offset
+            last = -2  # nothing replayed yet: every buffered record is new to this listener
             if history is not None:
+                last = since.offset
                 for record in history:
                     last = max(last, record.position.offset)
                     if not is_internal(record):
