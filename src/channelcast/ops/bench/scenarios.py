@@ -223,26 +223,31 @@ async def wait_live(broker: Broker, collector: Collector, channels: Sequence[Cha
 
 
 class _InFlight:
-    """Publish calls running concurrently, at most ``limit``; the first error is raised."""
+    """Publish calls running concurrently, at most ``limit``. The first error is raised
+    after the others have finished (none is left unawaited)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.tasks: set[asyncio.Task[list[Position]]] = set()
 
     async def add(self, coro: Coroutine[Any, Any, list[Position]]) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
+        self.tasks.add(asyncio.ensure_future(coro))
         if len(self.tasks) >= self.limit:
             done, self.tasks = await asyncio.wait(self.tasks,
                                                   return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                t.result()
+            await self._check(done)
 
     async def drain(self) -> None:
         if self.tasks:
             done, self.tasks = await asyncio.wait(self.tasks)
-            for t in done:
-                t.result()
+            await self._check(done)
+
+    async def _check(self, done: set[asyncio.Task[list[Position]]]) -> None:
+        failed = [t.exception() for t in done if t.exception() is not None]
+        if failed:
+            rest, self.tasks = self.tasks, set()
+            await asyncio.gather(*rest, return_exceptions=True)
+            raise failed[0]  # type: ignore[misc]
 
 
 def _envelope(channel: ChannelName, tag: int, intended_ns: int, pad: str) -> Envelope:

@@ -76,7 +76,9 @@ class KafkaTarget:
         return self.bootstrap_servers
 
     def broker(self, kafka: KafkaSettings) -> Broker:
-        kafka = replace(kafka, brokers=self.bootstrap_servers,
+        # A saturated single-node broker can hold a request longer than the default 10 s
+        # publish timeout; the benchmark measures rate, so it waits longer before failing.
+        kafka = replace(kafka, brokers=self.bootstrap_servers, timeout_s=max(kafka.timeout_s, 60.0),
                         producer={**kafka.producer, **self.producer},
                         consumer={**kafka.consumer, **self.consumer})
         return create_broker(Settings(broker=self.url, kafka=kafka))
