@@ -388,7 +388,10 @@ async def _publish(gw: Gateway, body: bytes) -> Response:
 
 
 async def _read_body(request: Request) -> bytes | None:
-    size = int(request.headers.get("content-length") or 0)
+    try:
+        size = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        size = 0
     if size > MAX_PUBLISH_BODY:
         return None
     body = b""
@@ -423,8 +426,11 @@ async def auth_endpoint(request: Request) -> Response:
     gw = _gateway(request)
     if gw.authorizer is None:
         return _error(404, "no_authorizer", "this gateway has no authorizer hook")
+    body = await _read_body(request)
+    if body is None:
+        return _error(413, "body_too_large", f"body over {MAX_PUBLISH_BODY} bytes")
     try:
-        params = json.loads(await request.body())
+        params = json.loads(body)
         if not isinstance(params, dict):
             raise ValueError("not an object")
         connection_id, raw_channel = params.get("connection_id"), params.get("channel")

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from channelcast.errors import BrokerError
+from channelcast.errors import ChannelcastError
 from channelcast.gateway.hub import AttachResult, Hub
 from channelcast.gateway.metrics import GatewayMetrics
 from channelcast.gateway.presence import PresenceDiff
@@ -228,7 +228,7 @@ class Session:
         try:
             await self.hub.attach(action.channel, self, since=action.since,
                                   member=action.member)
-        except BrokerError as exc:
+        except ChannelcastError as exc:
             self.protocol.subscription_failed(action.channel)
             self._send(error_frame(SUBSCRIBE_FAILED, f"could not subscribe: {exc}",
                                    action.channel))
