@@ -2,7 +2,8 @@
 
 A client on node A receives what was published through node B; presence on B shows a member
 connected to A; when A is killed (SIGKILL, no goodbye) its member disappears from B within
-the documented bound (1.1 x presence_ttl_s); a client moving to B recovers what it missed.
+the documented bound (1.1 x presence_ttl_s); a client moving to B recovers exactly the 500
+messages it missed; once those records are deleted it is told that recovery failed.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from channelcast.brokers.kafka.admin import KafkaAdmin, ensure_topics
 from channelcast.config import GatewaySettings
 from channelcast.gateway.auth import channel_auth, sign_request
 from channelcast.strategies import TopicSpec
-from channelcast.types import TopicName
+from channelcast.types import Position, TopicName
 from tests.e2e.conftest import ServeProcess, serve_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
@@ -59,7 +62,7 @@ async def publish(node: ServeProcess, channel: str, values: list[int]) -> list[s
     return positions
 
 
-async def scenario(a: ServeProcess, b: ServeProcess, unique: str) -> None:
+async def scenario(a: ServeProcess, b: ServeProcess, unique: str, bootstrap: str) -> None:
     news, room = f"news-{unique}", f"presence-room-{unique}"
     ws_a, conn_a = await open_client(a)
     ws_b, conn_b = await open_client(b)
@@ -97,17 +100,36 @@ async def scenario(a: ServeProcess, b: ServeProcess, unique: str) -> None:
         print(f"\nmember of the killed node removed after {took:.2f}s (ttl {TTL}s)")
 
         # The client of A reconnects to B with its position and gets what it missed.
-        missed = await publish(b, news, list(range(100)))
+        missed = await publish(b, news, list(range(500)))
         ws_c, _ = await open_client(b)
         try:
             await ws_c.send(json.dumps({"type": "subscribe", "channel": news,
                                         "since": last_on_a}))
             reply = await recv(ws_c, "subscribed")
             assert reply["data"]["recovered"] is True
-            replay = [await recv(ws_c, "message") for _ in range(100)]
+            replay = [await recv(ws_c, "message") for _ in range(500)]
             assert [m["position"] for m in replay] == missed
+            assert [m["data"] for m in replay] == list(range(500))
         finally:
             await ws_c.close()
+
+        # History gone (as retention would do it): recovery fails, and says so.
+        newest = Position.parse(missed[-1])
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        futures = admin.delete_records(
+            [TopicPartition(newest.topic, newest.partition, newest.offset + 1)])
+        for future in futures.values():
+            await asyncio.to_thread(future.result, 30)
+        ws_d, _ = await open_client(b)
+        try:
+            await ws_d.send(json.dumps({"type": "subscribe", "channel": news,
+                                        "since": last_on_a}))
+            reply = await recv(ws_d, "subscribed")
+            assert reply["data"]["recovered"] is False
+            error = await recv(ws_d, "error")
+            assert error["data"]["code"] == "recovery_failed"
+        finally:
+            await ws_d.close()
     finally:
         await ws_a.close()
         await ws_b.close()
@@ -126,7 +148,7 @@ def test_two_gateway_nodes_on_kafka(kafka_bootstrap: str, unique: str,
     try:
         with serve_process(tmp_path, "--config", str(config), ready_s=60) as a, \
                 serve_process(tmp_path, "--config", str(config), ready_s=60) as b:
-            asyncio.run(scenario(a, b, unique))
+            asyncio.run(scenario(a, b, unique, kafka_bootstrap))
             assert b.stop() == 0, b.output()
     finally:
         KafkaAdmin(kafka_bootstrap, timeout_s=30).delete_topics([topic, dlq])
