@@ -21,6 +21,7 @@ from channelcast.cli.main import main
 from channelcast.config import Settings, load_settings
 from channelcast.errors import ConfigError, MalformedMessage
 from channelcast.message import Envelope, encode
+from channelcast.ops import migrate as migrate_module
 from channelcast.ops.migrate import Selection, migrate, plan_migration, verify_migration
 from channelcast.ops.provision import apply_plan, plan_topics
 from channelcast.strategies import create_strategy, legacy_topic_name
@@ -101,17 +102,27 @@ def test_sigkill_midway_then_resume_copies_every_id_once_in_order(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("raise_floors", [False, True], ids=["floors-at-writes",
+                                                             "floors-at-ends"])
 def test_rewound_checkpoint_skips_ids_already_in_target(
         write_config: ConfigWriter, admin: KafkaAdmin, unique: str,
-        cleanup_topics: list[str], tmp_path: Path) -> None:
+        cleanup_topics: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        raise_floors: bool) -> None:
     """A run killed after its writes were acked but before its checkpoint: simulated by
-    restoring an older checkpoint. The resumed run must find and skip those writes."""
+    restoring an older checkpoint. The resumed run must find and skip those writes,
+    whether the floors were last set by our writes or raised to the partition ends."""
+    if raise_floors:
+        monkeypatch.setattr(migrate_module, "RAISE_FLOORS_EVERY_S", 0.0)
     _, settings = _setup(write_config, admin)
     expected = fill_legacy(admin, f"lg{unique}", legacy_channels(6), 1200, cleanup_topics)
     sel = Selection.legacy(settings)
     checkpoint, older = tmp_path / "ck.json", tmp_path / "older.json"
     first = migrate(settings, admin, sel, checkpoint, batch_size=100, limit=300)
     assert (first.copied, first.finished) == (300, False)
+    if raise_floors:
+        floors = json.loads(checkpoint.read_text())["target_floor"]
+        assert floors == {f"{w.topic}:{w.partition}": w.high
+                          for w in admin.watermarks(_targets(settings))}
     shutil.copy(checkpoint, older)
     second = migrate(settings, admin, sel, checkpoint, batch_size=100, limit=400)
     assert second.copied == 400

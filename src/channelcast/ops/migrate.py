@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 TP = tuple[str, int]
 CHECKPOINT_VERSION = 1
 REDISCOVER_EVERY_S = 5.0
+RAISE_FLOORS_EVERY_S = 10.0
 
 
 def _tp_key(tp: TP) -> str:
@@ -447,7 +448,7 @@ def _copy(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpoin
     with LogReader(admin.bootstrap, timeout_s=admin.timeout_s) as reader, \
             LogWriter(admin.bootstrap, timeout_s=admin.timeout_s) as writer:
         reader.assign(pending())
-        last_discovery = time.monotonic()
+        last_discovery = floors_raised = time.monotonic()
         idle_rounds = 0
         report()
         while not stop.is_set():
@@ -527,6 +528,14 @@ def _copy(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpoin
             checkpoint.copied += copied - before[0]
             checkpoint.skipped_duplicates += dupes - before[1]
             checkpoint.skipped_malformed += bad - before[2]
+            if time.monotonic() - floors_raised > RAISE_FLOORS_EVERY_S:
+                # Everything written so far is acknowledged, so our later writes can only
+                # land at or after today's ends: a resume need not scan below them (this
+                # matters when live publishers also write to the targets, e.g. --follow).
+                floors_raised = time.monotonic()
+                for w in admin.watermarks(target_names):
+                    tp = (w.topic, w.partition)
+                    checkpoint.target_floor[tp] = max(checkpoint.target_floor.get(tp, 0), w.high)
             checkpoint.save(checkpoint_path)
             if failure is not None:
                 raise failure
