@@ -11,7 +11,8 @@ atomically after every acknowledged batch:
 * ``sources``: the next offset to copy of every legacy partition. Everything before it is
   acknowledged in the target.
 * ``target_floor``: per target partition, the offset just after the last acknowledged write
-  of the last checkpoint. Writes made after that checkpoint (a killed run) can only sit
+  of the last checkpoint (raised to the partition's end every 10 s, when all earlier writes
+  are acknowledged). Writes made after that checkpoint (a killed run) can only sit
   at or after it. On resume the tail from the floor to the end is scanned for ids, and the
   legacy messages whose id is already there are skipped, not written again.
 * ``target_start``: where the target partitions ended when the migration began; the
