@@ -1,7 +1,8 @@
 """Acceptance in a real browser: Debian's Chromium, headless, through Playwright.
 
 The demo page served by ``channelcast serve`` subscribes; a message published over the
-signed HTTP API appears on the page; presence shows both tabs."""
+signed HTTP API appears on the page; presence shows both tabs; after a dropped connection
+the JS client recovers what was published meanwhile, without duplicates."""
 
 from __future__ import annotations
 
@@ -60,6 +61,23 @@ def test_demo_page_shows_published_messages_and_presence_of_two_tabs(tmp_path: P
             alice.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             if os.environ.get("CHANNELCAST_SCREENSHOT"):
                 alice.screenshot(path=os.environ["CHANNELCAST_SCREENSHOT"], full_page=True)
+
+            # The connection drops; messages published meanwhile arrive after the reconnect,
+            # because the JS client resubscribes with its last positions.
+            alice.evaluate("() => { client._stopped = true; client._ws.close(); }")
+            expect(alice.locator("#status")).to_have_text("disconnected", timeout=15_000)
+            for text in ("missed one", "missed two"):
+                body = json.dumps({"channel": "demo", "event": "news",
+                                   "data": {"headline": text}}).encode()
+                r = httpx.post(server.url + "/api/publish", content=body,
+                               headers=sign_request(g.app_key, g.app_secret, body))
+                assert r.status_code == 200, r.text
+            alice.evaluate("() => client.connect()")
+            expect(alice.locator("#status")).to_have_text("connected", timeout=15_000)
+            expect(alice.locator("#messages li").nth(0)).to_contain_text("missed two",
+                                                                         timeout=15_000)
+            expect(alice.locator("#messages li").nth(1)).to_contain_text("missed one")
+            expect(alice.locator("#messages li")).to_have_count(4)
 
             # A tab closes: the other sees the member leave.
             bob.close()
