@@ -321,3 +321,16 @@ async def test_sse_multi_channel_cursor_resumes_every_channel_and_shutdown_ends_
         await gw.gateway.drain("bye")
         events = await asyncio.wait_for(reader, 10)
         assert events[-1][1] == "closing"
+
+
+async def test_frames_beyond_the_websocket_limit_close_with_1009() -> None:
+    async with running_gateway(settings_with(max_frame_bytes=1024)) as gw:
+        async with ws_client(gw.ws_url, max_size=None) as client:
+            await client.send({"type": "ping", "data": "x" * 5000})  # over max_frame_bytes
+            assert (await client.recv())["data"]["code"] == "frame_too_large"
+            await client.ws.send("x" * (2 << 20))  # over the 1 MiB WebSocket-layer limit
+            with pytest.raises(Exception):  # noqa: B017,PT011 - closed by the server
+                await client.recv()
+            assert client.ws.close_code == 1009
+        async with ws_client(gw.ws_url) as other:  # the server is fine
+            assert (await other.subscribe("ok"))["type"] == "subscribed"
