@@ -48,6 +48,10 @@ def fanout_settings(run_id: str) -> KafkaSettings:
                          default_partitions=1)
 
 
+def expected_per_client(config: BenchConfig) -> int:
+    return config.fanout_messages + config.fanout_burst
+
+
 def available() -> tuple[bool, str]:
     try:
         import channelcast.gateway.server  # noqa: F401
@@ -91,8 +95,8 @@ async def _clients(url: str, n: int, mode: str, expected: int) -> AsyncIterator[
             await process.wait()
 
 
-def _row(name: str, result: dict[str, Any], clients: int, messages: int,
-         burst_start_ns: int, note: str) -> ThroughputRow:
+def _row(name: str, result: dict[str, Any], config: BenchConfig, burst_start_ns: int,
+         note: str) -> ThroughputRow:
     phases = result["phases"]
     fixed = LatencyRecorder()
     fixed_count = 0
@@ -101,11 +105,13 @@ def _row(name: str, result: dict[str, Any], clients: int, messages: int,
         fixed_count = phases[str(FIXED)]["count"]
     burst = phases.get(str(BURST), {"count": 0, "last_ns": burst_start_ns})
     seconds = max(1e-9, (burst["last_ns"] - burst_start_ns) / 1e9)
-    expected = clients * messages
+    clients = config.fanout_clients
     return ThroughputRow(
         "fanout", name, burst["count"], seconds,
-        f"{clients} clients; burst {burst['count']:,}/{expected:,} delivered; fixed rate "
-        f"{fixed_count:,}/{expected:,} delivered; {note}", latency=fixed.summary())
+        f"{clients} clients; burst of {config.fanout_burst}: "
+        f"{burst['count']:,}/{clients * config.fanout_burst:,} delivered; "
+        f"{config.fanout_rate:g} msg/s: {fixed_count:,}/{clients * config.fanout_messages:,} "
+        f"delivered; {note}", latency=fixed.summary())
 
 
 async def _phases(publish_rate: Callable[[float, int], Awaitable[None]],
@@ -114,7 +120,7 @@ async def _phases(publish_rate: Callable[[float, int], Awaitable[None]],
     await publish_rate(config.fanout_rate, config.fanout_messages)
     await asyncio.sleep(1.0)  # let the fixed-rate phase land before the burst
     start = time.monotonic_ns()
-    await publish_burst(config.fanout_messages)
+    await publish_burst(config.fanout_burst)
     return start
 
 
@@ -125,7 +131,7 @@ async def _gateway_run(target: Target, config: BenchConfig, pad: str,
 
     broker = target.broker(fanout_settings(config.run_id))
     # A send queue that holds a whole burst: we measure delivery, not the drop policy.
-    gateway = replace(GatewaySettings(), send_queue=max(256, 2 * config.fanout_messages + 16))
+    gateway = replace(GatewaySettings(), send_queue=max(256, expected_per_client(config) + 16))
     server = build_server(Settings(gateway=gateway), host="127.0.0.1", port=0, broker=broker,
                           log_level="warning")
     task = asyncio.create_task(server.serve())
@@ -141,7 +147,7 @@ async def _gateway_run(target: Target, config: BenchConfig, pad: str,
         url = f"ws://127.0.0.1:{server.port}/ws"
         log(f"[fanout] gateway: {config.fanout_clients} clients connecting")
         async with _clients(url, config.fanout_clients, "channelcast",
-                            2 * config.fanout_messages) as clients:
+                            expected_per_client(config)) as clients:
 
             async def rate(r: float, n: int) -> None:
                 await publish_fixed_rate(broker, [CHANNEL], r, n / r, FIXED, pad)
@@ -153,14 +159,13 @@ async def _gateway_run(target: Target, config: BenchConfig, pad: str,
                     for _ in range(n)])
 
             log(f"[fanout] gateway: {config.fanout_messages} messages at "
-                f"{config.fanout_rate:g}/s, then a burst of {config.fanout_messages}")
+                f"{config.fanout_rate:g}/s, then a burst of {config.fanout_burst}")
             start = await _phases(rate, burst, config)
             result = await clients.result(config.drain_s + 60)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 60)
-    return _row("channelcast gateway", result, config.fanout_clients, config.fanout_messages,
-                start, f"broker {target.url}")
+    return _row("channelcast gateway", result, config, start, f"broker {target.url}")
 
 
 async def _plain_run(config: BenchConfig, pad: str, log: Log) -> ThroughputRow:
@@ -186,7 +191,7 @@ async def _plain_run(config: BenchConfig, pad: str, log: Log) -> ThroughputRow:
         port = next(iter(server.sockets)).getsockname()[1]
         log(f"[fanout] plain websockets: {config.fanout_clients} clients connecting")
         async with _clients(f"ws://127.0.0.1:{port}/", config.fanout_clients, "plain",
-                            2 * config.fanout_messages) as clients:
+                            expected_per_client(config)) as clients:
 
             async def rate(r: float, n: int) -> None:
                 schedule = FixedRate(r, time.monotonic_ns())
@@ -204,8 +209,7 @@ async def _plain_run(config: BenchConfig, pad: str, log: Log) -> ThroughputRow:
 
             start = await _phases(rate, burst, config)
             result = await clients.result(config.drain_s + 60)
-    return _row("plain websockets broadcast", result, config.fanout_clients,
-                config.fanout_messages, start, "no broker")
+    return _row("plain websockets broadcast", result, config, start, "no broker")
 
 
 async def fanout(target: Target, config: BenchConfig,

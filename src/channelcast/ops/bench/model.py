@@ -40,6 +40,7 @@ class BenchConfig:
     java_records: int = 500_000
     fanout_clients: int = 1000
     fanout_messages: int = 50
+    fanout_burst: int = 200
     fanout_rate: float = 5.0
     drain_s: float = 60.0
     scenarios: tuple[str, ...] = SCENARIOS
@@ -52,7 +53,7 @@ class BenchConfig:
         values: dict[str, Any] = dict(
             channels=50, messages=5_000, rates=(500.0, 2_000.0), rate_seconds=2.0,
             overhead_channels=10, overhead_partitions=3, java_records=20_000,
-            fanout_clients=20, fanout_messages=20, fanout_rate=20.0, drain_s=20.0,
+            fanout_clients=20, fanout_messages=20, fanout_burst=20, fanout_rate=20.0, drain_s=20.0,
             publishers=200)
         values.update(overrides)
         return cls(**values)
@@ -66,7 +67,7 @@ class BenchConfig:
                               f"known: {', '.join(SCENARIOS)}")
         for name in ("channels", "messages", "message_bytes", "batch", "window", "publishers",
                      "overhead_channels", "overhead_partitions", "java_records",
-                     "fanout_clients", "fanout_messages"):
+                     "fanout_clients", "fanout_messages", "fanout_burst"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bench.{name}", f"must be >= 1, got {getattr(self, name)}")
         if any(not r > 0 for r in self.rates):
