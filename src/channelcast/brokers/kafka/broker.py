@@ -32,7 +32,7 @@ from channelcast.brokers.base import (
 )
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.brokers.kafka.errors import translate
-from channelcast.brokers.kafka.fanout import FanoutConsumer, KafkaSubscription
+from channelcast.brokers.kafka.fanout import FanoutConsumer, KafkaSubscription, read_watermarks
 from channelcast.brokers.kafka.producer import (
     KafkaPublisher,
     Outgoing,
@@ -223,23 +223,29 @@ class KafkaBroker:
         known = self._partitions
         outgoing: list[Outgoing] = []
         unknown: list[ChannelName] = []
-        # Validate and encode everything first: a bad message fails the batch unsent.
+        # Encode (which validates) everything first: a bad message fails the batch unsent.
         for env in envelopes:
-            channel = validate_channel(env.channel)
-            route = route_of(channel)
-            if route.topic not in known:
-                unknown.append(channel)
-            outgoing.append((route.topic, route.partition, route.key, encode(env, limit),
-                             [(HEADER_CHANNEL, route.key), (HEADER_EVENT, env.event.encode()),
-                              (HEADER_ID, env.id.encode())]))
+            value = encode(env, limit)
+            route = route_of(env.channel)
+            count = known.get(route.topic)
+            if count is None:
+                unknown.append(env.channel)
+            elif route.partition >= count:
+                raise self._partition_mismatch(route.topic, route.partition)
+            outgoing.append((route.topic, route.partition, route.key, value,
+                             [(HEADER_CHANNEL, route.key), (HEADER_EVENT, env.event),
+                              (HEADER_ID, env.id)]))
         if unknown:
             await self._ensure_topics_for(unknown)
-        for topic, partition, *_ in outgoing:
-            if partition >= known[topic]:
-                raise PublishError(
-                    f"topic {topic!r} has {known[topic]} partitions but the strategy routes "
-                    f"to partition {partition}: fix the topic mapping or the topic")
+            for topic, partition, *_ in outgoing:
+                if partition >= known[topic]:
+                    raise self._partition_mismatch(topic, partition)
         return await publisher.send(outgoing)
+
+    def _partition_mismatch(self, topic: str, partition: int) -> PublishError:
+        return PublishError(
+            f"topic {topic!r} has {self._partitions[topic]} partitions but the strategy "
+            f"routes to partition {partition}: fix the topic mapping or the topic")
 
     # --- fan-out ---------------------------------------------------------------------
     def subscribe(self, channels: Iterable[str], *,
@@ -267,12 +273,7 @@ class KafkaBroker:
         with self._meta_lock:
             if self._meta is None:
                 raise BrokerClosed("the Kafka broker is closed")
-            try:
-                low, high = self._meta.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=self._timeout, cached=False)
-            except KafkaException as exc:
-                raise translate(exc, f"reading offsets of {topic}:{partition}") from exc
-        return int(low), int(high)
+            return read_watermarks(self._meta, topic, partition, self._timeout)
 
     async def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
         """(low, high): the oldest kept offset and one past the newest."""

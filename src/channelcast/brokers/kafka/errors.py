@@ -22,6 +22,14 @@ _UNREACHABLE = frozenset({
     KafkaError.REQUEST_TIMED_OUT,
 })
 
+# Leadership in motion (a topic created a moment ago, a broker restarting). Some client
+# calls (e.g. watermark queries) report these without setting the retriable flag.
+_LEADERSHIP = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
 
 def kafka_error_of(exc: BaseException | KafkaError) -> KafkaError | None:
     """The KafkaError inside a KafkaException (or the error itself)."""
@@ -44,7 +52,7 @@ def translate(exc: BaseException | KafkaError, doing: str) -> BrokerError | Mess
         return PublishError(f"{doing} failed: {exc}")
     code = err.code()
     fatal = err.fatal()
-    retriable = bool(err.retriable()) and not fatal
+    retriable = (bool(err.retriable()) or code in _LEADERSHIP) and not fatal
     text = f"{doing} failed: {err.name()}: {err.str()}" + (" (fatal)" if fatal else "")
     if code == KafkaError.MSG_SIZE_TOO_LARGE:
         return MessageTooLarge(text)

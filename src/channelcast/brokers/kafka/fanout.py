@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
@@ -56,6 +57,28 @@ def header(msg: Message, name: str) -> str | None:
         if key == name and value is not None:
             return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def read_watermarks(consumer: Consumer, topic: str, partition: int,
+                    timeout: float) -> tuple[int, int]:
+    """(low, high) of one partition, asked of the leader (blocking).
+
+    Retriable errors (a topic created a moment ago has no known leader yet, a broker is
+    restarting) are retried until ``timeout``; then, or for any other error, the
+    translated error is raised.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(0.5, deadline - time.monotonic())
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=left, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = translate(exc, f"reading offsets of {topic}:{partition}")
+            if not getattr(error, "retriable", False) or time.monotonic() >= deadline:
+                raise error from exc
+        time.sleep(0.1)
 
 
 class _Inbox:
@@ -267,11 +290,7 @@ class FanoutConsumer:
             tps.add((route.topic, route.partition))
         new: list[TopicPartition] = []
         for tp in sorted(tps - set(self._position)):
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(tp[0], tp[1]), timeout=self._timeout, cached=False)
-            except KafkaException as exc:
-                raise translate(exc, f"reading the end of {tp[0]}:{tp[1]}") from exc
+            _low, high = read_watermarks(self._consumer, tp[0], tp[1], self._timeout)
             self._position[tp] = high
             new.append(TopicPartition(tp[0], tp[1], high))
         if new:

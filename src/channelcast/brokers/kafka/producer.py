@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from channelcast.brokers.kafka.errors import translate
-from channelcast.errors import BrokerClosed, PublishError
+from channelcast.errors import BrokerClosed
 from channelcast.types import Position
 
 log = logging.getLogger("channelcast.kafka")
@@ -50,31 +50,37 @@ def producer_defaults(brokers: str, timeout_s: float) -> dict[str, Any]:
 
 
 class _Batch:
-    """Delivery state of one publish call; callbacks arrive on the poll thread."""
+    """Delivery state of one publish call.
 
-    __slots__ = ("error", "future", "lock", "loop", "pending", "positions")
+    Delivery reports arrive on the poll thread, which alone writes ``delivered`` and
+    ``offsets``; the event loop alone writes ``expected`` (lowered if produce() failed
+    midway). No lock: each side re-checks completion after its own write.
+    """
+
+    __slots__ = ("delivered", "error", "expected", "future", "loop", "offsets")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.positions: list[Position | None] = [None] * size
-        self.pending = size
+        self.offsets: list[tuple[int, int]] = [(-1, -1)] * size
+        self.expected = size
+        self.delivered = 0
         self.error: KafkaError | None = None
-        self.lock = threading.Lock()
 
-    def delivered(self, index: int, err: KafkaError | None, msg: Message) -> None:
+    def on_delivery(self, index: int, err: KafkaError | None, msg: Message) -> None:
         if err is None:
-            self.positions[index] = Position(*coords(msg))
+            self.offsets[index] = (msg.partition() or 0, msg.offset() or 0)
         elif self.error is None:
             self.error = err
-        self.settle(1)
-
-    def settle(self, count: int) -> None:
-        with self.lock:
-            self.pending -= count
-            done = self.pending == 0
-        if done:
+        self.delivered += 1
+        if self.delivered >= self.expected:
             self.loop.call_soon_threadsafe(_finish, self.future)
+
+    def produced_only(self, count: int) -> None:
+        """produce() failed after ``count`` messages: wait for those alone."""
+        self.expected = count
+        if self.delivered >= count:
+            _finish(self.future)
 
 
 def coords(msg: Message) -> tuple[str, int, int]:
@@ -100,6 +106,8 @@ class KafkaPublisher:
         self._flush_timeout = flush_timeout
         self.producer = Producer(self._config)
         self._stop = threading.Event()
+        self._poll_lock = threading.Lock()
+        self._producing = 0  # send() calls in their produce loop (event-loop thread only)
         self._thread = threading.Thread(target=self._poll_loop, name="channelcast-producer",
                                         daemon=True)
         self._fatal: KafkaError | None = None
@@ -115,8 +123,17 @@ class KafkaPublisher:
             log.warning("Kafka producer: %s", err)
 
     def _poll_loop(self) -> None:
+        # Only the holder of _poll_lock serves callbacks, so they never run concurrently.
+        # A busy send() serves them inline (no GIL ping-pong with this thread).
         while not self._stop.is_set():
-            self.producer.poll(0.05)
+            if self._producing:
+                self._stop.wait(0.002)
+                continue
+            if self._poll_lock.acquire(timeout=0.01):
+                try:
+                    self.producer.poll(0.01)
+                finally:
+                    self._poll_lock.release()
         remaining = self.producer.flush(self._flush_timeout)
         if remaining:
             log.error("Kafka producer closed with %d undelivered messages", remaining)
@@ -130,35 +147,45 @@ class KafkaPublisher:
             return []
         batch = _Batch(asyncio.get_running_loop(), len(messages))
         produce = self.producer.produce
+        poll = self.producer.poll
+        poll_lock = self._poll_lock
         produced = 0
+        self._producing += 1
         try:
             for index, (topic, partition, key, value, headers) in enumerate(messages):
-                callback = partial(batch.delivered, index)
+                callback = partial(batch.on_delivery, index)
                 while True:
                     try:
                         produce(topic, value, key, partition=partition, headers=headers,
                                 on_delivery=callback)
                         break
                     except BufferError:
-                        # Local queue full: let the poll thread drain it.
-                        await asyncio.sleep(0.002)
+                        # Local queue full: serve delivery reports, let librdkafka send.
+                        self._producing -= 1
+                        try:
+                            await asyncio.sleep(0.002)
+                        finally:
+                            self._producing += 1
                 produced += 1
+                if not produced & 63 and poll_lock.acquire(blocking=False):
+                    try:
+                        poll(0)
+                    finally:
+                        poll_lock.release()
         except KafkaException as exc:
-            batch.settle(len(messages) - produced)
+            batch.produced_only(produced)
             await batch.future
             raise translate(exc, "publishing") from exc
         except BaseException:
-            batch.settle(len(messages) - produced)
+            batch.produced_only(produced)
             raise
+        finally:
+            self._producing -= 1
         await batch.future
         if batch.error is not None:
             raise translate(batch.error, "publishing")
-        out: list[Position] = []
-        for position in batch.positions:
-            if position is None:  # pragma: no cover - every success sets it
-                raise PublishError("publishing failed: a delivery report had no position")
-            out.append(position)
-        return out
+        return [Position(m[0], partition, offset)
+                for m, (partition, offset) in zip(messages, batch.offsets, strict=True)]
 
     async def close(self) -> None:
         if self._closed:
