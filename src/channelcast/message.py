@@ -29,6 +29,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """Kafka's default ``message.max.bytes`` is 1,048,588; stay below it with headroom."""
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# What json.dumps(separators=..., ensure_ascii=False, allow_nan=False) builds on every
+# call, built once.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _ulid_lock = threading.Lock()
 _ulid_last = (0, 0)
 
@@ -94,8 +97,7 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> by
     """
     _check_fields(envelope)
     try:
-        raw = json.dumps(envelope.to_dict(), separators=(",", ":"), ensure_ascii=False,
-                         allow_nan=False).encode()
+        raw = _ENCODER.encode(envelope.to_dict()).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"data for channel {envelope.channel!r} is not JSON-serializable: {exc}") from exc
