@@ -229,3 +229,43 @@ async def test_unusable_positions_fail_recovery_plainly_and_stay_live(bad_since:
         await broker.publish("p", "e", "live")
         await until(lambda: x.messages())
         assert [r.envelope.data for r in x.messages()] == ["live"]
+
+
+async def test_no_state_is_kept_for_channels_without_subscribers() -> None:
+    async with MemoryBroker() as broker, Hub(broker) as hub:
+        x = FakeListener("x")
+        for i in range(300):
+            await hub.attach(C(f"user.{i}"), x)
+        assert hub.feed_count() == 300
+        for i in range(300):
+            await hub.detach(C(f"user.{i}"), x)
+        assert hub.feed_count() == 0
+        assert hub._opening == {}
+        assert not broker._subs
+
+
+async def test_a_failed_feed_opening_fails_its_callers_and_the_next_attach_retries() -> None:
+    from channelcast.errors import BrokerUnavailable
+
+    async with MemoryBroker() as broker, Hub(broker) as hub:
+        real_end = broker.end_position
+        calls = [0]
+
+        async def flaky_end(channel: str) -> Position:
+            calls[0] += 1
+            await asyncio.sleep(0.01)
+            if calls[0] == 1:
+                raise BrokerUnavailable("down for a moment")
+            return await real_end(channel)
+
+        broker.end_position = flaky_end  # type: ignore[method-assign]
+        listeners = [FakeListener(f"c{i}") for i in range(5)]
+        results = await asyncio.gather(*(hub.attach(C("flaky"), x) for x in listeners),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BrokerUnavailable)]
+        assert len(failed) == 1  # the opener failed; the waiters opened it again
+        assert hub.feed_count() == 1
+        await broker.publish("flaky", "e", 1)
+        ok = [x for x, r in zip(listeners, results, strict=True) if r is None]
+        await until(lambda: all(x.messages() for x in ok))
+        assert len(ok) == 4

@@ -109,7 +109,7 @@ class Hub:
         self.presence_ttl_s = presence_ttl_s
         self.metrics = metrics or GatewayMetrics()
         self._feeds: dict[ChannelName, _Feed] = {}
-        self._locks: dict[ChannelName, asyncio.Lock] = {}
+        self._opening: dict[ChannelName, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._presence_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -216,17 +216,20 @@ class Hub:
         await self._maybe_stop(channel)
 
     # --- feeds ------------------------------------------------------------------------
-    def _lock(self, channel: ChannelName) -> asyncio.Lock:
-        return self._locks.setdefault(channel, asyncio.Lock())
-
     async def _feed(self, channel: ChannelName) -> _Feed:
-        feed = self._feeds.get(channel)
-        if feed is not None:
-            return feed
-        async with self._lock(channel):
+        """The channel's feed, opened if needed; concurrent callers share one opening.
+        (No per-channel lock objects: nothing is kept for channels without a feed.)"""
+        while True:
             feed = self._feeds.get(channel)
             if feed is not None:
                 return feed
+            opening = self._opening.get(channel)
+            if opening is None:
+                break
+            await asyncio.shield(opening)  # then look again: it may have failed or stopped
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._opening[channel] = done
+        try:
             # Start from the current end by position, so nothing published after this
             # point is missed while the broker subscription warms up.
             end = await self.broker.end_position(channel)
@@ -239,15 +242,17 @@ class Hub:
             self._feeds[channel] = feed
             self.metrics.broker_subscriptions.set(len(self._feeds))
             return feed
+        finally:
+            del self._opening[channel]
+            done.set_result(None)
 
     async def _maybe_stop(self, channel: ChannelName) -> None:
-        async with self._lock(channel):
-            feed = self._feeds.get(channel)
-            if feed is not None and not feed.listeners:
-                await self._stop_feed(channel)
+        feed = self._feeds.get(channel)
+        if feed is not None and not feed.listeners:
+            await self._stop_feed(channel)
 
     async def _stop_feed(self, channel: ChannelName) -> None:
-        feed = self._feeds.pop(channel, None)
+        feed = self._feeds.pop(channel, None)  # from here on, a new attach opens a new feed
         self.metrics.broker_subscriptions.set(len(self._feeds))
         if feed is None:
             return
