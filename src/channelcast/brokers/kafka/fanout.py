@@ -211,6 +211,7 @@ class KafkaSubscription:
             return
         self._closed = True
         self._inbox.close()
+        self._broker._forget_subscription(self)
         if not self._opening.done():
             try:
                 await asyncio.shield(self._opening)
