@@ -41,8 +41,10 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
             assert run.latency.count == run.sent
     names = {row.name for row in results.throughput}
     assert names == {"raw confluent-kafka produce() loop", "channelcast publish_many()",
-                     "channelcast publish()", "raw confluent-kafka consumer loop",
-                     "channelcast subscription", "Java ProducerPerformance (Kafka's own tool)"}
+                     "raw produce() + json.dumps per message", "channelcast publish()",
+                     "raw confluent-kafka consumer loop", "channelcast subscription",
+                     "raw consumer + json.loads per message",
+                     "Java ProducerPerformance (Kafka's own tool)"}
     for row in results.throughput:
         assert row.messages > 0, row
         assert row.seconds > 0, row

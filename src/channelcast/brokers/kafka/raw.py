@@ -57,12 +57,13 @@ _STAMP = struct.Struct(">q")
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
-    """One message for the raw producer: where it goes and what it carries."""
+    """One message for the raw producer: where it goes and what it carries (bytes, or an
+    object that ``produce_loop(encode_value=...)`` serialises in the timed loop)."""
 
     topic: str
     partition: int
     key: bytes
-    value: bytes
+    value: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +163,12 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
                  config: Mapping[str, Any] | None = None,
+                 encode_value: Callable[[Any], bytes] | None = None,
                  timeout_s: float = 120.0) -> RawThroughput:
-    """Produce every message as fast as librdkafka takes them; time until all are acked."""
+    """Produce every message as fast as librdkafka takes them; time until all are acked.
+
+    With ``encode_value``, each value is serialised inside the timed loop (what an
+    application using confluent-kafka directly would also have to do)."""
     producer = _producer(bootstrap, config)
     failures: list[KafkaError] = []
 
@@ -180,9 +185,10 @@ def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
     produce = producer.produce
     poll = producer.poll
     for m in messages:
+        value = m.value if encode_value is None else encode_value(m.value)
         while True:
             try:
-                produce(m.topic, m.value, m.key, partition=m.partition, on_delivery=on_delivery)
+                produce(m.topic, value, m.key, partition=m.partition, on_delivery=on_delivery)
                 break
             except BufferError:
                 poll(0.005)  # the local queue is full: let librdkafka send
@@ -203,12 +209,14 @@ def consume_loop(bootstrap: str, partitions: Sequence[tuple[str, int]], count: i
                  start: Mapping[tuple[str, int], int] | None = None,
                  ready: threading.Event | None = None,
                  config: Mapping[str, Any] | None = None,
+                 decode_value: Callable[[bytes], Any] | None = None,
                  timeout_s: float = 120.0) -> RawThroughput:
     """Read ``count`` messages of ``partitions`` from the ``start`` offsets (default: the
     current end, live; ``ready`` is set once assigned).
 
-    The clock runs from the first message to the ``count``-th. Raises BrokerError if they
-    do not all arrive within ``timeout_s``.
+    The clock runs from the first message to the ``count``-th. With ``decode_value`` each
+    value is deserialised in the loop. Raises BrokerError if they do not all arrive within
+    ``timeout_s``.
     """
     consumer = _consumer(bootstrap, config)
     try:
@@ -234,6 +242,9 @@ def consume_loop(bootstrap: str, partitions: Sequence[tuple[str, int]], count: i
                 err = msg.error()
                 if err is not None:
                     raise BrokerError(f"raw consumer: {err.str()}", retriable=err.retriable())
+                value = msg.value()
+                if decode_value is not None and value is not None:
+                    decode_value(value)
                 if not seen:
                     began = time.perf_counter()
                 seen += 1

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import subprocess
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from channelcast.brokers import Broker, Subscription
@@ -250,6 +251,10 @@ class _InFlight:
             raise failed[0]  # type: ignore[misc]
 
 
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _envelope(channel: ChannelName, tag: int, intended_ns: int, pad: str) -> Envelope:
     return Envelope(channel=channel, event=EVENT, data={"t": intended_ns, "r": tag, "p": pad})
 
@@ -443,6 +448,14 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
         t = await asyncio.to_thread(raw.produce_loop, bootstrap, messages, config=producer_cfg)
         rows.append(ThroughputRow("publish", "raw confluent-kafka produce() loop",
                                   t.messages, t.seconds, note))
+        log(f"[overhead] raw produce() + json.dumps loop: {count} messages")
+        as_objects = [replace(m, value=json.loads(m.value)) for m in messages]
+        t = await asyncio.to_thread(raw.produce_loop, bootstrap, as_objects,
+                                    config=producer_cfg, encode_value=_json_bytes)
+        del as_objects
+        rows.append(ThroughputRow("publish", "raw produce() + json.dumps per message",
+                                  t.messages, t.seconds, "context: what an application using "
+                                  "confluent-kafka directly also pays"))
         async with target.broker(kafka) as broker:
             log(f"[overhead] channelcast publish_many: {count} messages")
             secs = await publish_saturated(broker, channels, count, 0, pad, config.batch,
@@ -466,6 +479,13 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
                                     timeout_s=max(60.0, count / 2_000))
         rows.append(ThroughputRow("subscribe", "raw confluent-kafka consumer loop",
                                   t.messages, t.seconds, "assign(), same messages, stored"))
+        t = await asyncio.to_thread(raw.consume_loop, bootstrap, partitions, count,
+                                    start=burst_at, config=dict(config.consumer),
+                                    decode_value=json.loads,
+                                    timeout_s=max(60.0, count / 2_000))
+        rows.append(ThroughputRow("subscribe", "raw consumer + json.loads per message",
+                                  t.messages, t.seconds, "context: the decoding any "
+                                  "application needs"))
         log(f"[overhead] raw round trip at {round_trip_rate:,.0f} msg/s")
         rec = LatencyRecorder()
         trip = await asyncio.to_thread(
