@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from channelcast.channels import ChannelType, channel_type, validate_channel
 from channelcast.errors import AuthError, InvalidChannel, InvalidPosition
 from channelcast.gateway.auth import verify_channel
 from channelcast.gateway.presence import Member
+from channelcast.message import Record
 from channelcast.types import ChannelName, Position
 
 PROTOCOL_VERSION = 1
@@ -98,6 +99,7 @@ def parse_position(text: str) -> Position:
 @dataclass(frozen=True, slots=True)
 class Send:
     frame: dict[str, Any]
+    error_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +117,49 @@ class Unsubscribe:
 Action = Send | Subscribe | Unsubscribe
 
 
+def _error_send(code: str, message: str, channel: str | None = None) -> Send:
+    return Send(error_frame(code, message, channel), code)
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     app_key: str
     app_secret: str
+
+
+class WireProtocol(Protocol):
+    """What a session needs from a wire protocol: client frames -> actions, and server
+    events -> frames. :class:`ClientProtocol` is channelcast's own; an adapter for another
+    protocol (e.g. Pusher Channels) implements the same methods. No method may await."""
+
+    connection_id: str
+    channels: set[ChannelName]
+
+    def receive(self, frame: str | bytes) -> list[Action]: ...
+
+    def subscription_failed(self, channel: ChannelName) -> None: ...
+
+    def encode(self, frame: dict[str, Any]) -> str: ...
+
+    def render_message(self, record: Record, text: str) -> str:
+        """The frame for one message; ``text`` is its channelcast encoding (shared by all
+        channelcast clients, so the default protocol returns it unchanged)."""
+        ...
+
+    def render_connected(self) -> dict[str, Any]: ...
+
+    def render_subscribed(self, channel: str, position: Position | None, *,
+                          recovered: bool | None,
+                          members: list[Member] | None) -> dict[str, Any]: ...
+
+    def render_member(self, kind: str, channel: str, member: Member) -> dict[str, Any]: ...
+
+    def render_error(self, code: str, message: str,
+                     channel: str | None = None) -> dict[str, Any]: ...
+
+    def render_dropped(self, count: int, channels: list[str]) -> dict[str, Any]: ...
+
+    def render_closing(self, reason: str) -> dict[str, Any]: ...
 
 
 class ClientProtocol:
@@ -136,14 +177,14 @@ class ClientProtocol:
         """Parse one frame; never raises for bad input (it becomes an error frame)."""
         size = len(frame.encode() if isinstance(frame, str) else frame)
         if size > self.max_frame_bytes:
-            return [Send(error_frame(FRAME_TOO_LARGE, f"frame is {size} bytes; the limit is "
-                                     f"{self.max_frame_bytes}"))]
+            return [_error_send(FRAME_TOO_LARGE, f"frame is {size} bytes; the limit is "
+                                     f"{self.max_frame_bytes}")]
         try:
             obj = json.loads(frame)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return [Send(error_frame(BAD_JSON, f"frame is not JSON: {exc}"[:200]))]
+            return [_error_send(BAD_JSON, f"frame is not JSON: {exc}"[:200])]
         if not isinstance(obj, dict):
-            return [Send(error_frame(BAD_FRAME, "frame must be a JSON object"))]
+            return [_error_send(BAD_FRAME, "frame must be a JSON object")]
         kind = obj.get("type")
         if kind == "ping":
             pong: dict[str, Any] = {"type": "pong"}
@@ -155,60 +196,60 @@ class ClientProtocol:
         if kind == "unsubscribe":
             return self._unsubscribe(obj)
         if not isinstance(kind, str):
-            return [Send(error_frame(BAD_FRAME, "frame needs a string field 'type'"))]
-        return [Send(error_frame(UNKNOWN_TYPE, f"unknown frame type {kind[:40]!r} "
-                                 "(known: subscribe, unsubscribe, ping)"))]
+            return [_error_send(BAD_FRAME, "frame needs a string field 'type'")]
+        return [_error_send(UNKNOWN_TYPE, f"unknown frame type {kind[:40]!r} "
+                                 "(known: subscribe, unsubscribe, ping)")]
 
     def _subscribe(self, obj: dict[str, Any]) -> list[Action]:
         raw = obj.get("channel")
         try:
             channel = validate_channel(raw)
         except InvalidChannel as exc:
-            return [Send(error_frame(INVALID_CHANNEL, str(exc),
-                                     raw if isinstance(raw, str) else None))]
+            return [_error_send(INVALID_CHANNEL, str(exc),
+                                     raw if isinstance(raw, str) else None)]
         if channel in self.channels:
-            return [Send(error_frame(ALREADY_SUBSCRIBED, f"already subscribed to {channel!r}",
-                                     channel))]
+            return [_error_send(ALREADY_SUBSCRIBED, f"already subscribed to {channel!r}",
+                                     channel)]
         if len(self.channels) >= self.max_subscriptions:
-            return [Send(error_frame(TOO_MANY_SUBSCRIPTIONS, "this connection already has "
+            return [_error_send(TOO_MANY_SUBSCRIPTIONS, "this connection already has "
                                      f"{self.max_subscriptions} subscriptions (the limit)",
-                                     channel))]
+                                     channel)]
         member: Member | None = None
         kind = channel_type(channel)
         if kind is not ChannelType.PUBLIC:
             channel_data = obj.get("channel_data")
             auth = obj.get("auth")
             if auth is None or auth == "":
-                return [Send(error_frame(AUTH_REQUIRED, f"channel {channel!r} needs an 'auth' "
-                                         "signature from the application", channel))]
+                return [_error_send(AUTH_REQUIRED, f"channel {channel!r} needs an 'auth' "
+                                         "signature from the application", channel)]
             if kind is ChannelType.PRESENCE:
                 if not isinstance(channel_data, str):
-                    return [Send(error_frame(AUTH_FAILED, "a presence channel needs "
-                                             "'channel_data' (a JSON string)", channel))]
+                    return [_error_send(AUTH_FAILED, "a presence channel needs "
+                                             "'channel_data' (a JSON string)", channel)]
                 try:
                     member = Member.from_obj(json.loads(channel_data))
                 except (ValueError, RecursionError):
                     member = None
                 if member is None:
-                    return [Send(error_frame(AUTH_FAILED, "channel_data must be a JSON object "
-                                             "with a string 'user_id'", channel))]
+                    return [_error_send(AUTH_FAILED, "channel_data must be a JSON object "
+                                             "with a string 'user_id'", channel)]
             else:
                 channel_data = None
             try:
                 verify_channel(self.credentials.app_key, self.credentials.app_secret,
                                self.connection_id, channel, auth, channel_data)
             except AuthError as exc:
-                return [Send(error_frame(AUTH_FAILED, str(exc), channel))]
+                return [_error_send(AUTH_FAILED, str(exc), channel)]
         since: Position | None = None
         raw_since = obj.get("since")
         if raw_since is not None:
             if not isinstance(raw_since, str):
-                return [Send(error_frame(INVALID_POSITION, "'since' must be a string "
-                                         "topic:partition:offset", channel))]
+                return [_error_send(INVALID_POSITION, "'since' must be a string "
+                                         "topic:partition:offset", channel)]
             try:
                 since = parse_position(raw_since)
             except InvalidPosition as exc:
-                return [Send(error_frame(INVALID_POSITION, str(exc), channel))]
+                return [_error_send(INVALID_POSITION, str(exc), channel)]
         self.channels.add(channel)
         return [Subscribe(channel, since, member)]
 
@@ -217,13 +258,41 @@ class ClientProtocol:
         try:
             channel = validate_channel(raw)
         except InvalidChannel as exc:
-            return [Send(error_frame(INVALID_CHANNEL, str(exc),
-                                     raw if isinstance(raw, str) else None))]
+            return [_error_send(INVALID_CHANNEL, str(exc),
+                                     raw if isinstance(raw, str) else None)]
         if channel not in self.channels:
-            return [Send(error_frame(NOT_SUBSCRIBED, f"not subscribed to {channel!r}", channel))]
+            return [_error_send(NOT_SUBSCRIBED, f"not subscribed to {channel!r}", channel)]
         self.channels.discard(channel)
         return [Unsubscribe(channel), Send({"type": "unsubscribed", "channel": channel})]
 
     def subscription_failed(self, channel: ChannelName) -> None:
         """The session could not attach the channel: forget it."""
         self.channels.discard(channel)
+
+    # --- rendering (server -> client) ---------------------------------------------------
+    def encode(self, frame: dict[str, Any]) -> str:
+        return dumps(frame)
+
+    def render_message(self, record: Record, text: str) -> str:
+        return text
+
+    def render_connected(self) -> dict[str, Any]:
+        return connected_frame(self.connection_id)
+
+    def render_subscribed(self, channel: str, position: Position | None, *,
+                          recovered: bool | None,
+                          members: list[Member] | None) -> dict[str, Any]:
+        return subscribed_frame(channel, position, recovered=recovered, members=members)
+
+    def render_member(self, kind: str, channel: str, member: Member) -> dict[str, Any]:
+        return member_frame(kind, channel, member)
+
+    def render_error(self, code: str, message: str,
+                     channel: str | None = None) -> dict[str, Any]:
+        return error_frame(code, message, channel)
+
+    def render_dropped(self, count: int, channels: list[str]) -> dict[str, Any]:
+        return dropped_frame(count, channels)
+
+    def render_closing(self, reason: str) -> dict[str, Any]:
+        return closing_frame(reason)

@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,17 +33,12 @@ from channelcast.gateway.protocol import (
     RECOVERY_FAILED,
     SUBSCRIBE_FAILED,
     SUBSCRIPTION_LOST,
-    ClientProtocol,
     Send,
     Subscribe,
     Unsubscribe,
-    closing_frame,
-    connected_frame,
+    WireProtocol,
     dropped_frame,
     dumps,
-    error_frame,
-    member_frame,
-    subscribed_frame,
 )
 from channelcast.message import Record
 from channelcast.types import ChannelName
@@ -76,12 +72,19 @@ class Transport(Protocol):
         ...
 
 
+def _default_dropped(count: int, channels: list[str]) -> Outgoing:
+    frame = dropped_frame(count, channels)
+    return Outgoing(dumps(frame), frame=frame)
+
+
 class Outbox:
     """The bounded per-connection send buffer (see the module docstring for the policy)."""
 
-    def __init__(self, limit: int, policy: str) -> None:
+    def __init__(self, limit: int, policy: str,
+                 render_dropped: Callable[[int, list[str]], Outgoing] | None = None) -> None:
         self.limit = limit
         self.policy = policy
+        self._render_dropped = render_dropped or _default_dropped
         self._items: deque[Outgoing] = deque()
         self._live = 0  # queued droppable messages: the bounded part
         self._ready = asyncio.Event()
@@ -124,10 +127,10 @@ class Outbox:
             self._ready.clear()
             await self._ready.wait()
         if self.dropped:
-            frame = dropped_frame(self.dropped, sorted(self.dropped_channels))
+            notice = self._render_dropped(self.dropped, sorted(self.dropped_channels))
             self.dropped = 0
             self.dropped_channels.clear()
-            return Outgoing(dumps(frame), frame=frame)
+            return notice
         item = self._items.popleft()
         if item.droppable:
             self._live -= 1
@@ -140,7 +143,7 @@ _ids = itertools.count(1)
 class Session:
     """A connected client: a protocol state machine, a hub listener and a writer task."""
 
-    def __init__(self, hub: Hub, protocol: ClientProtocol, transport: Transport, *,
+    def __init__(self, hub: Hub, protocol: WireProtocol, transport: Transport, *,
                  send_queue: int = 256, slow_client_policy: str = DROP_OLDEST,
                  metrics: GatewayMetrics | None = None) -> None:
         self.hub = hub
@@ -148,7 +151,7 @@ class Session:
         self.transport = transport
         self.connection_id = protocol.connection_id
         self.metrics = metrics or hub.metrics
-        self.outbox = Outbox(send_queue, slow_client_policy)
+        self.outbox = Outbox(send_queue, slow_client_policy, self._render_dropped)
         self.attached_channels: set[ChannelName] = set()
         self.closed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -167,7 +170,7 @@ class Session:
     # --- lifecycle ------------------------------------------------------------------
     def start(self, *, greet: bool = True) -> None:
         if greet:
-            self._send(connected_frame(self.connection_id))
+            self._send(self.protocol.render_connected())
         self._writer = asyncio.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
@@ -203,7 +206,7 @@ class Session:
         if self._closing:
             return
         self._closing = True
-        self._send(closing_frame(reason))
+        self._send(self.protocol.render_closing(reason))
         self.outbox.finish()
         if self._writer is not None:
             with contextlib.suppress(TimeoutError):
@@ -218,6 +221,8 @@ class Session:
     async def handle(self, frame: str | bytes) -> None:
         for action in self.protocol.receive(frame):
             if isinstance(action, Send):
+                if action.error_code is not None:
+                    self.metrics.errors.labels(action.error_code).inc()
                 self._send(action.frame)
             elif isinstance(action, Subscribe):
                 await self.subscribe(action)
@@ -230,8 +235,7 @@ class Session:
                                   member=action.member)
         except ChannelcastError as exc:
             self.protocol.subscription_failed(action.channel)
-            self._send(error_frame(SUBSCRIBE_FAILED, f"could not subscribe: {exc}",
-                                   action.channel))
+            self._error(SUBSCRIBE_FAILED, f"could not subscribe: {exc}", action.channel)
             return
         if self._closing:  # the connection ended while we were attaching
             await self._detach(action.channel)
@@ -244,13 +248,14 @@ class Session:
     # --- hub listener -----------------------------------------------------------------
     def attached(self, channel: ChannelName, result: AttachResult) -> None:
         self.attached_channels.add(channel)
-        self._send(subscribed_frame(channel, result.position, recovered=result.recovered,
-                                    members=result.members))
+        self._send(self.protocol.render_subscribed(
+            channel, result.position, recovered=result.recovered, members=result.members))
         if result.recovered is False:
-            self._send(error_frame(RECOVERY_FAILED, "recovery failed, messages were missed: "
-                                   f"{result.recovery_error}", channel))
+            self._error(RECOVERY_FAILED, "recovery failed, messages were missed: "
+                        f"{result.recovery_error}", channel)
         for record, text in result.replay:
-            self.outbox.put(Outgoing(text, record=record, replay=True))
+            self.outbox.put(Outgoing(self.protocol.render_message(record, text), record=record,
+                                     replay=True))
         self.metrics.deliveries.inc(len(result.replay))
 
     def deliver(self, channel: ChannelName, record: Record, text: str) -> None:
@@ -258,27 +263,34 @@ class Session:
 
     def presence_changed(self, channel: ChannelName, diff: PresenceDiff) -> None:
         for member in diff.added:
-            self._send(member_frame("member_added", channel, member))
+            self._send(self.protocol.render_member("member_added", channel, member))
         for member in diff.removed:
-            self._send(member_frame("member_removed", channel, member))
+            self._send(self.protocol.render_member("member_removed", channel, member))
 
     def subscription_lost(self, channel: ChannelName, reason: str) -> None:
         self.attached_channels.discard(channel)
         self.protocol.subscription_failed(channel)
-        self._send(error_frame(SUBSCRIPTION_LOST, f"{reason}; resubscribe with your last "
-                               "position to recover", channel))
+        self._error(SUBSCRIPTION_LOST, f"{reason}; resubscribe with your last position to "
+                    "recover", channel)
 
     # --- send buffer ------------------------------------------------------------------
     def _send(self, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "error":
-            self.metrics.errors.labels(frame["data"]["code"]).inc()
-        self.outbox.put(Outgoing(dumps(frame), frame=frame))
+        self.outbox.put(Outgoing(self.protocol.encode(frame), frame=frame))
+
+    def _error(self, code: str, message: str, channel: str | None = None) -> None:
+        self.metrics.errors.labels(code).inc()
+        self._send(self.protocol.render_error(code, message, channel))
+
+    def _render_dropped(self, count: int, channels: list[str]) -> Outgoing:
+        frame = self.protocol.render_dropped(count, channels)
+        return Outgoing(self.protocol.encode(frame), frame=frame)
 
     def _queue_message(self, record: Record, text: str) -> None:
         if self._closing:
             return
         before = self.outbox.dropped
-        if not self.outbox.put(Outgoing(text, record=record)):
+        if not self.outbox.put(Outgoing(self.protocol.render_message(record, text),
+                                        record=record)):
             self._slow_disconnect()
             return
         self.metrics.deliveries.inc()
