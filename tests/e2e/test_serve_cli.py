@@ -61,3 +61,15 @@ def test_serve_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "gateway.slow_client_policy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_with_unreachable_kafka_fails_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    config = tmp_path / "c.toml"
+    config.write_text('broker = "kafka://127.0.0.1:1"\n[kafka]\ntimeout_s = 2\n')
+    result = subprocess.run([str(CHANNELCAST), "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "error: connecting to Kafka failed" in result.stderr
+    assert "Traceback" not in result.stderr

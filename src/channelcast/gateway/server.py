@@ -88,4 +88,11 @@ def build_server(settings: Settings, *, host: str | None = None, port: int | Non
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Run until SIGINT/SIGTERM (the ``channelcast serve`` command)."""
     server = build_server(settings, host=host, port=port)
-    asyncio.run(server.serve())
+
+    async def run() -> None:
+        # Connect first, so an unreachable broker is one clear ChannelcastError (the CLI
+        # prints it in one line, exit 2) rather than a failed ASGI lifespan.
+        await server.gateway.broker.start()
+        await server.serve()
+
+    asyncio.run(run())
