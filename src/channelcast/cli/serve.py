@@ -29,7 +29,11 @@ def serve(config: ConfigOption = None,
     p = settings.gateway.port if port is None else port
     typer.echo(f"channelcast gateway on http://{h}:{p}/  (broker: {settings.broker}; "
                "Ctrl-C to stop)")
-    run(settings, host=host, port=port)
+    try:
+        run(settings, host=host, port=port)
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
 
 
 def register(app: typer.Typer) -> None:
