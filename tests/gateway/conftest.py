@@ -41,7 +41,6 @@ async def running_gateway(settings: Settings | None = None, *, broker: Broker | 
     server = build_server(settings, host="127.0.0.1", port=0,
                           broker=broker or MemoryBroker(history_size=settings.gateway.history_size),
                           authorizer=authorizer, log_level="warning")
-    server.config.install_signal_handlers = False
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():
