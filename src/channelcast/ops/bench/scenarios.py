@@ -113,6 +113,7 @@ def envelope_size(message_bytes: int, channels: Sequence[str]) -> int:
 class _Phase:
     tag: int
     recorder: LatencyRecorder = field(default_factory=LatencyRecorder)
+    record_latency: bool = True
     received: int = 0
     first_ns: int = 0
     last_ns: int = 0
@@ -155,7 +156,8 @@ class Collector:
                 if phase is None or not isinstance(data, dict) or data.get("r") != phase.tag:
                     self.stale += 1
                     continue
-                phase.recorder.record_ns(now - int(data["t"]))
+                if phase.record_latency:
+                    phase.recorder.record_ns(now - int(data["t"]))
                 if not phase.received:
                     phase.first_ns = now
                 phase.last_ns = now
@@ -175,8 +177,8 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def begin(self, tag: int) -> _Phase:
-        self.phase = _Phase(tag)
+    def begin(self, tag: int, record_latency: bool = True) -> _Phase:
+        self.phase = _Phase(tag, record_latency=record_latency)
         return self.phase
 
     async def wait(self, phase: _Phase, expected: int, drain_s: float) -> None:
@@ -457,6 +459,9 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
                                   t.messages, t.seconds, "context: what an application using "
                                   "confluent-kafka directly also pays"))
         async with target.broker(kafka) as broker:
+            # The same untimed warm-up the raw loop gets: one message to every channel.
+            await broker.publish_many([_envelope(c, 0, time.monotonic_ns(), pad)
+                                       for c in channels])
             log(f"[overhead] channelcast publish_many: {count} messages")
             secs = await publish_saturated(broker, channels, count, 0, pad, config.batch,
                                            config.window)
@@ -516,9 +521,11 @@ async def _subscriber_throughput(target: Target, kafka: KafkaSettings,
         collector.start()
         try:
             await wait_live(broker, collector, channels)
-            phase = collector.begin(7)
+            # Count only: the raw consumer it is compared with records nothing either.
+            phase = collector.begin(7, record_latency=False)
+            # No warm-up messages: the burst is exactly what both consumers read.
             await asyncio.to_thread(raw.produce_loop, target.bootstrap, messages,
-                                    config=dict(config.producer))
+                                    config=dict(config.producer), warm_up=False)
             await collector.wait(phase, len(messages), config.drain_s)
         finally:
             await collector.stop()
