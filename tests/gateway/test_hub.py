@@ -269,3 +269,24 @@ async def test_a_failed_feed_opening_fails_its_callers_and_the_next_attach_retri
         ok = [x for x, r in zip(listeners, results, strict=True) if r is None]
         await until(lambda: all(x.messages() for x in ok))
         assert len(ok) == 4
+
+
+async def test_a_late_node_learns_a_large_presence_from_a_heartbeat_in_parts() -> None:
+    async with MemoryBroker() as broker, Hub(broker, presence_ttl_s=30) as a, \
+            Hub(broker, presence_ttl_s=30) as b:
+        for i in range(1200):
+            await a.attach(C("presence-big"), FakeListener(f"a.{i}"), member=Member(f"u{i}"))
+        await until(lambda: not a._tasks)  # every join is published before b starts following
+        late = FakeListener("b.1")
+        await b.attach(C("presence-big"), late, member=Member("late"))
+        await until(lambda: len(b.members("presence-big")) == 1201)
+        heartbeats = [r.envelope.data for r in await broker.history(
+            "presence-big", Position(*_route(broker, "presence-big"), -1))
+            if r.envelope.data.get("op") == "heartbeat"]
+        from_a = [h for h in heartbeats if h["node"] == a.node_id]
+        assert [(h["part"], h["parts"]) for h in from_a] == [(0, 3), (1, 3), (2, 3)]
+
+
+def _route(broker: MemoryBroker, channel: str) -> tuple[str, int]:
+    route = broker.strategy.route(C(channel))
+    return route.topic, route.partition

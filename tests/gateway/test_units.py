@@ -136,3 +136,32 @@ async def test_outbox_disconnect_policy_reports_overflow_and_replay_is_unbounded
     assert box.put(_msg(101))
     assert not box.put(_msg(102))
     assert len(box) == 52
+
+
+def test_large_heartbeats_go_in_parts_and_apply_once_complete() -> None:
+    from channelcast.gateway.presence import heartbeat_ops
+
+    conns = {f"c{i}": Member(f"user{i}", {"name": "x" * 50}) for i in range(1234)}
+    ops = heartbeat_ops("big", conns, per_part=500)
+    assert [len(op["members"]) for op in ops] == [500, 500, 234]
+    assert len({op["beat"] for op in ops}) == 1
+    assert all(len(json.dumps(op)) < 100_000 for op in ops)
+    p = PresenceState("me", ttl_s=10)
+    assert not p.apply(ops[0], now=1)[0]  # incomplete: nothing yet...
+    assert not p.expire(now=10.5)  # ...but the node is alive
+    assert not p.apply(ops[1], now=2)[0]
+    diff, _ = p.apply(ops[2], now=3)
+    assert len(diff.added) == 1234
+    # A newer beat without some connections replaces the old snapshot when complete.
+    del conns["c0"], conns["c1"]
+    newer = heartbeat_ops("big", conns, per_part=500)
+    for op in newer[:-1]:
+        assert not p.apply(op, now=4)[0]
+    diff, _ = p.apply(newer[-1], now=5)
+    assert sorted(m.user_id for m in diff.removed) == ["user0", "user1"]
+    # Parts of an abandoned beat are dropped when a new beat starts.
+    third = heartbeat_ops("big", conns, per_part=500)
+    p.apply(third[0], now=6)
+    fourth = heartbeat_ops("big", {"only": Member("solo")}, per_part=500)
+    diff, _ = p.apply(fourth[0], now=7)
+    assert [m.user_id for m in p.members()] == ["solo"]

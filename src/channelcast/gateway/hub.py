@@ -34,7 +34,7 @@ from channelcast.gateway.presence import (
     Member,
     PresenceDiff,
     PresenceState,
-    heartbeat_op,
+    heartbeat_ops,
     join_op,
     leave_op,
     sync_op,
@@ -322,7 +322,7 @@ class Hub:
             local = feed.presence.local_connections()
             if local:
                 self._spawn(self._publish_presence(feed.channel,
-                                                   heartbeat_op(self.node_id, local)))
+                                                   *heartbeat_ops(self.node_id, local)))
 
     def _notify_presence(self, feed: _Feed, diff: PresenceDiff,
                          exclude: Listener | None = None) -> None:
@@ -332,11 +332,15 @@ class Hub:
             if listener is not exclude and att.buffer is None:
                 listener.presence_changed(feed.channel, diff)
 
-    async def _publish_presence(self, channel: ChannelName, op: dict[str, Any]) -> None:
-        try:
-            await self.broker.publish(channel, PRESENCE_EVENT, op)
-        except Exception as exc:
-            log.warning("could not publish presence %s on %s: %s", op.get("op"), channel, exc)
+    async def _publish_presence(self, channel: ChannelName, *ops: dict[str, Any]) -> None:
+        """Publish presence operations in order (the parts of one heartbeat, say)."""
+        for op in ops:
+            try:
+                await self.broker.publish(channel, PRESENCE_EVENT, op)
+            except Exception as exc:
+                log.warning("could not publish presence %s on %s: %s", op.get("op"), channel,
+                            exc)
+                return
 
     async def _presence_loop(self) -> None:
         """Heartbeat every ttl/3; expire silent nodes every ttl/10."""
@@ -355,7 +359,7 @@ class Hub:
                 local = feed.presence.local_connections()
                 if beat and local:
                     self._spawn(self._publish_presence(feed.channel,
-                                                       heartbeat_op(self.node_id, local)))
+                                                       *heartbeat_ops(self.node_id, local)))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -6,7 +6,8 @@ messages; the publish API refuses the ``channelcast:`` prefix):
 
 * ``join``/``leave``: one connection of this node entered or left the channel.
 * ``heartbeat``: this node's full list of connections in the channel (replaces what others
-  know of it), sent every ``ttl/3`` seconds while it has members there.
+  know of it), sent every ``ttl/3`` seconds while it has members there; in parts of
+  :data:`HEARTBEAT_PART_SIZE` connections when it is long.
 * ``sync``: a node that just started following the channel asks the others for a heartbeat.
 
 A node whose heartbeat is older than ``ttl`` is considered dead and its members leave.
@@ -16,6 +17,7 @@ The state is a map ``(node, connection) -> Member``; the member list is the dist
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,9 @@ from typing import Any
 from channelcast.types import JSONValue
 
 PRESENCE_EVENT = "channelcast:presence"
+HEARTBEAT_PART_SIZE = 500
+"""Connections per heartbeat message (about 100 bytes each with small user_info)."""
+MAX_HEARTBEAT_PARTS = 10_000
 RESERVED_EVENT_PREFIX = "channelcast:"
 MAX_USER_ID = 128
 
@@ -65,6 +70,8 @@ class PresenceState:
         self.ttl_s = ttl_s
         self._entries: dict[tuple[str, str], Member] = {}
         self._seen: dict[str, float] = {}
+        # A large heartbeat comes in parts: node -> (beat id, connections so far, parts seen)
+        self._partial: dict[str, tuple[str, dict[str, Member], set[int]]] = {}
 
     # --- queries -------------------------------------------------------------------
     def members(self) -> list[Member]:
@@ -107,12 +114,13 @@ class PresenceState:
 
     def expire(self, now: float) -> PresenceDiff:
         """Drop the members of nodes not heard from within ``ttl_s`` (never the local node)."""
-        dead = {node for node in self.nodes() if node != self.local_node
+        dead = {node for node in self.nodes() | set(self._seen) if node != self.local_node
                 and now - self._seen.get(node, float("-inf")) > self.ttl_s}
         if not dead:
             return PresenceDiff()
         for node in dead:
             self._seen.pop(node, None)
+            self._partial.pop(node, None)
         return self._change([(key, None) for key in self._entries if key[0] in dead])
 
     def apply(self, op: object, now: float) -> tuple[PresenceDiff, bool]:
@@ -134,7 +142,22 @@ class PresenceState:
         elif kind == "heartbeat" and isinstance(op.get("members"), dict):
             conns = {c: m for c, raw in op["members"].items()
                      if isinstance(c, str) and (m := Member.from_obj(raw)) is not None}
-            return self.heartbeat(node, conns, now), False
+            parts, part, beat = op.get("parts", 1), op.get("part", 0), op.get("beat")
+            if parts == 1:
+                return self.heartbeat(node, conns, now), False
+            if not (isinstance(parts, int) and isinstance(part, int) and isinstance(beat, str)
+                    and 0 <= part < parts <= MAX_HEARTBEAT_PARTS):
+                return PresenceDiff(), False
+            self._seen[node] = now  # any part proves the node is alive
+            current = self._partial.get(node)
+            if current is None or current[0] != beat:
+                current = (beat, {}, set())
+                self._partial[node] = current
+            current[1].update(conns)
+            current[2].add(part)
+            if len(current[2]) == parts:
+                del self._partial[node]
+                return self.heartbeat(node, current[1], now), False
         return PresenceDiff(), False
 
 
@@ -149,6 +172,21 @@ def leave_op(node: str, conn: str) -> dict[str, Any]:
 def heartbeat_op(node: str, conns: Mapping[str, Member]) -> dict[str, Any]:
     return {"op": "heartbeat", "node": node,
             "members": {c: m.to_dict() for c, m in conns.items()}}
+
+
+def heartbeat_ops(node: str, conns: Mapping[str, Member], *,
+                  per_part: int = HEARTBEAT_PART_SIZE) -> list[dict[str, Any]]:
+    """A heartbeat split into parts of ``per_part`` connections, so a node with many
+    members never publishes one message over the broker's size limit. Receivers apply the
+    snapshot once every part of the same ``beat`` arrived (parts are published in order)."""
+    items = list(conns.items())
+    if len(items) <= per_part:
+        return [heartbeat_op(node, conns)]
+    chunks = [items[i:i + per_part] for i in range(0, len(items), per_part)]
+    beat = uuid.uuid4().hex[:12]
+    return [{"op": "heartbeat", "node": node, "beat": beat, "part": i, "parts": len(chunks),
+             "members": {c: m.to_dict() for c, m in chunk}}
+            for i, chunk in enumerate(chunks)]
 
 
 def sync_op(node: str) -> dict[str, Any]:
