@@ -35,6 +35,7 @@ async def test_strategy_comparison_on_the_memory_broker() -> None:
     for strategy in (legacy, grouped):
         assert strategy.publish_messages == 2_000
         assert strategy.publish_rate > 0
+        assert strategy.raw_publish_messages == 0  # no raw client on the memory broker
         labels = [r.label for r in strategy.runs]
         assert labels == ["saturation", "400 msg/s", "20% of saturation"]
         for run in strategy.runs:

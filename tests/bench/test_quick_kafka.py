@@ -34,6 +34,8 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
     assert (grouped.topics, grouped.partitions) == (3, 23)
     for strategy in (legacy, grouped):
         assert strategy.publish_messages == config.messages
+        assert strategy.raw_publish_messages == config.messages
+        assert strategy.raw_publish_seconds > 0
         assert [r.label for r in strategy.runs] == [
             "saturation", "500 msg/s", "2,000 msg/s", "20% of saturation"]
         for run in strategy.runs:

@@ -110,12 +110,21 @@ class StrategyResult:
     publish_messages: int = 0
     publish_seconds: float = math.nan
     runs: list[LatencyRun] = field(default_factory=list)
+    raw_publish_messages: int = 0
+    raw_publish_seconds: float = math.nan
 
     @property
     def publish_rate(self) -> float:
         if not self.publish_messages or not self.publish_seconds > 0:
             return math.nan
         return self.publish_messages / self.publish_seconds
+
+    @property
+    def raw_publish_rate(self) -> float:
+        """The raw produce() loop on the same topics and messages (Kafka only)."""
+        if not self.raw_publish_messages or not self.raw_publish_seconds > 0:
+            return math.nan
+        return self.raw_publish_messages / self.raw_publish_seconds
 
 
 @dataclass(slots=True)
@@ -160,7 +169,7 @@ def to_jsonable(value: Any) -> Any:
     """Dataclasses -> dicts (with derived rates), NaN -> None; for results.json."""
     if is_dataclass(value) and not isinstance(value, type):
         out = {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
-        for derived in ("publish_rate", "rate", "achieved_rate", "lost"):
+        for derived in ("publish_rate", "raw_publish_rate", "rate", "achieved_rate", "lost"):
             if hasattr(value, derived):
                 out[derived] = to_jsonable(getattr(value, derived))
         return out

@@ -137,6 +137,11 @@ def render_markdown(results: BenchResults) -> str:
             lines.append(f"| publish msg/s at saturation | {_num(legacy.publish_rate)} | "
                          f"{_num(grouped.publish_rate)} | "
                          f"{_x(_ratio(grouped.publish_rate, legacy.publish_rate))} |")
+            if not (math.isnan(legacy.raw_publish_rate) and math.isnan(grouped.raw_publish_rate)):
+                lines.append(
+                    f"| raw produce() msg/s, same topics | {_num(legacy.raw_publish_rate)} | "
+                    f"{_num(grouped.raw_publish_rate)} | "
+                    f"{_x(_ratio(grouped.raw_publish_rate, legacy.raw_publish_rate))} |")
             for run in grouped.runs:
                 other = next((r for r in legacy.runs if r.label == run.label), None)
                 lines.append(f"| p99 ms, {run.label} | {_ms(_p99(other))} | {_ms(_p99(run))} | "
@@ -229,6 +234,8 @@ def render_plot(results: BenchResults, path: Path) -> None:
 
     bars: list[tuple[str, float]] = [(f"{s.strategy} publish", s.publish_rate)
                                      for s in results.strategies]
+    bars += [(f"{s.strategy}: raw produce(), same topics", s.raw_publish_rate)
+             for s in results.strategies]
     bars += [(r.name, r.rate) for r in results.throughput]
     bars = [(n, v) for n, v in bars if not math.isnan(v)]
     if bars:

@@ -381,6 +381,21 @@ async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
                     result.runs.append(_run(label, rate, sent, secs, phase))
             finally:
                 await collector.stop()
+        if target.bootstrap is not None:
+            # The same messages to the same partitions with a bare produce() loop: tells
+            # the broker's share of the difference between strategies from the client's.
+            from channelcast.brokers.kafka import raw
+
+            log(f"[{name}] raw produce() loop on the same topics: {config.messages} messages")
+            strategy = create_strategy(kafka)
+            n = len(channels)
+            messages = [raw.RawMessage(route.topic, route.partition, route.key,
+                                       encode(_envelope(channels[i % n], 0, 0, pad)))
+                        for i in range(config.messages)
+                        for route in (strategy.route(channels[i % n]),)]
+            t = await asyncio.to_thread(raw.produce_loop, target.bootstrap, messages,
+                                        config=dict(config.producer))
+            result.raw_publish_messages, result.raw_publish_seconds = t.messages, t.seconds
     finally:
         await target.drop([s.name for s in specs])
     return result
