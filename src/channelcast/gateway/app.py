@@ -129,6 +129,13 @@ class Gateway:
         await self.broker.start()
         await self.hub.start()
 
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def drain(self, reason: str = "server shutting down", flush_s: float = 5.0) -> None:
         """Stop accepting, tell every client, flush their buffers, close them (1001)."""
         self.accepting = False

@@ -125,8 +125,11 @@ class Hub:
             await asyncio.gather(self._presence_task, return_exceptions=True)
         for channel in list(self._feeds):
             await self._stop_feed(channel)
-        if self._tasks:
+        if self._tasks:  # pending presence publishes: let them finish, briefly
             await asyncio.wait(self._tasks, timeout=5)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def __aenter__(self) -> Hub:
         await self.start()

@@ -187,6 +187,13 @@ class Session:
         finally:
             self.closed.set()
 
+    async def __aenter__(self) -> Session:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         """The connection ended: leave every channel and stop the writer."""
         self._closing = True
