@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from channelcast.errors import AuthError
 from channelcast.gateway.auth import (
@@ -165,3 +167,28 @@ def test_large_heartbeats_go_in_parts_and_apply_once_complete() -> None:
     fourth = heartbeat_ops("big", {"only": Member("solo")}, per_part=500)
     diff, _ = p.apply(fourth[0], now=7)
     assert [m.user_id for m in p.members()] == ["solo"]
+
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(st.text(max_size=80))
+def test_sse_cursor_parsing_fails_only_with_position_or_channel_errors(text: str) -> None:
+    from channelcast.errors import InvalidChannel, InvalidPosition
+    from channelcast.gateway.app import format_cursor, parse_cursor
+
+    channels = [ChannelName("a"), ChannelName("b")]
+    try:
+        parsed = parse_cursor(text, channels)
+    except (InvalidPosition, InvalidChannel):
+        return
+    if parsed and len(parsed) > 1:
+        assert parse_cursor(format_cursor(parsed), channels) == parsed
+
+
+def test_sse_cursor_round_trip() -> None:
+    from channelcast.gateway.app import format_cursor, parse_cursor
+
+    one = {ChannelName("a"): Position("t", 1, 5)}
+    assert format_cursor(one) == "t:1:5"
+    assert parse_cursor("t:1:5", [ChannelName("a")]) == one
+    two = {ChannelName("a"): Position("t", 1, 5), ChannelName("b"): Position("t", 2, -1)}
+    assert parse_cursor(format_cursor(two), [ChannelName("a"), ChannelName("b")]) == two
