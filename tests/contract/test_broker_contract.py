@@ -325,3 +325,19 @@ async def test_topic_callbacks_work_beside_channel_callbacks(
     assert {r.position.topic for r in by_topic} == {names.default}
     assert {r.channel for r in by_channel} == {"orders.1"}
     assert {r.position.topic for r in by_channel} == {names.orders}
+
+
+async def test_a_full_subscription_loses_nothing_and_blocks_no_one(broker: Broker) -> None:
+    a, b = same_partition_channels(broker, 2)
+    full = broker.subscribe([a], max_queue=2)
+    await full.ready()
+    # Memory: publish waits while the queue is full; Kafka: the consumer thread waits.
+    publishing = asyncio.create_task(broker.publish_many(envelopes(a, 30)))
+    await asyncio.sleep(0.5)
+    # Meanwhile other subscriptions can still be opened, served and closed.
+    async with broker.subscribe([b]) as other:
+        await asyncio.wait_for(other.ready(), 10)
+    got = await take(full, 30)
+    await asyncio.wait_for(publishing, 10)
+    assert [r.envelope.data["n"] for r in got] == list(range(30))
+    await full.close()

@@ -305,13 +305,16 @@ class KafkaBroker:
         try:
             consumer.assign([TopicPartition(topic, partition, start)])
             next_offset = start
-            deadline = time.monotonic() + self._timeout
+            deadline = time.monotonic() + self._timeout  # moves on with every progress
             while next_offset < until:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable(
-                        f"reading history of {topic}:{partition} [{start}, {until}) timed out "
-                        f"at offset {next_offset}", retriable=True)
-                for msg in consumer.consume(1000, timeout=0.2):
+                        f"reading history of {topic}:{partition} [{start}, {until}) stalled "
+                        f"at offset {next_offset} for {self._timeout}s", retriable=True)
+                messages = consumer.consume(1000, timeout=0.2)
+                if messages:
+                    deadline = time.monotonic() + self._timeout
+                for msg in messages:
                     err = msg.error()
                     if err is not None:
                         if err.fatal() or not err.retriable():

@@ -97,20 +97,30 @@ class _Inbox:
         if waiter is not None:
             self._loop.call_soon_threadsafe(_finish, waiter)
 
-    def put_many(self, records: list[Record], stopping: threading.Event) -> None:
-        """Consumer thread: append, waiting while full (backpressure)."""
+    def put_many(self, records: list[Record], stopping: threading.Event,
+                 while_full: Callable[[], None]) -> None:
+        """Consumer thread: append, waiting while full (backpressure).
+
+        ``while_full`` runs between waits, so (un)subscribing elsewhere still works while
+        this subscription holds the consumer up.
+        """
         i = 0
         while i < len(records):
             with self._cond:
-                while (len(self._items) >= self._maxsize and not self.closed
-                       and not stopping.is_set()):
-                    self._cond.wait(0.1)
+                if len(self._items) >= self._maxsize and not self.closed:
+                    self._cond.wait(0.05)
+                    full = len(self._items) >= self._maxsize
+                else:
+                    full = False
                 if self.closed or stopping.is_set():
                     return
-                room = self._maxsize - len(self._items)
-                self._items.extend(records[i:i + room])
-                i += room
-                self._wake()
+                if not full:
+                    room = self._maxsize - len(self._items)
+                    self._items.extend(records[i:i + room])
+                    i += room
+                    self._wake()
+                    continue
+            while_full()
 
     def fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -398,7 +408,7 @@ class FanoutConsumer:
             for sub in subs:
                 out.setdefault(sub, []).append(record)
         for sub, records in out.items():
-            sub.inbox.put_many(records, self._stop)
+            sub.inbox.put_many(records, self._stop, self._drain_commands)
 
     @staticmethod
     def _decode(msg: Message) -> Record | None:

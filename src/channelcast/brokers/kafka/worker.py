@@ -94,6 +94,7 @@ class KafkaWorker:
         self._done: dict[TP, int] = {}      # next offset to commit (manual mode)
         self._committed: dict[TP, int] = {}
         self._parts: dict[TP, _Partition] = {}
+        self._paused: set[TP] = set()  # consumer thread only
         self._processed = self._failed = self._dead = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exited = asyncio.Event()
@@ -154,7 +155,7 @@ class KafkaWorker:
     def _consume(self, topics: list[str]) -> None:
         consumer = Consumer(self._config)
         self._consumer = consumer
-        paused: set[TP] = set()
+        paused = self._paused
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         last_commit = 0.0
@@ -193,12 +194,15 @@ class KafkaWorker:
             pending = dict(self._pending)
         to_pause = [tp for tp, n in pending.items() if n > MAX_PENDING and tp not in paused]
         to_resume = [tp for tp in paused if pending.get(tp, 0) < RESUME_BELOW]
-        if to_pause:
-            consumer.pause([TopicPartition(t, p) for t, p in to_pause])
-            paused.update(to_pause)
-        if to_resume:
-            consumer.resume([TopicPartition(t, p) for t, p in to_resume])
-            paused.difference_update(to_resume)
+        try:
+            if to_pause:
+                consumer.pause([TopicPartition(t, p) for t, p in to_pause])
+                paused.update(to_pause)
+            if to_resume:
+                consumer.resume([TopicPartition(t, p) for t, p in to_resume])
+                paused.difference_update(to_resume)
+        except KafkaException as exc:  # e.g. the partition was revoked meanwhile
+            log.warning("worker %s: pause/resume failed: %s", self.group, exc)
 
     def _commit(self, consumer: Consumer, only: set[TP] | None, asynchronous: bool) -> None:
         with self._lock:
@@ -259,6 +263,7 @@ class KafkaWorker:
             for tp in tps:
                 self._pending.pop(tp, None)
                 self._done.pop(tp, None)
+        self._paused.difference_update(tps)  # a new assignment starts unpaused
 
     # --- event loop: per-partition processing -------------------------------------------
     def _assign(self, tps: list[TP]) -> None:
