@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import re
+import string
 import subprocess
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -92,11 +94,17 @@ def needed_topics(kafka: KafkaSettings, channels: Sequence[str]) -> list[TopicSp
 
 
 def padding_for(size: int, channels: Sequence[str]) -> str:
-    """Padding that makes a benchmark envelope about ``size`` bytes encoded."""
+    """Padding that makes a benchmark envelope about ``size`` bytes encoded.
+
+    Random letters (fixed seed), not one repeated character: lz4 would squeeze a run of
+    "xxxx" to nothing and flatter every loop. Kafka's ProducerPerformance also sends
+    random letters, one payload reused for every record, as this does."""
     longest = max(channels, key=len)
     sample = Envelope(channel=ChannelName(longest), event=EVENT,
                       data={"t": 10**13, "r": 999_999, "p": ""})
-    return "x" * max(0, size - len(encode(sample)))
+    rng = random.Random(size)
+    return "".join(rng.choice(string.ascii_letters) for _ in range(
+        max(0, size - len(encode(sample)))))
 
 
 def envelope_size(message_bytes: int, channels: Sequence[str]) -> int:
