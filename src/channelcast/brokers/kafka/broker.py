@@ -73,7 +73,6 @@ class KafkaBroker:
         self.ensure_topics = ensure_topics
         self._timeout = self.settings.timeout_s
         self._publisher: KafkaPublisher | None = None
-        self._admin: KafkaAdmin | None = None
         self._meta: Consumer | None = None
         self._meta_lock = threading.Lock()
         self._topics_lock = asyncio.Lock()
@@ -87,7 +86,8 @@ class KafkaBroker:
     # --- configuration -------------------------------------------------------------
     def _common(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.settings.brokers, "logger": librdkafka_log,
-                "socket.connection.setup.timeout.ms": max(1000, int(self._timeout * 1000))}
+                "socket.connection.setup.timeout.ms": max(1000, int(self._timeout * 1000)),
+                "reconnect.backoff.max.ms": 1000}
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         """Base consumer config: ours, then ``settings.kafka.consumer``, then overrides."""
@@ -112,7 +112,6 @@ class KafkaBroker:
         config.update(self.settings.producer)
         try:
             self._publisher = KafkaPublisher(config, flush_timeout=self._timeout)
-            self._admin = KafkaAdmin(self.settings.brokers, timeout_s=self._timeout)
             self._meta = Consumer(self._private_consumer_config("meta"))
         except KafkaException as exc:
             raise translate(exc, "configuring the Kafka clients") from exc
@@ -173,14 +172,14 @@ class KafkaBroker:
         wanted = [s for s in specs if s.name not in self._partitions]
         if not wanted:
             return
-        admin = self._admin
-        if admin is None:
-            raise BrokerClosed("the Kafka broker is not started")
         async with self._topics_lock:
-            counts = await asyncio.to_thread(self._ensure_blocking, admin, wanted)
+            counts = await asyncio.to_thread(self._ensure_blocking, wanted)
             self._partitions.update(counts)
 
-    def _ensure_blocking(self, admin: KafkaAdmin, specs: list[TopicSpec]) -> dict[str, int]:
+    def _ensure_blocking(self, specs: list[TopicSpec]) -> dict[str, int]:
+        # A short-lived admin client: a long-lived one that is never polled would queue
+        # its log lines for the broker's whole life.
+        admin = KafkaAdmin(self.settings.brokers, timeout_s=self._timeout)
         names = [s.name for s in specs]
         have = admin.partitions(names)
         missing = [s for s in specs if s.name not in have]
@@ -273,7 +272,11 @@ class KafkaBroker:
         with self._meta_lock:
             if self._meta is None:
                 raise BrokerClosed("the Kafka broker is closed")
-            return read_watermarks(self._meta, topic, partition, self._timeout)
+            try:
+                return read_watermarks(self._meta, topic, partition, self._timeout)
+            finally:
+                # Nothing else polls this consumer: serve its queued log lines.
+                self._meta.poll(0)
 
     async def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
         """(low, high): the oldest kept offset and one past the newest."""

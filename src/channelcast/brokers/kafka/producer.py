@@ -47,6 +47,9 @@ def producer_defaults(brokers: str, timeout_s: float) -> dict[str, Any]:
         # A publish is acknowledged or fails within the configured timeout: never hangs.
         "message.timeout.ms": max(1000, int(timeout_s * 1000)),
         "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
+        # Back on its feet soon after a broker restart (librdkafka's default backs off to
+        # 10 s, longer than a publish may wait).
+        "reconnect.backoff.max.ms": 1000,
     }
 
 
@@ -140,6 +143,8 @@ class KafkaPublisher:
         if err.fatal():
             self._fatal = err
             log.error("Kafka producer fatal error: %s", err)
+        elif err.code() == KafkaError._TRANSPORT:
+            log.info("Kafka producer: %s", err)  # one per failed connection attempt
         else:
             log.warning("Kafka producer: %s", err)
 
