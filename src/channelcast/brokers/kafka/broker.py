@@ -212,7 +212,8 @@ class KafkaBroker:
 
     # --- publish ----------------------------------------------------------------------
     async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
-        envelope = Envelope(channel=validate_channel(channel), event=event, data=data)
+        # encode() validates the channel (InvalidChannel) along with the other fields.
+        envelope = Envelope(channel=ChannelName(channel), event=event, data=data)
         return (await self.publish_many([envelope]))[0]
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:

@@ -131,9 +131,9 @@ class _Inbox:
         while True:
             with self._cond:
                 if self._items:
-                    item = self._items.popleft()
-                    self._cond.notify()
-                    return item
+                    if len(self._items) >= self._maxsize:
+                        self._cond.notify()  # the consumer thread may wait for room
+                    return self._items.popleft()
                 if self.closed:
                     return None
                 waiter = self._loop.create_future()
@@ -199,11 +199,15 @@ class KafkaSubscription:
     async def __anext__(self) -> Record:
         if self._closed:
             raise StopAsyncIteration
-        try:
-            await self.ready()
-        except BrokerError:
+        if not self._opening.done():
+            try:
+                await self.ready()
+            except BrokerError:
+                await self.close()
+                raise
+        elif self._opening.exception() is not None:
             await self.close()
-            raise
+            raise self._opening.exception()  # type: ignore[misc]
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -391,7 +395,13 @@ class FanoutConsumer:
             if expected is None or offset < expected:
                 continue  # unassigned meanwhile, or already dispatched
             self._position[tp] = offset + 1
-            channel = header(msg, HEADER_CHANNEL)
+            headers = msg.headers()
+            # Our producer writes the channel header first: check there before searching.
+            if (isinstance(headers, list) and headers and headers[0][0] == HEADER_CHANNEL
+                    and isinstance(headers[0][1], bytes)):
+                channel: str | None = headers[0][1].decode()
+            else:
+                channel = header(msg, HEADER_CHANNEL)
             record: Record | None = None
             if channel is None:
                 record = self._decode(msg)

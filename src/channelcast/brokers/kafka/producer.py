@@ -67,10 +67,11 @@ class _Batch:
     per batch that takes the next index of the report's partition from ``order``.
     """
 
-    __slots__ = ("delivered", "error", "expected", "future", "loop", "offsets", "order")
+    __slots__ = ("delivered", "error", "expected", "future", "offsets", "order", "sink")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
-        self.loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int,
+                 sink: list[asyncio.Future[None]]) -> None:
+        self.sink = sink  # completed futures, resolved by the poller in one go
         self.future: asyncio.Future[None] = loop.create_future()
         self.offsets: list[tuple[int, int]] = [(-1, -1)] * size
         self.order: dict[tuple[str, int], deque[int]] = {}
@@ -87,7 +88,7 @@ class _Batch:
             self.error = err
         self.delivered += 1
         if self.delivered >= self.expected:
-            self.loop.call_soon_threadsafe(_finish, self.future)
+            self.sink.append(self.future)
 
     def on_delivery(self, index: int, err: KafkaError | None, msg: Message) -> None:
         if err is None:
@@ -96,7 +97,7 @@ class _Batch:
             self.error = err
         self.delivered += 1
         if self.delivered >= self.expected:
-            self.loop.call_soon_threadsafe(_finish, self.future)
+            self.sink.append(self.future)
 
     def produced_only(self, count: int) -> None:
         """produce() failed after ``count`` messages: wait for those alone."""
@@ -119,6 +120,30 @@ def _finish(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _finish_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _hand_over(futures: list[asyncio.Future[None]]) -> None:
+    """Resolve completed batches on their event loop: one wake-up per poll, not per batch."""
+    if not futures:
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for future in futures:
+        by_loop.setdefault(future.get_loop(), []).append(future)
+    for loop, group in by_loop.items():
+        if loop is running:
+            _finish_all(group)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(_finish_all, group)
+
+
 class KafkaPublisher:
     """Owns the Producer; ``send`` produces a batch and waits for every acknowledgement."""
 
@@ -131,6 +156,7 @@ class KafkaPublisher:
         self.producer = Producer(self._config)
         self._stop = threading.Event()
         self._poll_lock = threading.Lock()
+        self._completed: list[asyncio.Future[None]] = []  # guarded by _poll_lock
         self._producing = 0  # send() calls in their produce loop (event-loop thread only)
         self._thread = threading.Thread(target=self._poll_loop, name="channelcast-producer",
                                         daemon=True)
@@ -148,6 +174,12 @@ class KafkaPublisher:
         else:
             log.warning("Kafka producer: %s", err)
 
+    def _take_completed(self) -> list[asyncio.Future[None]]:
+        # Batches hold this very list, so empty it in place (caller holds _poll_lock).
+        done = self._completed[:]
+        self._completed.clear()
+        return done
+
     def _poll_loop(self) -> None:
         # Only the holder of _poll_lock serves callbacks, so they never run concurrently.
         # A busy send() serves them inline (no GIL ping-pong with this thread).
@@ -158,9 +190,14 @@ class KafkaPublisher:
             if self._poll_lock.acquire(timeout=0.01):
                 try:
                     self.producer.poll(0.01)
+                    done = self._take_completed()
                 finally:
                     self._poll_lock.release()
+                _hand_over(done)
         remaining = self.producer.flush(self._flush_timeout)
+        with self._poll_lock:
+            done = self._take_completed()
+        _hand_over(done)
         if remaining:
             log.error("Kafka producer closed with %d undelivered messages", remaining)
 
@@ -171,7 +208,7 @@ class KafkaPublisher:
             raise translate(self._fatal, "publishing")
         if not messages:
             return []
-        batch = _Batch(asyncio.get_running_loop(), len(messages))
+        batch = _Batch(asyncio.get_running_loop(), len(messages), self._completed)
         ordered = self._ordered_reports
         order = batch.order
         on_ordered = batch.on_ordered_delivery
@@ -206,8 +243,10 @@ class KafkaPublisher:
                 if not produced & 63 and poll_lock.acquire(blocking=False):
                     try:
                         poll(0)
+                        done = self._take_completed()
                     finally:
                         poll_lock.release()
+                    _hand_over(done)
         except KafkaException as exc:
             batch.produced_only(produced)
             await batch.future
