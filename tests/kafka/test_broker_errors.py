@@ -18,6 +18,7 @@ from channelcast.brokers.kafka.errors import translate
 from channelcast.config import KafkaSettings
 from channelcast.errors import (
     BrokerUnavailable,
+    ConfigError,
     HistoryUnavailable,
     MessageTooLarge,
     PublishError,
@@ -184,3 +185,11 @@ async def test_wire_format_and_dead_letter_headers(kafka_bootstrap: str, unique:
     assert msg.key() == b"orders.7"
     KafkaAdmin(kafka_bootstrap).delete_topics([settings.default_topic,
                                                settings.dead_letter_topic])
+
+
+@pytest.mark.timeout(30)
+async def test_a_setting_librdkafka_rejects_is_a_config_error() -> None:
+    broker = KafkaBroker(KafkaSettings(brokers="127.0.0.1:1", producer={"acks": "maybe"}))
+    with pytest.raises(ConfigError, match=r"kafka\.producer"):
+        await broker.start()
+    await broker.close()

@@ -31,7 +31,7 @@ from channelcast.brokers.base import (
     RetryPolicy,
 )
 from channelcast.brokers.kafka.admin import KafkaAdmin
-from channelcast.brokers.kafka.errors import translate
+from channelcast.brokers.kafka.errors import config_error, translate
 from channelcast.brokers.kafka.fanout import FanoutConsumer, KafkaSubscription, read_watermarks
 from channelcast.brokers.kafka.producer import (
     KafkaPublisher,
@@ -112,9 +112,13 @@ class KafkaBroker:
         config.update(self.settings.producer)
         try:
             self._publisher = KafkaPublisher(config, flush_timeout=self._timeout)
+        except KafkaException as exc:
+            raise config_error(exc, "kafka.producer") from exc
+        try:
             self._meta = Consumer(self._private_consumer_config("meta"))
         except KafkaException as exc:
-            raise translate(exc, "configuring the Kafka clients") from exc
+            await self._release()
+            raise config_error(exc, "kafka.consumer") from exc
         try:
             await asyncio.to_thread(self._publisher.list_topics_blocking, self._timeout)
             # Creates the declared topics, or (ensure_topics=False) checks they exist.

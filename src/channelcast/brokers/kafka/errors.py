@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
 
-from channelcast.errors import BrokerError, BrokerUnavailable, MessageTooLarge, PublishError
+from channelcast.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    MessageTooLarge,
+    PublishError,
+)
 
 # Codes that mean "cannot reach the cluster (in time)", as opposed to "it said no".
 _UNREACHABLE = frozenset({
@@ -61,8 +67,14 @@ def translate(exc: BaseException | KafkaError, doing: str) -> BrokerError | Mess
     return PublishError(text, retriable=retriable)
 
 
-def is_partition_eof(err: KafkaError) -> bool:
-    return bool(err.code() == KafkaError._PARTITION_EOF)
+def config_error(exc: BaseException, key: str, doing: str = "creating a Kafka client",
+                 ) -> ConfigError | BrokerError | MessageTooLarge:
+    """A client refused its configuration (``_INVALID_ARG``): a ConfigError naming the
+    settings table it came from; anything else is translated as usual."""
+    err = kafka_error_of(exc)
+    if err is not None and err.code() == KafkaError._INVALID_ARG:
+        return ConfigError(key, f"librdkafka rejected the settings: {err.str()}")
+    return translate(exc, doing)
 
 
 def is_no_offset(exc: BaseException) -> bool:

@@ -43,7 +43,7 @@ from channelcast.brokers.base import (
     RetryPolicy,
     WorkerStats,
 )
-from channelcast.brokers.kafka.errors import is_no_offset, translate
+from channelcast.brokers.kafka.errors import config_error, is_no_offset
 from channelcast.brokers.kafka.fanout import header
 from channelcast.brokers.kafka.producer import coords
 from channelcast.errors import BrokerClosed, BrokerError, MessageError
@@ -141,7 +141,7 @@ class KafkaWorker:
             self._exited.set()
         if error is not None:
             if isinstance(error, KafkaException):
-                raise translate(error, f"worker {self.group!r}") from error
+                raise config_error(error, "kafka.consumer", f"worker {self.group!r}") from error
             raise error
 
     async def stop(self) -> None:
