@@ -75,3 +75,15 @@ def test_cli_bad_options_are_one_line_errors(argv: list[str], message: str,
     assert err.startswith("error: ")
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_cli_fails_fast_when_kafka_is_not_there(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing listens on port 1: one clear line and exit 2, no report, no per-scenario waits.
+    code = main(["bench", "--quick", "--bootstrap", "127.0.0.1:1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ")
+    assert "unreachable" in err or "no answer" in err
+    assert list(tmp_path.iterdir()) == []

@@ -45,6 +45,7 @@ __all__ = [
     "create_topics",
     "delete_topics",
     "end_offsets",
+    "ping",
     "produce_loop",
     "read_stamp",
     "round_trip",
@@ -134,6 +135,13 @@ def delete_topics(bootstrap: str, names: Sequence[str], *, timeout_s: float = 12
     admin = KafkaAdmin(bootstrap, timeout_s=timeout_s)
     for chunk in _chunks(list(names), 200):
         admin.delete_topics(chunk)
+
+
+def ping(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Raise BrokerUnavailable unless Kafka at ``bootstrap`` answers within ``timeout_s``."""
+    from channelcast.brokers.kafka.admin import KafkaAdmin
+
+    KafkaAdmin(bootstrap, timeout_s=timeout_s).broker_count()
 
 
 def end_offsets(bootstrap: str, partitions: Sequence[tuple[str, int]],

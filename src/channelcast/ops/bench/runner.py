@@ -95,9 +95,12 @@ def _round_trip_rate(results: BenchResults) -> float:
 
 
 def bench(config: BenchConfig, *, bootstrap: str | None = None, start_kafka: bool = False,
-          output: Path = DEFAULT_OUTPUT, log: Log = _quiet) -> tuple[BenchResults, dict[str, Path]]:
+          output: Path = DEFAULT_OUTPUT, log: Log = _quiet,
+          ping_timeout_s: float = 10.0) -> tuple[BenchResults, dict[str, Path]]:
     """Run on ``bootstrap`` (Kafka), a private cluster (``start_kafka``) or the memory
-    broker; write report.md, results.json and bench.png into a new folder under ``output``."""
+    broker; write report.md, results.json and bench.png into a new folder under ``output``.
+
+    Raises BrokerUnavailable (nothing written) if the Kafka broker does not answer."""
     cluster: PrivateCluster | None = None
     target: Target
     if start_kafka:
@@ -105,7 +108,12 @@ def bench(config: BenchConfig, *, bootstrap: str | None = None, start_kafka: boo
         log("starting a private Kafka cluster (name 'bench') ...")
         bootstrap = cluster.start()
     try:
-        target = KafkaTarget(bootstrap) if bootstrap else MemoryTarget()
+        if bootstrap:
+            kafka_target = KafkaTarget(bootstrap)
+            kafka_target.ping(ping_timeout_s)
+            target = kafka_target
+        else:
+            target = MemoryTarget()
         results = asyncio.run(run_bench(target, config, log))
     finally:
         if cluster is not None:

@@ -83,6 +83,13 @@ class KafkaTarget:
                         consumer={**kafka.consumer, **self.consumer})
         return create_broker(Settings(broker=self.url, kafka=kafka))
 
+    def ping(self, timeout_s: float = 10.0) -> None:
+        """Fail fast (BrokerUnavailable) when the broker is not there, instead of once per
+        scenario after its own timeouts."""
+        from channelcast.brokers.kafka import raw
+
+        raw.ping(self.bootstrap_servers, timeout_s)
+
     async def provision(self, specs: Sequence[TopicSpec]) -> None:
         from channelcast.brokers.kafka import raw
 
