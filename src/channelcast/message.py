@@ -29,6 +29,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """Kafka's default ``message.max.bytes`` is 1,048,588; stay below it with headroom."""
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
 # What json.dumps(separators=..., ensure_ascii=False, allow_nan=False) builds on every
 # call, built once.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -47,12 +49,11 @@ def new_id(now_ms: int | None = None) -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big")
         _ulid_last = (ms, rand)
+    # 26 digits = 130 bits: the top 10-bit chunk holds 2 zero bits and the top of ms.
+    # Two digits per table lookup: half the cost of a digit loop (found by channelcast bench).
     value = (ms << 80) | rand
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    pairs = _CROCKFORD_PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 @dataclass(frozen=True, slots=True)
