@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from channelcast.brokers.kafka import KafkaBroker, KafkaSubscription
-from channelcast.errors import BrokerError
+from channelcast.errors import BrokerError, BrokerUnavailable
 from channelcast.message import Envelope, decode
 from channelcast.types import ChannelName, Position
 from tests.conftest import kafka_local
@@ -105,10 +106,17 @@ async def test_acknowledged_messages_survive_a_broker_kill(
         listener = asyncio.create_task(listen(sub))
         groups = [names[i::WRITERS] for i in range(WRITERS)]
         tasks = [asyncio.create_task(writer(broker, g)) for g in groups]
+        impatient = KafkaBroker(replace(settings, timeout_s=1.5))
+        await impatient.start()
         await asyncio.sleep(2)
         before_kill = sum(len(v) for v in acked.values())
         restart_cluster.kill_node(1)
-        await asyncio.sleep(2)  # publishing continues into the outage
+        # A publisher whose timeout is shorter than the outage gets a clear error in time.
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await impatient.publish("chan.0", "n", -1)
+        assert time.monotonic() - started < 6
+        await asyncio.sleep(1)  # publishing continues into the outage
         restart_cluster.start_node(1)
         await asyncio.to_thread(restart_cluster.wait_ready, 120)
         after_restart = sum(len(v) for v in acked.values())
@@ -122,6 +130,7 @@ async def test_acknowledged_messages_survive_a_broker_kill(
         await eventually(subscriber_caught_up, 60, "the subscriber to see every ack")
         await sub.close()
         await listener
+        await impatient.close()
     total_acked = sum(len(v) for v in acked.values())
     print(f"\nacked before kill {before_kill}, by restart {after_restart}, total {total_acked};"
           f" failed batches {len(failures)}: {sorted({type(f).__name__ for f in failures})}")
@@ -129,6 +138,7 @@ async def test_acknowledged_messages_survive_a_broker_kill(
     assert total_acked > after_restart  # publishing works again after the restart
 
     stored = await asyncio.to_thread(read_log, bootstrap, settings.default_topic, 4)
+    assert ("chan.0", -1) not in stored.values()  # the failed publish was not stored
     for channel, entries in acked.items():
         for seq, position in entries:
             assert stored.get(position) == (channel, seq), f"acked {channel}#{seq} lost"
