@@ -341,3 +341,32 @@ async def test_a_full_subscription_loses_nothing_and_blocks_no_one(broker: Broke
     await asyncio.wait_for(publishing, 10)
     assert [r.envelope.data["n"] for r in got] == list(range(30))
     await full.close()
+
+
+async def test_a_slow_partition_does_not_hold_up_the_others(broker: Broker, unique: str) -> None:
+    slow, = same_partition_channels(broker, 1)
+    slow_partition = broker.strategy.route(ChannelName(slow)).partition
+    fast = next(c for c in (f"room.f{i}" for i in range(1000))
+                if broker.strategy.route(ChannelName(c)).partition != slow_partition)
+    await broker.publish_many(envelopes(slow, 3) + envelopes(fast, 20))
+    release = asyncio.Event()
+    order: list[tuple[str, int]] = []
+
+    async def handle(record: Record) -> None:
+        if record.channel == slow:
+            await release.wait()
+        order.append((record.channel, record.envelope.data["n"]))
+
+    worker = broker.worker(f"g-{unique}", channels={"room.*": handle}, manual_commit=True)
+    task = asyncio.create_task(worker.run())
+    try:
+        # The fast partition finishes while the slow one is stuck on its first message.
+        await eventually(lambda: len(order) == 20, 40, "the fast partition")
+        assert order == [(fast, n) for n in range(20)]
+        release.set()
+        await eventually(lambda: len(order) == 23, 20, "the slow partition")
+        assert order[20:] == [(slow, n) for n in range(3)]
+    finally:
+        release.set()
+        await worker.stop()
+        await task
