@@ -7,7 +7,6 @@ fast anything was (speed is what the benchmark reports, not what tests assert).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,10 @@ from channelcast.ops.bench import BenchConfig, bench
 def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
                                          tmp_path: Path) -> None:
     config = BenchConfig.quick(run_id=unique)
-    started = time.monotonic()
+    # The 2-minute bound of --quick is the timeout above; nothing here is about speed.
     results, paths = bench(config, bootstrap=kafka_bootstrap, output=tmp_path)
-    elapsed = time.monotonic() - started
 
     assert results.errors == []
-    assert elapsed < 120
     legacy, grouped = results.strategy("one-per-channel"), results.strategy("grouped")
     assert legacy is not None
     assert grouped is not None
