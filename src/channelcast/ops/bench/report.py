@@ -206,7 +206,8 @@ def render_plot(results: BenchResults, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
+    fig, axes = plt.subplots(1, 3, figsize=(20, 6), gridspec_kw={"width_ratios": [5, 5, 3]})
+    left, right, fan = axes
     colors = {"one-per-channel": "tab:red", "grouped": "tab:blue", "raw": "tab:gray"}
     styles = ["-", "--", ":", "-."]
     curves: list[tuple[str, str, LatencyRun]] = [
@@ -247,6 +248,15 @@ def render_plot(results: BenchResults, path: Path) -> None:
             right.text(v, i, f" {v:,.0f}", va="center", fontsize=8)
     right.set_xlabel("messages per second")
     right.set_title("Throughput")
+    fanout = [(r.name, r.rate) for r in results.fanout if not math.isnan(r.rate)]
+    if fanout:
+        fan.bar(range(len(fanout)), [v for _, v in fanout], color="tab:purple")
+        fan.set_xticks(range(len(fanout)), [n.replace(" ", "\n", 1) for n, _ in fanout],
+                       fontsize=8)
+        for i, (_, v) in enumerate(fanout):
+            fan.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+    fan.set_ylabel("deliveries per second")
+    fan.set_title(f"Fan-out, {results.config.fanout_clients:,} WebSocket clients")
     fig.suptitle(f"channelcast benchmark, {results.broker}, {results.config.channels:,} channels")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
