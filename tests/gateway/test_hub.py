@@ -196,7 +196,7 @@ async def test_members_of_a_crashed_node_disappear_within_the_ttl() -> None:
         crashed_at = loop.time()
         await until(lambda: ("removed", "crashy") in watcher.events, seconds=5)
         took = loop.time() - crashed_at
-        assert took <= ttl * 1.1 + 0.3, took  # documented bound: 1.1 x ttl (+ scheduling)
+        assert took <= ttl * 1.1 + 0.5, took  # documented bound: 1.1 x ttl (+ scheduling)
         assert [m.user_id for m in b.members("presence-c")] == ["w"]
 
 
