@@ -165,6 +165,13 @@ class KafkaSubscription:
         self._error: BaseException | None = None
         self._closed = False
         self._registered = False
+        # Live records at or before a channel's ``since`` were already seen by the caller:
+        # the shared consumer may be behind the end when this subscription joins.
+        self._floor: dict[str, int] = {}
+        for channel, position in since.items():
+            route = broker.strategy.route(channel)
+            if (route.topic, route.partition) == (position.topic, position.partition):
+                self._floor[channel] = position.offset
         self._opening = asyncio.ensure_future(self._open())
 
     @property
@@ -213,12 +220,19 @@ class KafkaSubscription:
             raise error
         if self._backlog:
             return self._backlog.popleft()
-        item = await self._inbox.get()
-        if item is None:
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        while True:
+            item = await self._inbox.get()
+            if item is None:
+                raise StopAsyncIteration
+            if isinstance(item, BaseException):
+                raise item
+            if self._floor:
+                floor = self._floor.get(item.channel)
+                if floor is not None:
+                    if item.position.offset <= floor:
+                        continue
+                    del self._floor[item.channel]
+            return item
 
     async def close(self) -> None:
         if self._closed:
