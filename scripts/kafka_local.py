@@ -168,6 +168,8 @@ class Cluster:
 
     def start_node(self, node: int) -> int:
         """Start one node (storage must be formatted); returns its pid."""
+        if node not in self.nodes:
+            raise KafkaLocalError(f"no node {node}: nodes are numbered {list(self.nodes)}")
         ndir = self.dir / f"node{node}"
         log = open(ndir / "server.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
@@ -229,6 +231,8 @@ class Cluster:
         return [int(n) for n, pid in self._state().items() if _alive(pid)]
 
     def kill_node(self, node: int, sig: int = signal.SIGKILL) -> None:
+        if node not in self.nodes:
+            raise KafkaLocalError(f"no node {node}: nodes are numbered {list(self.nodes)}")
         pid = self._state().get(str(node))
         if pid and _alive(pid):
             os.killpg(pid, sig)
