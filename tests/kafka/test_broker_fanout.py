@@ -8,6 +8,7 @@ import pytest
 
 from channelcast.brokers.kafka import KafkaBroker
 from channelcast.brokers.kafka.admin import KafkaAdmin
+from channelcast.errors import BrokerUnavailable
 from channelcast.message import Envelope
 from channelcast.types import ChannelName
 from tests.kafka.helpers.support import settings_for
@@ -39,4 +40,30 @@ async def test_joining_behind_the_end_skips_what_since_already_covers(
         assert first.position == after  # nothing at or before `since` came again
         await late.close()
         await stalled.close()
+    KafkaAdmin(kafka_bootstrap).delete_topics([settings.default_topic])
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(90)
+async def test_a_crashed_fanout_consumer_is_reported_and_replaced(
+        kafka_bootstrap: str, unique: str) -> None:
+    settings = settings_for(kafka_bootstrap, unique, partitions=1)
+    async with KafkaBroker(settings) as broker:
+        first = broker.subscribe(["room.a"])
+        await first.ready()
+        fanout = broker._fanout
+        assert fanout is not None
+
+        def explode() -> None:
+            raise RuntimeError("simulated bug in the consumer thread")
+
+        fanout._commands.put(explode)  # runs on the consumer thread
+        with pytest.raises(BrokerUnavailable, match="crashed"):
+            await asyncio.wait_for(first.__anext__(), 10)
+        await first.close()
+        # A new subscription gets a fresh consumer and works.
+        async with broker.subscribe(["room.a"]) as second:
+            position = await broker.publish("room.a", "e", 1)
+            assert (await asyncio.wait_for(second.__anext__(), 10)).position == position
+        assert broker._fanout is not fanout
     KafkaAdmin(kafka_bootstrap).delete_topics([settings.default_topic])

@@ -267,6 +267,9 @@ class KafkaBroker:
 
     def _fanout_consumer(self) -> FanoutConsumer:
         self._publisher_or_fail()
+        if self._fanout is not None and not self._fanout.alive:
+            # It failed for good (its subscriptions were told); new ones get a new one.
+            self._fanout = None
         if self._fanout is None:
             self._fanout = FanoutConsumer(self._private_consumer_config("fanout"),
                                           self.strategy, self._timeout,

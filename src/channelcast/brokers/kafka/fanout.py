@@ -165,6 +165,7 @@ class KafkaSubscription:
         self._error: BaseException | None = None
         self._closed = False
         self._registered = False
+        self._consumer: FanoutConsumer | None = None
         # Live records at or before a channel's ``since`` were already seen by the caller:
         # the shared consumer may be behind the end when this subscription joins.
         self._floor: dict[str, int] = {}
@@ -183,7 +184,8 @@ class KafkaSubscription:
         await broker._ensure_topics_for(self.channels)
         if self._closed:
             return
-        live_from = await broker._fanout_consumer().register(self)
+        self._consumer = broker._fanout_consumer()
+        live_from = await self._consumer.register(self)
         self._registered = True
         backlog: list[Record] = []
         for channel, position in self._since.items():
@@ -247,8 +249,8 @@ class KafkaSubscription:
                 log.debug("subscription closed after a failed open: %s", exc)
         elif self._opening.exception() is not None:
             log.debug("subscription open had failed: %s", self._opening.exception())
-        if self._registered:
-            await self._broker._fanout_consumer().unregister(self)
+        if self._registered and self._consumer is not None:
+            await self._consumer.unregister(self)
 
     async def __aenter__(self) -> Self:
         await self.ready()
@@ -278,6 +280,10 @@ class FanoutConsumer:
         self._thread = threading.Thread(target=self._run, name="channelcast-fanout",
                                         daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
 
     # --- called on the event loop -----------------------------------------------
     async def _call(self, func: Callable[[], Any]) -> Any:
