@@ -123,8 +123,17 @@ class _Inbox:
             while_full()
 
     def fail(self, exc: BaseException) -> None:
+        """Delivery failed for good: the reader gets what is queued, then ``exc``, then
+        the end."""
         with self._cond:
             self._items.append(exc)
+            self.end()
+
+    def end(self) -> None:
+        """No more records will come; what is queued can still be read."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
             self._wake()
 
     async def get(self) -> Record | BaseException | None:
@@ -382,7 +391,7 @@ class FanoutConsumer:
         finally:
             self._stop.set()
             for sub in list(self._subs):
-                sub.inbox.close()
+                sub.inbox.end()
             self._drain_commands()
             self._consumer.close()
 
