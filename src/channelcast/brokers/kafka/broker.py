@@ -32,7 +32,12 @@ from channelcast.brokers.base import (
 )
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.brokers.kafka.errors import config_error, translate
-from channelcast.brokers.kafka.fanout import FanoutConsumer, KafkaSubscription, read_watermarks
+from channelcast.brokers.kafka.fanout import (
+    FanoutConsumer,
+    KafkaSubscription,
+    read_watermarks,
+    take_available,
+)
 from channelcast.brokers.kafka.producer import (
     KafkaPublisher,
     Outgoing,
@@ -322,7 +327,7 @@ class KafkaBroker:
                     raise BrokerUnavailable(
                         f"reading history of {topic}:{partition} [{start}, {until}) stalled "
                         f"at offset {next_offset} for {self._timeout}s", retriable=True)
-                messages = consumer.consume(1000, timeout=0.2)
+                messages = take_available(consumer, 0.2, 1000)
                 if messages:
                     deadline = time.monotonic() + self._timeout
                 for msg in messages:

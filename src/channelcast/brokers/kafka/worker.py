@@ -44,7 +44,7 @@ from channelcast.brokers.base import (
     WorkerStats,
 )
 from channelcast.brokers.kafka.errors import config_error, is_no_offset
-from channelcast.brokers.kafka.fanout import header
+from channelcast.brokers.kafka.fanout import header, take_available
 from channelcast.brokers.kafka.producer import coords
 from channelcast.errors import BrokerClosed, BrokerError, MessageError
 from channelcast.message import Record, decode
@@ -161,7 +161,7 @@ class KafkaWorker:
         last_commit = 0.0
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(500, timeout=0.05)
+                messages = take_available(consumer, 0.05, 500)
                 batches: dict[TP, list[Message]] = {}
                 for msg in messages:
                     err = msg.error()
