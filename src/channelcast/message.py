@@ -12,7 +12,8 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from channelcast.channels import validate_channel
@@ -31,45 +32,92 @@ DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CROCKFORD_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
 _PAIR_SHIFTS = tuple(range(120, -1, -10))
+_RAND_MASK = (1 << 80) - 1
 # What json.dumps(separators=..., ensure_ascii=False, allow_nan=False) builds on every
 # call, built once.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _ulid_lock = threading.Lock()
 _ulid_last = (0, 0)
+# new_id's caches, keyed by the value they encode (so always right), guarded by the lock:
+# the 10 time digits of the current millisecond and the 12 digits of the random part's
+# top 60 bits (the same for ~a million consecutive ids of one millisecond).
+_ulid_time: tuple[int, str] = (-1, "")
+_ulid_high: tuple[int, str] = (-1, "")
 
 
 def new_id(now_ms: int | None = None) -> str:
-    """A ULID; monotonic within this process even when the clock stands still."""
-    global _ulid_last
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    """A ULID; monotonic within this process even when the clock stands still.
+
+    Within one millisecond the random part counts up from a random start, so only the
+    last four digits change from one id to the next: they alone are encoded per call.
+    """
+    global _ulid_last, _ulid_time, _ulid_high
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    pairs = _CROCKFORD_PAIRS
     with _ulid_lock:
         last_ms, last_rand = _ulid_last
         if ms <= last_ms:
-            ms, rand = last_ms, (last_rand + 1) & ((1 << 80) - 1)
+            ms, rand = last_ms, (last_rand + 1) & _RAND_MASK
         else:
             rand = int.from_bytes(os.urandom(10), "big")
         _ulid_last = (ms, rand)
-    # 26 digits = 130 bits: the top 10-bit chunk holds 2 zero bits and the top of ms.
-    # Two digits per table lookup: half the cost of a digit loop (found by channelcast bench).
-    value = (ms << 80) | rand
-    pairs = _CROCKFORD_PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
+        # 26 digits = 130 bits = 13 chunks of 10 bits, two digits per table lookup: the
+        # time (48 bits, 2 zero bits on top) in 5 chunks, the random part in 8.
+        cached_ms, time_digits = _ulid_time
+        if cached_ms != ms:
+            time_digits = "".join([pairs[(ms >> s) & 1023] for s in (40, 30, 20, 10, 0)])
+            _ulid_time = (ms, time_digits)
+        high = rand >> 20
+        cached_high, high_digits = _ulid_high
+        if cached_high != high:
+            high_digits = "".join([pairs[(high >> s) & 1023] for s in (50, 40, 30, 20, 10, 0)])
+            _ulid_high = (high, high_digits)
+    return time_digits + high_digits + pairs[(rand >> 10) & 1023] + pairs[rand & 1023]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Envelope:
-    """One published message. Immutable; ``position`` is set once the broker stored it."""
+    """One published message. Immutable.
+
+    ``id`` and ``timestamp`` default to a new ULID and the current Unix milliseconds (one
+    clock reading for both).
+    """
 
     channel: ChannelName
     event: str
     data: JSONValue
-    id: str = field(default_factory=new_id)
-    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
-    type: str = "message"
+    id: str
+    timestamp: int
+    type: str
+
+    def __init__(self, channel: ChannelName, event: str, data: JSONValue,
+                 id: str | None = None, timestamp: int | None = None,
+                 type: str = "message") -> None:
+        # Hand-written (the generated one calls a default factory per field): this runs
+        # once per published message.
+        if id is None or timestamp is None:
+            ms = time.time_ns() // 1_000_000
+            if id is None:
+                id = new_id(ms)
+            if timestamp is None:
+                timestamp = ms
+        _set_channel(self, channel)
+        _set_event(self, event)
+        _set_data(self, data)
+        _set_id(self, id)
+        _set_timestamp(self, timestamp)
+        _set_type(self, type)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "channel": self.channel, "event": self.event,
                 "data": self.data, "timestamp": self.timestamp}
+
+
+# The slots' own setters: what object.__setattr__ ends up calling, minus the lookup
+# (a third cheaper). Only for building new instances.
+_set_channel, _set_event, _set_data, _set_id, _set_timestamp, _set_type = (
+    Envelope.__dict__[name].__set__
+    for name in ("channel", "event", "data", "id", "timestamp", "type"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +137,78 @@ class Record:
         return d
 
 
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+"""JSON string literal, non-ASCII kept (ensure_ascii=False); the C version when built."""
+
+
+def _make_data_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode`` without building a C encoder per call (which it does)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has _json
+        return _ENCODER.encode
+    markers: dict[int, Any] = {}
+    chunks = make(markers, _ENCODER.default, _quote, None, ":", ",", False, False, False)
+    join = "".join
+
+    def dump(data: Any) -> str:
+        if type(data) is str:
+            return _quote(data)
+        try:
+            return join(chunks(data, 0))
+        except BaseException:
+            markers.clear()  # an error midway leaves ids in the circular-reference check
+            raise
+
+    return dump
+
+
+_dump_data = _make_data_encoder()
+
+_valid_channels: set[str] = set()
+"""Channel names already validated (plain str only); validation is a pure function."""
+_VALID_CHANNELS_MAX = 65_536
+
+
+def _is_valid_channel(channel: object) -> bool:
+    """Validate (raising InvalidChannel) unless known good; True if usable as is."""
+    if type(channel) is str and channel in _valid_channels:
+        return True
+    validate_channel(channel)
+    if type(channel) is str:
+        if len(_valid_channels) >= _VALID_CHANNELS_MAX:
+            _valid_channels.clear()
+        _valid_channels.add(channel)
+        return True
+    return False
+
+
 def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
     """Envelope -> compact UTF-8 JSON.
 
     Raises InvalidChannel, MessageError (other bad envelope fields), SerializationError or
     MessageTooLarge, so that whatever encodes also decodes: ``decode(encode(e)) == e``
     for JSON-native data.
+
+    The output is exactly ``json.dumps(envelope.to_dict(), separators=(",", ":"),
+    ensure_ascii=False, allow_nan=False)``, built from a template: the channel grammar
+    needs no escaping, the other strings are quoted by json's C quoting function and only
+    ``data`` goes through the (cached) C encoder.
     """
-    _check_fields(envelope)
+    channel, event, mid, kind, ts = (envelope.channel, envelope.event, envelope.id,
+                                     envelope.type, envelope.timestamp)
+    plain = _is_valid_channel(channel)  # InvalidChannel names the broken rule
+    if not (type(event) is str and event and type(mid) is str and mid
+            and type(kind) is str and kind and type(ts) is int):
+        _check_fields(envelope)  # raises, unless str or int subclasses
+        plain = False
     try:
-        raw = _ENCODER.encode(envelope.to_dict()).encode()
+        if plain:
+            text = ('{"id":' + _quote(mid) + ',"type":' + _quote(kind) + ',"channel":"'
+                    + channel + '","event":' + _quote(event) + ',"data":'
+                    + _dump_data(envelope.data) + ',"timestamp":' + int.__repr__(ts) + "}")
+        else:
+            text = _ENCODER.encode(envelope.to_dict())
+        raw = text.encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"data for channel {envelope.channel!r} is not JSON-serializable: {exc}") from exc
@@ -126,31 +236,83 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# json.loads(raw, parse_constant=...) builds a new JSONDecoder on every call; this is it,
+# built once.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_loads = _DECODER.decode
+
+
+def _parse(raw: bytes) -> Any:
+    """``json.loads(raw)`` with the constants rejected; bytes that are not plain UTF-8
+    (UTF-16/32, a BOM, encoded surrogates) take json.loads's own route, so the same
+    inputs parse."""
+    try:
+        return _loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return _loads(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
+def _envelope(channel: str, event: str, data: JSONValue, mid: str, ts: int,
+              kind: str) -> Envelope:
+    """An Envelope from checked fields, without the defaults logic of ``__init__``."""
+    env = _new(Envelope)
+    _set_channel(env, channel)
+    _set_event(env, event)
+    _set_data(env, data)
+    _set_id(env, mid)
+    _set_timestamp(env, ts)
+    _set_type(env, kind)
+    return env
+
+
 def decode(raw: bytes | None) -> Envelope:
     """Wire bytes -> Envelope; raises MalformedMessage (never anything else) on bad input."""
     if raw is None:
         raise MalformedMessage("message has no value")
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        obj = _parse(raw) if type(raw) is bytes else json.loads(
+            raw, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, TypeError) as exc:
         raise MalformedMessage(f"message is not JSON: {exc}") from exc
     except RecursionError as exc:
         raise MalformedMessage("message is nested too deeply") from exc
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise MalformedMessage("message is not a JSON object")
     try:
         channel, event, mid, ts = obj["channel"], obj["event"], obj["id"], obj["timestamp"]
     except KeyError as exc:
         raise MalformedMessage(f"message lacks field {exc.args[0]!r}") from exc
     kind = obj.get("type", "message")
-    for name, value in (("channel", channel), ("event", event), ("id", mid), ("type", kind)):
-        if not isinstance(value, str) or not value:
-            raise MalformedMessage(f"message field {name!r} must be a non-empty string")
-    if not isinstance(ts, int) or isinstance(ts, bool):
+    # json.loads makes plain str and int (never subclasses): type() checks are exact.
+    if not (type(event) is str and event and type(mid) is str and mid
+            and type(kind) is str and kind and type(channel) is str and channel):
+        for name, value in (("channel", channel), ("event", event), ("id", mid),
+                            ("type", kind)):
+            if not isinstance(value, str) or not value:
+                raise MalformedMessage(f"message field {name!r} must be a non-empty string")
+    if type(ts) is not int:
         raise MalformedMessage("message field 'timestamp' must be an integer")
     try:
-        validate_channel(channel)
+        _is_valid_channel(channel)
     except InvalidChannel as exc:
         raise MalformedMessage(f"message channel is invalid: {exc}") from exc
-    return Envelope(channel=ChannelName(channel), event=event, data=obj.get("data"), id=mid,
-                    timestamp=ts, type=kind)
+    return _envelope(channel, event, obj.get("data"), mid, ts, kind)
+
+
+def decode_record(raw: bytes | None, topic: str, partition: int, offset: int) -> Record:
+    """``Record(decode(raw), Position(topic, partition, offset))``, built cheaply (the
+    fan-out consumer runs it once per consumed message)."""
+    position = _new(Position)
+    _set_topic(position, topic)
+    _set_partition(position, partition)
+    _set_offset(position, offset)
+    record = _new(Record)
+    _set_envelope(record, decode(raw))
+    _set_position(record, position)
+    return record
+
+
+_new = object.__new__
+_set_envelope, _set_position = (Record.__dict__[n].__set__ for n in ("envelope", "position"))
+_set_topic, _set_partition, _set_offset = (
+    Position.__dict__[n].__set__ for n in ("topic", "partition", "offset"))

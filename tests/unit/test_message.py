@@ -221,3 +221,119 @@ def test_position_parse_rejects_non_strings(value: object) -> None:
 def test_positions_order_by_topic_partition_offset() -> None:
     ps = [Position("b", 0, 1), Position("a", 1, 0), Position("a", 0, 10), Position("a", 0, 2)]
     assert [str(p) for p in sorted(ps)] == ["a:0:2", "a:0:10", "a:1:0", "b:0:1"]
+
+
+# --- the hot-path shortcuts give exactly the plain results -------------------------------
+
+
+def dumps(env: Envelope) -> bytes:
+    return json.dumps(env.to_dict(), separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+class Text(str):
+    pass
+
+
+class Count(int):
+    pass
+
+
+@settings(deadline=None)
+@given(st.text(min_size=1), st.text(min_size=1), st.text(min_size=1), json_values)
+def test_template_encoding_is_exactly_json_dumps(event: str, mid: str, kind: str,
+                                                 data: object) -> None:
+    env = envelope(event=event, id=mid, type=kind, data=data)
+    try:
+        expected = dumps(env)
+    except UnicodeEncodeError:  # lone surrogates: not UTF-8
+        with pytest.raises(SerializationError):
+            encode(env)
+        return
+    assert encode(env) == expected
+
+
+def test_str_and_int_subclasses_encode_like_json_dumps() -> None:
+    env = envelope(channel=Text("user.1"), event=Text('a"b'), id=Text("x\\y"),
+                   type=Text("t"), timestamp=Count(7))
+    assert encode(env) == dumps(env)
+
+
+def test_a_failed_encode_does_not_poison_the_next() -> None:
+    # The C encoder's circular-reference check keeps the ids of the containers it is in;
+    # an error midway must not leave them there.
+    data: dict[str, object] = {"a": {"b": object()}}
+    with pytest.raises(SerializationError):
+        encode(envelope(data=data))
+    data["a"] = {"b": 1}
+    inner = data["a"]
+    assert decode(encode(envelope(data=data))).data == {"a": {"b": 1}}
+    assert decode(encode(envelope(data=inner))).data == {"b": 1}
+
+
+def test_circular_data_is_a_serialization_error() -> None:
+    data: list[object] = []
+    data.append(data)
+    with pytest.raises(SerializationError):
+        encode(envelope(data=data))
+
+
+def test_known_good_channels_are_still_checked_when_new() -> None:
+    assert encode(envelope(channel="user.1"))
+    with pytest.raises(InvalidChannel):
+        encode(envelope(channel="user 1"))
+    with pytest.raises(InvalidChannel):
+        encode(envelope(channel=Text("user 1")))
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-le", "utf-32"])
+def test_decode_accepts_what_json_loads_accepts(codec: str) -> None:
+    env = envelope(event="é")
+    raw = json.dumps(env.to_dict(), ensure_ascii=False).encode(codec)
+    assert json.loads(raw)["event"] == "é"
+    assert decode(raw) == env
+
+
+def test_decode_record_is_record_of_decode() -> None:
+    from channelcast.message import decode_record
+
+    raw = encode(envelope())
+    record = decode_record(raw, "realtime.user", 3, 17)
+    assert record == Record(decode(raw), Position("realtime.user", 3, 17))
+    assert hash(record.position) == hash(Position("realtime.user", 3, 17))
+    with pytest.raises(MalformedMessage):
+        decode_record(b"{}", "t", 0, 0)
+
+
+def test_default_id_and_timestamp_are_one_clock_reading() -> None:
+    env = envelope()
+    value = 0
+    for c in env.id:
+        value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(c)
+    assert value >> 80 >= env.timestamp  # the same ms, or later if the clock went back
+    ids = [envelope().id for _ in range(100)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 100
+
+
+def reference_ulid(ms: int, rand: int) -> str:
+    value = (ms << 80) | rand
+    return "".join("0123456789ABCDEFGHJKMNPQRSTVWXYZ"[(value >> s) & 31]
+                   for s in range(125, -1, -5))
+
+
+@pytest.mark.parametrize("rand", [0, 0xFFFFF - 1, (5 << 20) | 0xFFFFE, (1 << 80) - 3])
+def test_ulid_caches_follow_carries_and_millisecond_changes(rand: int) -> None:
+    from channelcast import message
+
+    saved = message._ulid_last
+    try:
+        ms = 4_200_000_000_000
+        message._ulid_last = (ms, rand)
+        got = [message.new_id(ms) for _ in range(3)]
+        assert got == [reference_ulid(ms, (rand + i) & ((1 << 80) - 1)) for i in (1, 2, 3)]
+        later = message.new_id(ms + 1)
+        assert later[:10] == reference_ulid(ms + 1, 0)[:10]
+        assert later > got[-1]
+    finally:
+        message._ulid_last = saved
