@@ -75,6 +75,10 @@ CLOSE_GRACE_S = 5.0
 """How long a close frame may wait behind unread data before the connection is aborted."""
 ABORT_EXTENSION = "channelcast.abort"
 """ASGI scope extension our uvicorn protocol adds: ``{"abort": callable}``."""
+DIRECT_EXTENSION = "channelcast.direct"
+"""ASGI scope extension our uvicorn protocol adds: ``{"room": () -> int, "write":
+(list[str]) -> None}``, a synchronous way to write text frames past the ASGI send stack
+(which cost more per frame than the socket write in the fan-out profile)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +172,30 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 # --- WebSocket ----------------------------------------------------------------------------
 
 
+def _no_room() -> int:
+    return 0
+
+
 class WebSocketTransport:
+    """Frames go through Starlette's ``send_text``, or, when the server offers the
+    :data:`DIRECT_EXTENSION`, straight into the connection (see ``room``/``send_now``)."""
+
     def __init__(self, websocket: WebSocket, grace_s: float = CLOSE_GRACE_S) -> None:
         self.websocket = websocket
         self.grace_s = grace_s
+        direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+        self._room: Callable[[], int] = direct["room"] if direct else _no_room
+        self._write: Callable[[list[str]], None] | None = direct["write"] if direct else None
 
     async def send(self, item: Outgoing) -> None:
         await self.websocket.send_text(item.text)
+
+    def room(self) -> int:
+        return self._room()
+
+    def send_now(self, items: list[Outgoing]) -> None:
+        assert self._write is not None, "send_now without room"
+        self._write([item.text for item in items])
 
     async def close(self, code: int, reason: str) -> None:
         """Send the close frame; if a client that does not read keeps it stuck behind

@@ -13,11 +13,19 @@ import socket
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from channelcast.brokers import Broker
 from channelcast.config import Settings
-from channelcast.gateway.app import ABORT_EXTENSION, Authorizer, Gateway, create_app
+from channelcast.gateway.app import (
+    ABORT_EXTENSION,
+    DIRECT_EXTENSION,
+    Authorizer,
+    Gateway,
+    create_app,
+)
 
 log = logging.getLogger("channelcast.gateway")
 
@@ -48,6 +56,35 @@ class GatewayServer(uvicorn.Server):
         raise RuntimeError("server is not listening yet")
 
 
+_FRAME_CACHE_ITEMS = 1024
+_FRAME_CACHE_TEXT = 16 * 1024
+_frames: dict[str, bytes] = {}
+
+
+def text_frame(text: str) -> bytes:
+    """An unmasked, unfragmented, uncompressed WebSocket text frame (RFC 6455 5.2), as
+    a server sends it. Every client of a channel gets the same message text, so the frame
+    of a recent (small) text is built once and reused: the hub hands one ``str`` object to
+    every session, and the lookup by that object is a hash the ``str`` already caches."""
+    frame = _frames.get(text)
+    if frame is not None:
+        return frame
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 1 << 16:
+        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    frame = head + payload
+    if n <= _FRAME_CACHE_TEXT:
+        if len(_frames) >= _FRAME_CACHE_ITEMS:
+            _frames.clear()
+        _frames[text] = frame
+    return frame
+
+
 def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]:
     """uvicorn's WebSocket protocol with a fixed kernel send buffer and transport high-water
     mark, so a client that stops reading fills *our* bounded send queue (and meets the
@@ -67,6 +104,33 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
             super().handle_connect(event)
             # Lets the app cut a connection whose close frame cannot get through.
             self.scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+            self.scope["extensions"][DIRECT_EXTENSION] = {"room": self.direct_room,
+                                                          "write": self.direct_write}
+
+        def direct_room(self) -> int:
+            """Bytes that may be written before the transport pauses; 0 when it is paused
+            or the connection is not open (the caller then uses the ASGI ``send``, which
+            waits for ``resume_writing`` or raises, exactly as before)."""
+            if (not self.handshake_complete or self.close_sent or self.disconnected
+                    or not self.writable.is_set() or self.transport.is_closing()
+                    or self.conn.state is not State.OPEN):
+                return 0
+            high = self.transport.get_write_buffer_limits()[1]
+            return max(0, high - self.transport.get_write_buffer_size())
+
+        def direct_write(self, texts: list[str]) -> None:
+            """Write these text frames in one ``transport.write``. Without extensions
+            (compression), the frame bytes are the same for every client: built once."""
+            if self.close_sent or self.disconnected or self.transport.is_closing():
+                raise ClientDisconnected()
+            conn = self.conn
+            if conn.extensions:
+                for text in texts:
+                    conn.send_text(text.encode())
+                self.transport.write(b"".join(conn.data_to_send()))
+                return
+            # Anything the protocol queued itself (a pong, say) goes first, as it would.
+            self.transport.write(b"".join(conn.data_to_send() + [text_frame(t) for t in texts]))
 
     return BoundedWebSocketProtocol
 

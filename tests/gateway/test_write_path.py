@@ -1,0 +1,176 @@
+"""The fan-out write path: batched direct writes, the shared frame bytes, per-batch metrics.
+
+Session tests use a fake transport (no sockets); the last test runs the real uvicorn
+protocol through the gateway and reads the frames with a real WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from channelcast.brokers.memory import MemoryBroker
+from channelcast.gateway.hub import Hub
+from channelcast.gateway.metrics import GatewayMetrics
+from channelcast.gateway.protocol import ClientProtocol, Credentials
+from channelcast.gateway.server import text_frame
+from channelcast.gateway.session import DROP_OLDEST, DirectTransport, Outbox, Outgoing, Session
+from channelcast.message import Envelope, Record
+from channelcast.types import ChannelName, Position
+from tests.gateway.conftest import running_gateway, settings_with, ws_client
+
+C = ChannelName("c")
+
+
+class FakeDirect:
+    """Writes go to lists; ``room()`` is the budget left, which writes use up (as a
+    transport's buffer that the socket does not drain)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.batches: list[list[str]] = []
+        self.sent: list[str] = []  # through the awaiting path
+
+    async def send(self, item: Outgoing) -> None:
+        self.sent.append(item.text)
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+    def room(self) -> int:
+        return max(0, self.budget)
+
+    def send_now(self, items: list[Outgoing]) -> None:
+        self.batches.append([i.text for i in items])
+        self.budget -= sum(len(i.text) for i in items)
+
+
+def record(i: int) -> Record:
+    return Record(Envelope(channel=C, event="e", data=i), Position("t", 0, i))
+
+
+def make_session(transport: FakeDirect, send_queue: int = 256) -> Session:
+    hub = Hub(MemoryBroker())
+    protocol = ClientProtocol("n.1", Credentials("k", "s"))
+    return Session(hub, protocol, transport, send_queue=send_queue,
+                   slow_client_policy=DROP_OLDEST, metrics=GatewayMetrics())
+
+
+def test_fake_is_a_direct_transport() -> None:
+    assert isinstance(FakeDirect(1), DirectTransport)
+
+
+async def test_a_burst_queued_before_the_writer_runs_goes_out_in_one_write() -> None:
+    transport = FakeDirect(budget=1 << 20)
+    session = make_session(transport)
+    session.start(greet=False)
+    for i in range(50):
+        session.deliver(C, record(i), f"m{i}")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.batches == [[f"m{i}" for i in range(50)]]
+    assert transport.sent == []
+    assert session.metrics.delivered == 50
+    assert session.metrics.registry.get_sample_value("channelcast_deliveries_total") == 50
+    await session.aclose()
+
+
+async def test_a_batch_stops_at_the_room_and_the_rest_stays_under_the_policy() -> None:
+    transport = FakeDirect(budget=0)
+    session = make_session(transport, send_queue=4)
+    # Room for the dropped notice and 1.5 messages of 10 chars: the second one crosses it.
+    transport.budget = len(session._render_dropped(6, ["c"]).text) + 15
+    session.start(greet=False)
+    for i in range(10):
+        session.deliver(C, record(i), f"message{i:03d}")
+    # Only four fit in the bounded buffer: six were dropped before the writer ran.
+    assert session.outbox.dropped == 6
+    for _ in range(10):
+        await asyncio.sleep(0)
+    first = transport.batches[0]
+    assert first[0].startswith('{"type":"dropped"')
+    assert '"count":6' in first[0]
+    assert first[1:] == ["message006", "message007"]
+    assert transport.sent == ["message008", "message009"]
+    assert session.metrics.registry.get_sample_value("channelcast_drops_total") == 6
+    await session.aclose()
+
+
+async def test_without_room_every_frame_takes_the_awaiting_path() -> None:
+    transport = FakeDirect(budget=0)
+    session = make_session(transport)
+    session.start(greet=False)
+    for i in range(5):
+        session.deliver(C, record(i), f"m{i}")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert transport.batches == []
+    assert transport.sent == [f"m{i}" for i in range(5)]
+    await session.aclose()
+
+
+def test_get_nowait_gives_the_dropped_notice_first_and_none_when_empty() -> None:
+    box = Outbox(1, DROP_OLDEST)
+    assert box.get_nowait() is None
+    box.put(Outgoing("a", record=record(1)))
+    box.put(Outgoing("b", record=record(2)))
+    notice = box.get_nowait()
+    assert notice is not None
+    assert json.loads(notice.text)["type"] == "dropped"
+    item = box.get_nowait()
+    assert item is not None
+    assert item.text == "b"
+    assert box.get_nowait() is None
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frame_parses_as_one_unmasked_text_frame(size: int) -> None:
+    text = "é" * (size // 2) + "x" * (size % 2)  # multi-byte UTF-8 too
+    data = text_frame(text)
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame: Frame = done.value
+    else:
+        raise AssertionError("the frame was incomplete")
+    assert frame.opcode is Opcode.TEXT
+    assert frame.fin
+    assert frame.data.decode() == text
+    assert text_frame(text) == data  # cached or not, the same bytes
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_many_messages_over_the_direct_path_arrive_complete_and_in_order(
+        compression: str | None) -> None:
+    """Without compression the shared frame bytes are written; with permessage-deflate
+    each connection's own compressor frames them."""
+    async with running_gateway(settings_with()) as gw, \
+            ws_client(gw.ws_url, compression=compression) as client:
+        await client.send({"type": "subscribe", "channel": "order"})
+        while (await client.recv())["type"] != "subscribed":
+            pass
+        # Published in one call: the pump hands them out back to back, so the writer
+        # finds many queued and takes the direct, batched path.
+        await gw.gateway.broker.publish_many(
+            [Envelope(channel=ChannelName("order"), event="e", data={"seq": i, "pad": "y" * 300})
+             for i in range(500)])
+        seqs = []
+        while len(seqs) < 500:
+            frame = await asyncio.wait_for(client.recv(), 10)
+            assert frame["type"] == "message", frame
+            seqs.append(frame["data"]["seq"])
+        assert seqs == list(range(500))
+        assert bool(client.ws.protocol.extensions) == (compression is not None)
+        session = next(iter(gw.gateway.sessions))
+        assert isinstance(session.transport, DirectTransport)
+        assert session.transport.room() > 0  # the server offers the direct path
+        assert gw.gateway.metrics.delivered == 500
+        assert session.protocol.channels == {"order"}
