@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from channelcast.errors import InvalidChannel, MessageTooLarge
 from channelcast.message import Envelope, encode
-from channelcast.types import ChannelName
+from channelcast.types import ChannelName, Position
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
@@ -61,3 +64,60 @@ def test_ulids_are_26_crockford_digits_and_sortable() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == 1000
     assert all(len(i) == 26 and set(i) <= set(CROCKFORD) for i in ids)
+
+
+# --- publish(): concurrent calls go out together, each with its own result ---------------
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(60)
+async def test_concurrent_publishes_each_get_their_own_position(kafka_bootstrap: str,
+                                                                unique: str) -> None:
+    from channelcast.brokers.kafka import KafkaBroker
+    from tests.kafka.helpers.support import settings_for
+
+    settings = settings_for(kafka_bootstrap, unique, partitions=3)
+    async with KafkaBroker(settings) as broker:
+        channels = [f"room.{i % 7}" for i in range(300)]
+        positions = await asyncio.gather(*(broker.publish(c, "e", i)
+                                           for i, c in enumerate(channels)))
+        assert len(set(positions)) == 300
+        for channel in set(channels):
+            # Read back: each position holds exactly the message that call published.
+            start = Position(positions[0].topic, broker.strategy.route(channel).partition, -1)
+            history = await broker.history(channel, start)
+            by_position = {r.position: r.envelope.data for r in history}
+            mine = [(p, i) for i, (p, c) in enumerate(zip(positions, channels, strict=True))
+                    if c == channel]
+            assert [by_position[p] for p, _ in mine] == [i for _, i in mine]
+            # Calls made in order are stored in order.
+            offsets = [p.offset for p, _ in mine]
+            assert offsets == sorted(offsets)
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(60)
+async def test_one_refused_publish_does_not_fail_the_others(kafka_bootstrap: str,
+                                                            unique: str) -> None:
+    from channelcast.brokers.kafka import KafkaBroker
+    from tests.kafka.helpers.support import settings_for
+
+    # librdkafka refuses, at produce() time, a message over its own limit; channelcast's
+    # limit (max_message_bytes) is higher, so encode() lets it through.
+    settings = settings_for(kafka_bootstrap, unique, partitions=1,
+                            producer={"message.max.bytes": 4000})
+    async with KafkaBroker(settings) as broker:
+        results = await asyncio.gather(
+            broker.publish("room.a", "e", 1), broker.publish("room.a", "e", "x" * 10_000),
+            broker.publish("room.a", "e", 3), return_exceptions=True)
+        first, big, third = results
+        assert isinstance(first, Position)
+        assert isinstance(third, Position)
+        assert isinstance(big, MessageTooLarge)
+        assert third.offset == first.offset + 1
+        history = await broker.history("room.a", Position(first.topic, 0, -1))
+        assert [r.envelope.data for r in history] == [1, 3]
+        # Bad input is refused by the caller's own call, and nothing is queued.
+        with pytest.raises(InvalidChannel):
+            await broker.publish("bad channel", "e", 1)
+        assert (await broker.publish("room.a", "e", 4)).offset == third.offset + 1

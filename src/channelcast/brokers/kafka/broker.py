@@ -50,9 +50,11 @@ from channelcast.channels import validate_channel
 from channelcast.config import KafkaSettings
 from channelcast.errors import (
     BrokerClosed,
+    BrokerError,
     BrokerUnavailable,
     HistoryUnavailable,
     MessageError,
+    MessageTooLarge,
     PublishError,
 )
 from channelcast.message import Envelope, Record, decode, encode
@@ -61,6 +63,10 @@ from channelcast.types import ChannelName, JSONValue, Position, TopicName
 
 if TYPE_CHECKING:
     from channelcast.config import Settings
+
+
+_Pending = tuple[Outgoing, ChannelName, "asyncio.Future[Position]"]
+"""A publish() call waiting to be produced: its message, channel and result."""
 
 
 class KafkaBroker:
@@ -87,6 +93,9 @@ class KafkaBroker:
         self._workers: set[KafkaWorker] = set()
         self._started = False
         self._closed = False
+        # publish() calls waiting to go out together (see publish), and the tasks sending.
+        self._pending: list[_Pending] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     # --- configuration -------------------------------------------------------------
     def _common(self) -> dict[str, Any]:
@@ -137,6 +146,10 @@ class KafkaBroker:
         if self._closed:
             return
         self._closed = True
+        if self._pending:
+            self._flush_pending()
+        if self._sending:  # publish() calls already accepted go out before the producer
+            await asyncio.gather(*self._sending, return_exceptions=True)
         workers = list(self._workers)
         for worker in workers:
             await worker.stop()
@@ -221,33 +234,83 @@ class KafkaBroker:
 
     # --- publish ----------------------------------------------------------------------
     async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
+        """One message. Concurrent calls are produced together (one produce burst and one
+        wait for acknowledgements per event-loop turn), each still getting its own
+        position or its own error; bad input raises here and queues nothing."""
+        self._publisher_or_fail()
         # encode() validates the channel (InvalidChannel) along with the other fields.
-        envelope = Envelope(channel=ChannelName(channel), event=event, data=data)
-        return (await self.publish_many([envelope]))[0]
+        outgoing, _known = self._outgoing(
+            Envelope(channel=ChannelName(channel), event=event, data=data))
+        future: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
+        pending = self._pending
+        pending.append((outgoing, ChannelName(channel), future))
+        if len(pending) == 1:
+            future.get_loop().call_soon(self._flush_pending)
+        return await future
+
+    def _flush_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.ensure_future(self._send_pending(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send_pending(self, batch: list[_Pending]) -> None:
+        results: list[Position | BrokerError | MessageTooLarge] = []
+        try:
+            if self._publisher is None:
+                raise BrokerClosed("the Kafka broker is closed")
+            unknown = [channel for o, channel, _ in batch if o[0] not in self._partitions]
+            if unknown:
+                await self._ensure_topics_for(unknown)
+                mismatched = [item for item in batch
+                              if item[0][1] >= self._partitions[item[0][0]]]
+                for (topic, partition, *_), _channel, future in mismatched:
+                    if not future.done():
+                        future.set_exception(self._partition_mismatch(topic, partition))
+                if mismatched:
+                    gone = {id(item) for item in mismatched}
+                    batch = [item for item in batch if id(item) not in gone]
+            results = await self._publisher.send_each([item[0] for item in batch])
+        except Exception as exc:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # the caller was cancelled
+            if isinstance(result, Position):
+                future.set_result(result)
+            else:
+                future.set_exception(result)
+
+    def _outgoing(self, env: Envelope) -> tuple[Outgoing, bool]:
+        """Encode (which validates) and route; whether the topic's partitions are known."""
+        value = encode(env, self.settings.max_message_bytes)
+        route = self.strategy.route(env.channel)
+        count = self._partitions.get(route.topic)
+        if count is not None and route.partition >= count:
+            raise self._partition_mismatch(route.topic, route.partition)
+        return ((route.topic, route.partition, route.key, value,
+                 [(HEADER_CHANNEL, route.key), (HEADER_EVENT, env.event), (HEADER_ID, env.id)]),
+                count is not None)
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
         publisher = self._publisher_or_fail()
-        route_of = self.strategy.route
-        limit = self.settings.max_message_bytes
-        known = self._partitions
+        make = self._outgoing
         outgoing: list[Outgoing] = []
         unknown: list[ChannelName] = []
         # Encode (which validates) everything first: a bad message fails the batch unsent.
         for env in envelopes:
-            value = encode(env, limit)
-            route = route_of(env.channel)
-            count = known.get(route.topic)
-            if count is None:
+            message, known = make(env)
+            outgoing.append(message)
+            if not known:
                 unknown.append(env.channel)
-            elif route.partition >= count:
-                raise self._partition_mismatch(route.topic, route.partition)
-            outgoing.append((route.topic, route.partition, route.key, value,
-                             [(HEADER_CHANNEL, route.key), (HEADER_EVENT, env.event),
-                              (HEADER_ID, env.id)]))
         if unknown:
             await self._ensure_topics_for(unknown)
             for topic, partition, *_ in outgoing:
-                if partition >= known[topic]:
+                if partition >= self._partitions[topic]:
                     raise self._partition_mismatch(topic, partition)
         return await publisher.send(outgoing)
 

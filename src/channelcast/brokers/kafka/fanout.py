@@ -30,9 +30,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from channelcast.brokers.base import HEADER_CHANNEL
 from channelcast.brokers.kafka.errors import translate
-from channelcast.brokers.kafka.producer import coords
 from channelcast.errors import BrokerClosed, BrokerError, BrokerUnavailable, MessageError
-from channelcast.message import Record, decode
+from channelcast.message import Record, decode_record
 from channelcast.strategies import TopicStrategy
 from channelcast.types import ChannelName, Position
 
@@ -161,6 +160,23 @@ class _Inbox:
                 self._waiter = waiter
             await waiter
 
+    async def get_all(self) -> deque[Record | BaseException] | None:
+        """Everything queued, in one lock round trip (waiting if nothing is); None at the
+        end. The caller holds at most one inbox-full more: twice ``maxsize`` in all."""
+        while True:
+            with self._cond:
+                items = self._items
+                if items:
+                    if len(items) >= self._maxsize:
+                        self._cond.notify()  # the consumer thread may wait for room
+                    self._items = deque()
+                    return items
+                if self.closed:
+                    return None
+                waiter = self._loop.create_future()
+                self._waiter = waiter
+            await waiter
+
     def close(self) -> None:
         with self._cond:
             self.closed = True
@@ -182,6 +198,7 @@ class KafkaSubscription:
         self._broker = broker
         self._since = dict(since)
         self._inbox = _Inbox(asyncio.get_running_loop(), max_queue)
+        self._taken: deque[Record | BaseException] = deque()  # from the inbox, not yet read
         self._backlog: deque[Record] = deque()
         self._error: BaseException | None = None
         self._closed = False
@@ -227,6 +244,14 @@ class KafkaSubscription:
         return self
 
     async def __anext__(self) -> Record:
+        taken = self._taken
+        if taken and not self._floor:
+            # The common case, live and flowing: taken is only filled after the checks
+            # below passed, and what they check does not change afterwards.
+            item = taken.popleft()
+            if isinstance(item, BaseException):
+                raise item
+            return item
         if self._closed:
             raise StopAsyncIteration
         if not self._opening.done():
@@ -244,9 +269,12 @@ class KafkaSubscription:
         if self._backlog:
             return self._backlog.popleft()
         while True:
-            item = await self._inbox.get()
-            if item is None:
-                raise StopAsyncIteration
+            if not taken:
+                items = await self._inbox.get_all()
+                if items is None or self._closed:
+                    raise StopAsyncIteration
+                self._taken = taken = items
+            item = taken.popleft()
             if isinstance(item, BaseException):
                 raise item
             if self._floor:
@@ -262,6 +290,7 @@ class KafkaSubscription:
             return
         self._closed = True
         self._inbox.close()
+        self._taken.clear()
         self._broker._forget_subscription(self)
         if not self._opening.done():
             try:
@@ -421,6 +450,9 @@ class FanoutConsumer:
 
     def _dispatch(self, messages: list[Message]) -> None:
         out: dict[KafkaSubscription, list[Record]] = {}
+        position = self._position
+        by_channel = self._by_channel
+        decode_one = self._decode
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -429,47 +461,53 @@ class FanoutConsumer:
                 # Transient (broker restarting, leader moving): librdkafka retries itself.
                 log.warning("fan-out consumer: %s", err)
                 continue
-            topic, partition, offset = coords(msg)
+            # A consumed message without an error has all three.
+            topic: str = msg.topic()  # type: ignore[assignment]
+            partition: int = msg.partition()  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
             tp = (topic, partition)
-            expected = self._position.get(tp)
+            expected = position.get(tp)
             if expected is None or offset < expected:
                 continue  # unassigned meanwhile, or already dispatched
-            self._position[tp] = offset + 1
+            position[tp] = offset + 1
             headers = msg.headers()
             # Our producer writes the channel header first: check there before searching.
-            if (isinstance(headers, list) and headers and headers[0][0] == HEADER_CHANNEL
-                    and isinstance(headers[0][1], bytes)):
+            if (type(headers) is list and headers and headers[0][0] == HEADER_CHANNEL
+                    and type(headers[0][1]) is bytes):
                 channel: str | None = headers[0][1].decode()
             else:
                 channel = header(msg, HEADER_CHANNEL)
             record: Record | None = None
             if channel is None:
-                record = self._decode(msg)
+                record = decode_one(msg, topic, partition, offset)
                 if record is None:
                     continue
                 channel = record.channel
-            subs = self._by_channel.get(channel)
+            subs = by_channel.get(channel)
             if not subs:
                 continue
             if record is None:
-                record = self._decode(msg)
+                record = decode_one(msg, topic, partition, offset)
                 if record is None:
                     continue
             for sub in subs:
-                out.setdefault(sub, []).append(record)
+                records = out.get(sub)
+                if records is None:
+                    out[sub] = [record]
+                else:
+                    records.append(record)
         for sub, records in out.items():
             sub.inbox.put_many(records, self._stop, self._drain_commands)
 
     @staticmethod
-    def _decode(msg: Message) -> Record | None:
+    def _decode(msg: Message, topic: str, partition: int, offset: int) -> Record | None:
         try:
-            envelope = decode(msg.value())
+            return decode_record(msg.value(), topic, partition, offset)
         except MessageError as exc:
             # Not ours to fix here, but never silently: say where it is.
             log.warning("skipping malformed message at %s:%s:%s: %s",
-                        msg.topic(), msg.partition(), msg.offset(), exc)
+                        topic, partition, offset, exc)
             return None
-        return Record(envelope, Position(*coords(msg)))
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

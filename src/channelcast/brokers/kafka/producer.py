@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from channelcast.brokers.kafka.errors import translate
-from channelcast.errors import BrokerClosed
+from channelcast.errors import BrokerClosed, BrokerError, MessageTooLarge
 from channelcast.types import Position
 
 log = logging.getLogger("channelcast.kafka")
@@ -67,7 +67,8 @@ class _Batch:
     per batch that takes the next index of the report's partition from ``order``.
     """
 
-    __slots__ = ("delivered", "error", "expected", "future", "offsets", "order", "sink")
+    __slots__ = ("delivered", "error", "expected", "failed", "future", "offsets", "order",
+                 "sink")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int,
                  sink: list[asyncio.Future[None]]) -> None:
@@ -78,14 +79,17 @@ class _Batch:
         self.expected = size
         self.delivered = 0
         self.error: KafkaError | None = None
+        self.failed: dict[int, KafkaError | KafkaException] = {}  # index -> why
 
     def on_ordered_delivery(self, err: KafkaError | None, msg: Message) -> None:
         partition = msg.partition() or 0
         index = self.order[(msg.topic() or "", partition)].popleft()
         if err is None:
             self.offsets[index] = (partition, msg.offset() or 0)
-        elif self.error is None:
-            self.error = err
+        else:
+            self.failed[index] = err
+            if self.error is None:
+                self.error = err
         self.delivered += 1
         if self.delivered >= self.expected:
             self.sink.append(self.future)
@@ -93,11 +97,20 @@ class _Batch:
     def on_delivery(self, index: int, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.offsets[index] = (msg.partition() or 0, msg.offset() or 0)
-        elif self.error is None:
-            self.error = err
+        else:
+            self.failed[index] = err
+            if self.error is None:
+                self.error = err
         self.delivered += 1
         if self.delivered >= self.expected:
             self.sink.append(self.future)
+
+    def not_produced(self, index: int, exc: KafkaException) -> None:
+        """produce() refused message ``index``: no report will come for it."""
+        self.failed[index] = exc
+        self.expected -= 1
+        if self.delivered >= self.expected:
+            _finish(self.future)
 
     def produced_only(self, count: int) -> None:
         """produce() failed after ``count`` messages: wait for those alone."""
@@ -202,13 +215,42 @@ class KafkaPublisher:
             log.error("Kafka producer closed with %d undelivered messages", remaining)
 
     async def send(self, messages: Sequence[Outgoing]) -> list[Position]:
+        """Produce ``messages`` and wait for all; the first failure is raised."""
+        batch = await self._produce(messages, each=False)
+        if batch.error is not None:
+            raise translate(batch.error, "publishing")
+        return [Position(m[0], partition, offset)
+                for m, (partition, offset) in zip(messages, batch.offsets, strict=True)]
+
+    async def send_each(self, messages: Sequence[Outgoing]
+                        ) -> list[Position | BrokerError | MessageTooLarge]:
+        """Produce ``messages`` (independent publishes) and wait for all; per message its
+        position or the (translated) error that message alone met."""
+        batch = await self._produce(messages, each=True)
+        failed = batch.failed
+        results: list[Position | BrokerError | MessageTooLarge] = []
+        for index, (m, (partition, offset)) in enumerate(
+                zip(messages, batch.offsets, strict=True)):
+            why = failed.get(index)
+            if why is None:
+                results.append(Position(m[0], partition, offset))
+            else:
+                results.append(translate(why, "publishing"))
+        return results
+
+    async def _produce(self, messages: Sequence[Outgoing], each: bool) -> _Batch:
+        """Produce every message, then wait until each is acknowledged or failed.
+
+        ``each``: a message produce() refuses fails alone (``batch.failed``); otherwise
+        the refusal is raised once the messages already produced are acknowledged.
+        """
         if self._closed:
             raise BrokerClosed("the Kafka broker is closed")
         if self._fatal is not None:
             raise translate(self._fatal, "publishing")
-        if not messages:
-            return []
         batch = _Batch(asyncio.get_running_loop(), len(messages), self._completed)
+        if not messages:
+            return batch
         ordered = self._ordered_reports
         order = batch.order
         on_ordered = batch.on_ordered_delivery
@@ -219,6 +261,7 @@ class KafkaPublisher:
         self._producing += 1
         try:
             for index, (topic, partition, key, value, headers) in enumerate(messages):
+                queue: deque[int] | None = None
                 if ordered and partition >= 0:
                     queue = order.get((topic, partition))
                     if queue is None:
@@ -239,6 +282,16 @@ class KafkaPublisher:
                             await asyncio.sleep(0.002)
                         finally:
                             self._producing += 1
+                    except KafkaException as exc:
+                        if not each:
+                            raise
+                        if queue is not None:
+                            queue.pop()  # the last in; reports only take from the front
+                        batch.not_produced(index, exc)
+                        callback = None
+                        break
+                if callback is None:
+                    continue
                 produced += 1
                 if not produced & 63 and poll_lock.acquire(blocking=False):
                     try:
@@ -257,10 +310,7 @@ class KafkaPublisher:
         finally:
             self._producing -= 1
         await batch.future
-        if batch.error is not None:
-            raise translate(batch.error, "publishing")
-        return [Position(m[0], partition, offset)
-                for m, (partition, offset) in zip(messages, batch.offsets, strict=True)]
+        return batch
 
     async def close(self) -> None:
         if self._closed:
