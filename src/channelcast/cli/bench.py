@@ -77,4 +77,5 @@ def run(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(run)
+    app.command("bench", short_help="Benchmark strategies, overheads, the Java ceiling and "
+                                    "gateway fan-out; write a report.")(run)
