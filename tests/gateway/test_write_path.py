@@ -174,3 +174,23 @@ async def test_many_messages_over_the_direct_path_arrive_complete_and_in_order(
         assert session.transport.room() > 0  # the server offers the direct path
         assert gw.gateway.metrics.delivered == 500
         assert session.protocol.channels == {"order"}
+
+
+def test_take_stops_at_the_room_and_keeps_the_bound_on_what_is_left() -> None:
+    box = Outbox(3, DROP_OLDEST)
+    box.put(Outgoing("ctl", frame={"type": "subscribed"}))
+    for i in range(3):
+        box.put(Outgoing(f"m{i}", record=record(i)))
+    assert box.take(0) == []
+    assert [o.text for o in box.take(1)] == ["ctl"]  # at least one frame for any room
+    assert [o.text for o in box.take(4)] == ["m0", "m1"]  # 2 + 2 chars reach the room
+    # One message is left, so two more fit before the oldest is dropped.
+    box.put(Outgoing("m3", record=record(3)))
+    box.put(Outgoing("m4", record=record(4)))
+    assert box.dropped == 0
+    box.put(Outgoing("m5", record=record(5)))
+    assert box.dropped == 1
+    rest = box.take(1 << 20)
+    assert json.loads(rest[0].text)["data"]["count"] == 1
+    assert [o.text for o in rest[1:]] == ["m3", "m4", "m5"]
+    assert box.take(1 << 20) == []

@@ -119,51 +119,99 @@ class Outbox:
         """Queue ``item``; False means the buffer overflowed under the disconnect policy."""
         if self._finished:
             return True
-        if item.droppable and self._live >= self.limit:
-            if self.policy == DISCONNECT:
-                return False
-            victim = next(i for i, q in enumerate(self._items) if q.droppable)
-            dropped = self._items[victim]
-            del self._items[victim]
-            self._live -= 1
-            assert dropped.record is not None
-            self.dropped += 1
-            self.dropped_channels.add(dropped.record.channel)
-        if item.droppable:
+        if item.record is not None and not item.replay:  # droppable, inlined: hot path
+            if self._live >= self.limit:
+                if self.policy == DISCONNECT:
+                    return False
+                self._drop_oldest()
             self._live += 1
         self._items.append(item)
         self._ready.set()
         return True
+
+    def _drop_oldest(self) -> None:
+        victim = next(i for i, q in enumerate(self._items) if q.droppable)
+        dropped = self._items[victim]
+        del self._items[victim]
+        self._live -= 1
+        assert dropped.record is not None
+        self.dropped += 1
+        self.dropped_channels.add(dropped.record.channel)
 
     def finish(self) -> None:
         """No more frames: ``get`` returns None once the queue is drained."""
         self._finished = True
         self._ready.set()
 
-    async def get(self) -> Outgoing | None:
+    async def wait(self) -> bool:
+        """Until something is queued (True) or the outbox is finished and drained (False)."""
         while not self._items:
             if self._finished:
-                return None
+                return False
             self._ready.clear()
             await self._ready.wait()
+        return True
+
+    async def get(self) -> Outgoing | None:
+        if not await self.wait():
+            return None
         return self.get_nowait()
+
+    def _take_dropped(self) -> Outgoing:
+        notice = self._render_dropped(self.dropped, sorted(self.dropped_channels))
+        self.dropped = 0
+        self.dropped_channels.clear()
+        return notice
 
     def get_nowait(self) -> Outgoing | None:
         """The next frame (a pending ``dropped`` notice first), or None when empty."""
         if not self._items:
             return None
         if self.dropped:
-            notice = self._render_dropped(self.dropped, sorted(self.dropped_channels))
-            self.dropped = 0
-            self.dropped_channels.clear()
-            return notice
+            return self._take_dropped()
         item = self._items.popleft()
         if item.droppable:
             self._live -= 1
         return item
 
+    def take(self, room: int) -> list[Outgoing]:
+        """Frames from the front (a pending ``dropped`` notice first) while their text adds
+        up to less than ``room`` characters: at least one if any is queued and ``room`` > 0.
+        What is not taken stays queued, under the policy."""
+        batch: list[Outgoing] = []
+        if not self._items:
+            return batch
+        size = 0
+        if self.dropped:
+            notice = self._take_dropped()
+            batch.append(notice)
+            size = len(notice.text)
+        items = self._items
+        taken_live = 0
+        while items and size < room:
+            item = items.popleft()
+            batch.append(item)
+            size += len(item.text)
+            if item.record is not None and not item.replay:
+                taken_live += 1
+        self._live -= taken_live
+        return batch
+
 
 _ids = itertools.count(1)
+
+
+class _LastMessage:
+    item: Outgoing | None = None
+
+
+def _shared_message(record: Record, text: str) -> Outgoing:
+    """The hub hands one record and one text to every listener in turn: they can all queue
+    the same (never mutated) Outgoing instead of one each."""
+    item = _LastMessage.item
+    if item is None or item.record is not record or item.text is not text:
+        item = _LastMessage.item = Outgoing(text, record=record)
+    return item
 
 
 class Session:
@@ -204,25 +252,15 @@ class Session:
         direct = transport if isinstance(transport, DirectTransport) else None
         outbox = self.outbox
         try:
-            while True:
-                item = await outbox.get()
-                if item is None:
-                    return
+            while await outbox.wait():
                 room = 0 if direct is None else direct.room()
-                if room <= 0:  # paused (or no direct path): wait the transport's way
-                    await transport.send(item)
+                if room > 0:  # everything that fits below the high-water mark, in one write
+                    assert direct is not None
+                    direct.send_now(outbox.take(room))
                     continue
-                # Everything that fits below the high-water mark, in one write.
-                batch = [item]
-                size = len(item.text)
-                while size < room:
-                    more = outbox.get_nowait()
-                    if more is None:
-                        break
-                    batch.append(more)
-                    size += len(more.text)
-                assert direct is not None
-                direct.send_now(batch)
+                item = outbox.get_nowait()  # paused (or no direct path): the waiting way
+                assert item is not None
+                await transport.send(item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client went away mid-send
@@ -309,7 +347,17 @@ class Session:
         self.metrics.delivered += len(result.replay)
 
     def deliver(self, channel: ChannelName, record: Record, text: str) -> None:
-        self._queue_message(record, text)
+        if self._closing:
+            return
+        outbox = self.outbox
+        before = outbox.dropped
+        if not outbox.put(_shared_message(record, self.protocol.render_message(record, text))):
+            self._slow_disconnect()
+            return
+        # A plain int, not a Counter.inc() (a lock) per delivery: see GatewayMetrics.
+        self.metrics.delivered += 1
+        if outbox.dropped > before:
+            self.metrics.drops.inc(outbox.dropped - before)
 
     def presence_changed(self, channel: ChannelName, diff: PresenceDiff) -> None:
         for member in diff.added:
@@ -334,19 +382,6 @@ class Session:
     def _render_dropped(self, count: int, channels: list[str]) -> Outgoing:
         frame = self.protocol.render_dropped(count, channels)
         return Outgoing(self.protocol.encode(frame), frame=frame)
-
-    def _queue_message(self, record: Record, text: str) -> None:
-        if self._closing:
-            return
-        outbox = self.outbox
-        before = outbox.dropped
-        if not outbox.put(Outgoing(self.protocol.render_message(record, text), record=record)):
-            self._slow_disconnect()
-            return
-        # A plain int, not a Counter.inc() (a lock) per delivery: see GatewayMetrics.
-        self.metrics.delivered += 1
-        if outbox.dropped > before:
-            self.metrics.drops.inc(outbox.dropped - before)
 
     def _slow_disconnect(self) -> None:
         self._closing = True
