@@ -337,3 +337,30 @@ def test_ulid_caches_follow_carries_and_millisecond_changes(rand: int) -> None:
         assert later > got[-1]
     finally:
         message._ulid_last = saved
+
+
+@pytest.mark.parametrize("raw", [b' {"a":1}', b'{"a":1} ', b'{"a":1}x', b'{"a":1}{}', b"",
+                                 b"\xef\xbb\xbf[1]", b'"\xed\xa0\x80"', b"[NaN]", b"[1,]"])
+def test_parsing_accepts_and_refuses_exactly_what_json_loads_does(raw: bytes) -> None:
+    from channelcast.message import _parse
+
+    def reject(name: str) -> None:
+        raise ValueError(name)
+
+    try:
+        expected = json.loads(raw, parse_constant=reject)
+    except ValueError:
+        with pytest.raises(ValueError):  # noqa: PT011 - the type json.loads raises
+            _parse(raw)
+    else:
+        assert _parse(raw) == expected
+
+
+def test_new_position_is_a_position() -> None:
+    from channelcast.message import new_position
+
+    made = new_position("t", 1, 2)
+    assert made == Position("t", 1, 2)
+    assert hash(made) == hash(Position("t", 1, 2))
+    assert made < Position("t", 1, 3)
+    assert str(made) == "t:1:2"

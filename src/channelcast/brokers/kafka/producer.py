@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from channelcast.brokers.kafka.errors import translate
 from channelcast.errors import BrokerClosed, BrokerError, MessageTooLarge
+from channelcast.message import new_position
 from channelcast.types import Position
 
 log = logging.getLogger("channelcast.kafka")
@@ -219,7 +220,7 @@ class KafkaPublisher:
         batch = await self._produce(messages, each=False)
         if batch.error is not None:
             raise translate(batch.error, "publishing")
-        return [Position(m[0], partition, offset)
+        return [new_position(m[0], partition, offset)
                 for m, (partition, offset) in zip(messages, batch.offsets, strict=True)]
 
     async def send_each(self, messages: Sequence[Outgoing]
@@ -233,7 +234,7 @@ class KafkaPublisher:
                 zip(messages, batch.offsets, strict=True)):
             why = failed.get(index)
             if why is None:
-                results.append(Position(m[0], partition, offset))
+                results.append(new_position(m[0], partition, offset))
             else:
                 results.append(translate(why, "publishing"))
         return results
