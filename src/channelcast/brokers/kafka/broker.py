@@ -239,8 +239,8 @@ class KafkaBroker:
         position or its own error; bad input raises here and queues nothing."""
         self._publisher_or_fail()
         # encode() validates the channel (InvalidChannel) along with the other fields.
-        outgoing, _known = self._outgoing(
-            Envelope(channel=ChannelName(channel), event=event, data=data))
+        outgoing = self._outgoing(Envelope(channel=ChannelName(channel), event=event,
+                                           data=data))
         future: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
         pending = self._pending
         pending.append((outgoing, ChannelName(channel), future))
@@ -285,28 +285,25 @@ class KafkaBroker:
             else:
                 future.set_exception(result)
 
-    def _outgoing(self, env: Envelope) -> tuple[Outgoing, bool]:
-        """Encode (which validates) and route; whether the topic's partitions are known."""
+    def _outgoing(self, env: Envelope) -> Outgoing:
+        """Encode (which validates) and route. Headers as a dict of str/bytes: one object
+        the garbage collector does not even track (a list of pairs is four it does)."""
         value = encode(env, self.settings.max_message_bytes)
         route = self.strategy.route(env.channel)
         count = self._partitions.get(route.topic)
         if count is not None and route.partition >= count:
             raise self._partition_mismatch(route.topic, route.partition)
-        return ((route.topic, route.partition, route.key, value,
-                 [(HEADER_CHANNEL, route.key), (HEADER_EVENT, env.event), (HEADER_ID, env.id)]),
-                count is not None)
+        return (route.topic, route.partition, route.key, value,
+                {HEADER_CHANNEL: route.key, HEADER_EVENT: env.event, HEADER_ID: env.id})
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
         publisher = self._publisher_or_fail()
         make = self._outgoing
-        outgoing: list[Outgoing] = []
-        unknown: list[ChannelName] = []
+        known = self._partitions
         # Encode (which validates) everything first: a bad message fails the batch unsent.
-        for env in envelopes:
-            message, known = make(env)
-            outgoing.append(message)
-            if not known:
-                unknown.append(env.channel)
+        outgoing = [make(env) for env in envelopes]
+        unknown = [env.channel for env, message in zip(envelopes, outgoing, strict=True)
+                   if message[0] not in known]
         if unknown:
             await self._ensure_topics_for(unknown)
             for topic, partition, *_ in outgoing:

@@ -28,7 +28,10 @@ log = logging.getLogger("channelcast.kafka")
 librdkafka_log = logging.getLogger("channelcast.kafka.librdkafka")
 """librdkafka's own log lines (connection failures while a broker restarts, ...)."""
 
-Outgoing = tuple[str, int, bytes, bytes, list[tuple[str, str | bytes | None]]]
+Headers = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
+"""What produce() takes; a dict of str/bytes is not even tracked by the garbage collector
+(a list of tuples is four tracked objects per message); written in its order."""
+Outgoing = tuple[str, int, bytes, bytes, Headers]
 """(topic, partition, key, value, headers): one encoded message ready for produce()."""
 
 
@@ -69,13 +72,16 @@ class _Batch:
     """
 
     __slots__ = ("delivered", "error", "expected", "failed", "future", "offsets", "order",
-                 "sink")
+                 "partitions", "sink")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int,
                  sink: list[asyncio.Future[None]]) -> None:
         self.sink = sink  # completed futures, resolved by the poller in one go
         self.future: asyncio.Future[None] = loop.create_future()
-        self.offsets: list[tuple[int, int]] = [(-1, -1)] * size
+        # Two flat lists, not a (partition, offset) tuple per message: fewer objects for
+        # the garbage collector to count and trace.
+        self.partitions: list[int] = [-1] * size
+        self.offsets: list[int] = [-1] * size
         self.order: dict[tuple[str, int], deque[int]] = {}
         self.expected = size
         self.delivered = 0
@@ -86,7 +92,8 @@ class _Batch:
         partition = msg.partition() or 0
         index = self.order[(msg.topic() or "", partition)].popleft()
         if err is None:
-            self.offsets[index] = (partition, msg.offset() or 0)
+            self.partitions[index] = partition
+            self.offsets[index] = msg.offset() or 0
         else:
             self.failed[index] = err
             if self.error is None:
@@ -97,7 +104,8 @@ class _Batch:
 
     def on_delivery(self, index: int, err: KafkaError | None, msg: Message) -> None:
         if err is None:
-            self.offsets[index] = (msg.partition() or 0, msg.offset() or 0)
+            self.partitions[index] = msg.partition() or 0
+            self.offsets[index] = msg.offset() or 0
         else:
             self.failed[index] = err
             if self.error is None:
@@ -220,8 +228,8 @@ class KafkaPublisher:
         batch = await self._produce(messages, each=False)
         if batch.error is not None:
             raise translate(batch.error, "publishing")
-        return [new_position(m[0], partition, offset)
-                for m, (partition, offset) in zip(messages, batch.offsets, strict=True)]
+        return [new_position(m[0], partition, offset) for m, partition, offset
+                in zip(messages, batch.partitions, batch.offsets, strict=True)]
 
     async def send_each(self, messages: Sequence[Outgoing]
                         ) -> list[Position | BrokerError | MessageTooLarge]:
@@ -230,8 +238,8 @@ class KafkaPublisher:
         batch = await self._produce(messages, each=True)
         failed = batch.failed
         results: list[Position | BrokerError | MessageTooLarge] = []
-        for index, (m, (partition, offset)) in enumerate(
-                zip(messages, batch.offsets, strict=True)):
+        for index, (m, partition, offset) in enumerate(
+                zip(messages, batch.partitions, batch.offsets, strict=True)):
             why = failed.get(index)
             if why is None:
                 results.append(new_position(m[0], partition, offset))
