@@ -115,8 +115,11 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
                     or not self.writable.is_set() or self.transport.is_closing()
                     or self.conn.state is not State.OPEN):
                 return 0
-            high = self.transport.get_write_buffer_limits()[1]
-            return max(0, high - self.transport.get_write_buffer_size())
+            try:
+                high = self.transport.get_write_buffer_limits()[1]
+                return max(0, high - self.transport.get_write_buffer_size())
+            except (AttributeError, NotImplementedError):  # a transport without limits
+                return 0
 
         def direct_write(self, texts: list[str]) -> None:
             """Write these text frames in one ``transport.write``. Without extensions
