@@ -121,3 +121,38 @@ async def test_one_refused_publish_does_not_fail_the_others(kafka_bootstrap: str
         with pytest.raises(InvalidChannel):
             await broker.publish("bad channel", "e", 1)
         assert (await broker.publish("room.a", "e", 4)).offset == third.offset + 1
+
+
+# --- fan-out: routed by key when it names a subscribed channel, by the envelope if not ---
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(60)
+async def test_fanout_routes_by_the_envelope_when_the_key_is_another_channel(
+        kafka_bootstrap: str, unique: str) -> None:
+    from confluent_kafka import Producer
+
+    from channelcast.brokers.kafka import KafkaBroker
+    from tests.kafka.helpers.support import settings_for
+
+    settings = settings_for(kafka_bootstrap, unique, partitions=1)
+    async with KafkaBroker(settings) as broker:
+        a = broker.subscribe(["room.a"])
+        b = broker.subscribe(["room.b"])
+        await a.ready()
+        await b.ready()
+        topic = broker.strategy.route(ChannelName("room.a")).topic
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for key, channel, data in ((b"room.b", "room.a", "keyed b, for a"),
+                                   (None, "room.b", "no key, for b"),
+                                   (b"other", "room.a", "foreign key, for a")):
+            value = encode(Envelope(channel=ChannelName(channel), event="e", data=data))
+            producer.produce(topic, value, key, partition=0)
+        assert producer.flush(10) == 0
+        await broker.publish("room.b", "e", "published to b")
+        got_a = [(await asyncio.wait_for(a.__anext__(), 10)).envelope.data for _ in range(2)]
+        got_b = [(await asyncio.wait_for(b.__anext__(), 10)).envelope.data for _ in range(2)]
+        assert got_a == ["keyed b, for a", "foreign key, for a"]
+        assert got_b == ["no key, for b", "published to b"]
+        await a.close()
+        await b.close()

@@ -470,6 +470,29 @@ class FanoutConsumer:
             if expected is None or offset < expected:
                 continue  # unassigned meanwhile, or already dispatched
             position[tp] = offset + 1
+            # Our key is the channel: a subscribed one is decoded at once, and routed by
+            # the envelope's own channel (a foreign producer may key otherwise). Anything
+            # else is routed by the channel header, as before (confluent-kafka builds a
+            # list of pairs per headers() call: not worth it for the common case).
+            key = msg.key()
+            if key is not None and type(key) is bytes:
+                keyed = key.decode("utf-8", "replace")
+                subs = by_channel.get(keyed)
+                if subs:
+                    record = decode_one(msg, topic, partition, offset)
+                    if record is None:
+                        continue
+                    if record.envelope.channel != keyed:
+                        subs = by_channel.get(record.envelope.channel)
+                        if not subs:
+                            continue
+                    for sub in subs:
+                        records = out.get(sub)
+                        if records is None:
+                            out[sub] = [record]
+                        else:
+                            records.append(record)
+                    continue
             headers = msg.headers()
             # Our producer writes the channel header first: check there before searching.
             if (type(headers) is list and headers and headers[0][0] == HEADER_CHANNEL
@@ -477,7 +500,7 @@ class FanoutConsumer:
                 channel: str | None = headers[0][1].decode()
             else:
                 channel = header(msg, HEADER_CHANNEL)
-            record: Record | None = None
+            record = None
             if channel is None:
                 record = decode_one(msg, topic, partition, offset)
                 if record is None:
