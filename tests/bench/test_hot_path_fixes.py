@@ -156,3 +156,27 @@ async def test_fanout_routes_by_the_envelope_when_the_key_is_another_channel(
         assert got_b == ["no key, for b", "published to b"]
         await a.close()
         await b.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(60)
+async def test_close_sends_the_publishes_already_accepted(kafka_bootstrap: str,
+                                                          unique: str) -> None:
+    from channelcast.brokers.kafka import KafkaBroker
+    from channelcast.errors import BrokerClosed
+    from tests.kafka.helpers.support import settings_for
+
+    settings = settings_for(kafka_bootstrap, unique, partitions=1)
+    broker = KafkaBroker(settings)
+    await broker.start()
+    calls = [asyncio.ensure_future(broker.publish("room.a", "e", i)) for i in range(50)]
+    await asyncio.sleep(0)  # every call has encoded and queued its message
+    await broker.close()
+    positions = await asyncio.gather(*calls)
+    assert [p.offset for p in positions] == list(range(positions[0].offset,
+                                                       positions[0].offset + 50))
+    with pytest.raises(BrokerClosed):
+        await broker.publish("room.a", "e", "late")
+    async with KafkaBroker(settings) as reader:
+        history = await reader.history("room.a", Position(positions[0].topic, 0, -1))
+    assert [r.envelope.data for r in history] == list(range(50))
