@@ -177,6 +177,7 @@ class Cluster:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
+        _CHILDREN[proc.pid] = proc  # keep the handle: reaped by _alive(), no ResourceWarning
         state = self._state()
         state[str(node)] = proc.pid
         self._save_state(state)
@@ -250,8 +251,18 @@ class Cluster:
         self._save_state({})
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Nodes this process started; their Popen handles live as long as the node runs."""
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
         return False
     try:
         os.kill(pid, 0)

@@ -25,9 +25,7 @@ from tests.conftest import kafka_local
 from tests.e2e.conftest import ServeProcess, serve_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.slow,
-              pytest.mark.timeout(300),
-              # Cluster.start_node() lets its Popen go (the node outlives it on purpose).
-              pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")]
+              pytest.mark.timeout(300)]
 
 G = GatewaySettings()
 

@@ -67,8 +67,6 @@ def read_log(bootstrap: str, topic: str, partitions: int) -> dict[Position, tupl
 @pytest.mark.cluster
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-# kafka_local.Cluster.start_node() lets its Popen go (the node outlives it on purpose).
-@pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
 async def test_acknowledged_messages_survive_a_broker_kill(
         restart_cluster: kafka_local.Cluster, unique: str) -> None:
     bootstrap = restart_cluster.bootstrap

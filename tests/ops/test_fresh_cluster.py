@@ -19,8 +19,6 @@ from tests.conftest import kafka_local
 
 pytestmark = [
     pytest.mark.kafka, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300),
-    # kafka_local hands the broker process over by pid; its Popen object goes away early
-    pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning"),
 ]
 
 MAPPING = {"realtime.user": 10, "realtime.public": 3, "realtime": 10}
