@@ -12,11 +12,13 @@ Queues are bounded. A subscription whose queue is full applies backpressure to t
 broker's delivery (the consumer pauses; the memory broker's publish waits): nothing is
 dropped at this layer. Dropping for slow *clients* is the gateway's policy, not the broker's.
 
-This module holds only types and protocols: no I/O.
+This module holds types, protocols and the retry loop every backend's workers share;
+no I/O.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -55,6 +57,29 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         return float(min(self.initial_backoff_s * (2 ** (attempt - 1)), self.max_backoff_s))
+
+
+async def handle_with_retries(handler: Handler, record: Record, retry: RetryPolicy,
+                              on_failure: Callable[[int, Exception], None]) -> Exception | None:
+    """Run ``handler`` up to ``retry.max_attempts`` times with backoff between attempts.
+
+    Returns None once it succeeded, or the last error when every attempt failed (the caller
+    then dead-letters the record). ``on_failure(attempt, error)`` is told of each failure.
+    Cancellation is never retried. Shared by every backend's workers.
+    """
+    for attempt in range(1, retry.max_attempts + 1):
+        try:
+            await handler(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            on_failure(attempt, exc)
+            if attempt >= retry.max_attempts:
+                return exc
+            await asyncio.sleep(retry.backoff(attempt))
+        else:
+            return None
+    raise AssertionError("RetryPolicy.max_attempts must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)

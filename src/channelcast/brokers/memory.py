@@ -34,6 +34,7 @@ from channelcast.brokers.base import (
     Handler,
     RetryPolicy,
     WorkerStats,
+    handle_with_retries,
 )
 from channelcast.channels import validate_channel
 from channelcast.errors import BrokerClosed, HistoryUnavailable
@@ -416,20 +417,14 @@ class MemoryWorker:
         handler = self._router.handler_for(record)
         if handler is None:
             return
-        for attempt in range(1, self._retry.max_attempts + 1):
-            try:
-                await handler(record)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed += 1
-                if attempt == self._retry.max_attempts:
-                    self._dead_letter(record, exc, attempt)
-                    return
-                await asyncio.sleep(self._retry.backoff(attempt))
-            else:
-                self._processed += 1
-                return
+        error = await handle_with_retries(handler, record, self._retry, self._count_failure)
+        if error is None:
+            self._processed += 1
+        else:
+            self._dead_letter(record, error, self._retry.max_attempts)
+
+    def _count_failure(self, attempt: int, error: Exception) -> None:
+        self._failed += 1
 
     def _dead_letter(self, record: Record, exc: Exception, attempts: int) -> None:
         self._dead += 1

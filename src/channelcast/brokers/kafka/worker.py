@@ -42,6 +42,7 @@ from channelcast.brokers.base import (
     ChannelRouter,
     RetryPolicy,
     WorkerStats,
+    handle_with_retries,
 )
 from channelcast.brokers.kafka.errors import config_error, is_no_offset
 from channelcast.brokers.kafka.fanout import header, take_available
@@ -316,22 +317,16 @@ class KafkaWorker:
         handler = self._router.handler_for(record)
         if handler is None:
             return
-        for attempt in range(1, self._retry.max_attempts + 1):
-            try:
-                await handler(record)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed += 1
-                if attempt >= self._retry.max_attempts:
-                    await self._dead_letter(msg, exc, attempt)
-                    return
-                log.info("worker %s: handler failed on %s (attempt %d): %r",
-                         self.group, position, attempt, exc)
-                await asyncio.sleep(self._retry.backoff(attempt))
-            else:
-                self._processed += 1
-                return
+        def failed(attempt: int, error: Exception) -> None:
+            self._failed += 1
+            log.info("worker %s: handler failed on %s (attempt %d): %r",
+                     self.group, position, attempt, error)
+
+        error = await handle_with_retries(handler, record, self._retry, failed)
+        if error is None:
+            self._processed += 1
+        else:
+            await self._dead_letter(msg, error, self._retry.max_attempts)
 
     async def _dead_letter(self, msg: Message, exc: BaseException, attempts: int) -> None:
         """Produce to the dead-letter topic; only an acknowledged DLQ copy lets us move on."""
