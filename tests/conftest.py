@@ -11,6 +11,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,21 @@ def kafka_bootstrap() -> Iterator[str]:
 def unique() -> str:
     """A short unique suffix for topic, group and channel names in one test."""
     return uuid.uuid4().hex[:10]
+
+
+@contextmanager
+def private_cluster(name: str, port: int, brokers: int = 1) -> Iterator[kafka_local.Cluster]:
+    """A Kafka cluster of the test's own (it may kill and restart nodes); stopped after.
+
+    A cluster that cannot start FAILS the test, like the suite's broker.
+    """
+    cluster = kafka_local.Cluster(name=name, brokers=brokers, port=port)
+    cluster.stop()
+    try:
+        cluster.start()
+    except kafka_local.KafkaLocalError as exc:
+        pytest.fail(f"could not start the private Kafka cluster {name!r}: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

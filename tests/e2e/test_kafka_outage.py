@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from channelcast.config import GatewaySettings
 from channelcast.gateway.auth import sign_request
-from tests.conftest import kafka_local
+from tests.conftest import kafka_local, private_cluster
 from tests.e2e.conftest import ServeProcess, serve_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.slow,
@@ -32,16 +32,8 @@ G = GatewaySettings()
 
 @pytest.fixture
 def outage_cluster() -> Iterator[kafka_local.Cluster]:
-    cluster = kafka_local.Cluster(name="gateway-outage", brokers=1, port=44192)
-    cluster.stop()
-    try:
-        cluster.start()
-    except kafka_local.KafkaLocalError as exc:
-        pytest.fail(f"could not start the private Kafka cluster: {exc}", pytrace=False)
-    try:
+    with private_cluster("gateway-outage", 44192) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def wait_status(url: str, status: int, within: float) -> float:

@@ -19,7 +19,7 @@ from channelcast.brokers.kafka import KafkaBroker, KafkaSubscription
 from channelcast.errors import BrokerError, BrokerUnavailable
 from channelcast.message import Envelope, decode
 from channelcast.types import ChannelName, Position
-from tests.conftest import kafka_local
+from tests.conftest import kafka_local, private_cluster
 from tests.kafka.helpers.support import eventually, settings_for
 
 CHANNELS = 20
@@ -29,16 +29,8 @@ BATCH = 20
 
 @pytest.fixture
 def restart_cluster() -> Iterator[kafka_local.Cluster]:
-    cluster = kafka_local.Cluster(name="brokers-restart", brokers=1, port=41092)
-    cluster.stop()
-    try:
-        cluster.start()
-    except kafka_local.KafkaLocalError as exc:
-        pytest.fail(f"could not start the private Kafka cluster: {exc}", pytrace=False)
-    try:
+    with private_cluster("brokers-restart", 41092) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def read_log(bootstrap: str, topic: str, partitions: int) -> dict[Position, tuple[str, int]]:

@@ -15,7 +15,7 @@ from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.cli.main import main
 from channelcast.config import load_settings
 from channelcast.ops.provision import apply_plan, plan_topics
-from tests.conftest import kafka_local
+from tests.conftest import private_cluster
 
 pytestmark = [
     pytest.mark.kafka, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300),
@@ -26,16 +26,8 @@ MAPPING = {"realtime.user": 10, "realtime.public": 3, "realtime": 10}
 
 @pytest.fixture(scope="module")
 def fresh_bootstrap() -> Iterator[str]:
-    cluster = kafka_local.Cluster(name="ops-fresh", brokers=1, port=43192)
-    cluster.stop()
-    try:
-        bootstrap = cluster.start()
-    except kafka_local.KafkaLocalError as exc:
-        pytest.fail(f"could not start the private Kafka cluster: {exc}", pytrace=False)
-    try:
-        yield bootstrap
-    finally:
-        cluster.stop()
+    with private_cluster("ops-fresh", 43192) as cluster:
+        yield cluster.bootstrap
 
 
 def test_apply_on_a_fresh_broker_creates_exactly_the_mapping(
