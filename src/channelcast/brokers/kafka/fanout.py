@@ -475,6 +475,8 @@ class FanoutConsumer:
             # else is routed by the channel header, as before (confluent-kafka builds a
             # list of pairs per headers() call: not worth it for the common case).
             key = msg.key()
+            record = None
+            subs = None
             if key is not None and type(key) is bytes:
                 keyed = key.decode("utf-8", "replace")
                 subs = by_channel.get(keyed)
@@ -484,35 +486,24 @@ class FanoutConsumer:
                         continue
                     if record.envelope.channel != keyed:
                         subs = by_channel.get(record.envelope.channel)
-                        if not subs:
-                            continue
-                    for sub in subs:
-                        records = out.get(sub)
-                        if records is None:
-                            out[sub] = [record]
-                        else:
-                            records.append(record)
-                    continue
-            headers = msg.headers()
-            # Our producer writes the channel header first: check there before searching.
-            if (type(headers) is list and headers and headers[0][0] == HEADER_CHANNEL
-                    and type(headers[0][1]) is bytes):
-                channel: str | None = headers[0][1].decode()
-            else:
-                channel = header(msg, HEADER_CHANNEL)
-            record = None
-            if channel is None:
-                record = decode_one(msg, topic, partition, offset)
-                if record is None:
-                    continue
-                channel = record.channel
-            subs = by_channel.get(channel)
-            if not subs:
-                continue
             if record is None:
-                record = decode_one(msg, topic, partition, offset)
-                if record is None:
-                    continue
+                headers = msg.headers()
+                # Our producer writes the channel header first: check there before searching.
+                if (type(headers) is list and headers and headers[0][0] == HEADER_CHANNEL
+                        and type(headers[0][1]) is bytes):
+                    channel: str | None = headers[0][1].decode()
+                else:
+                    channel = header(msg, HEADER_CHANNEL)
+                if channel is None:
+                    record = decode_one(msg, topic, partition, offset)
+                    if record is None:
+                        continue
+                    channel = record.channel
+                subs = by_channel.get(channel)
+                if subs and record is None:
+                    record = decode_one(msg, topic, partition, offset)
+            if not subs or record is None:
+                continue
             for sub in subs:
                 records = out.get(sub)
                 if records is None:

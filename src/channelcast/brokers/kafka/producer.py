@@ -89,18 +89,8 @@ class _Batch:
         self.failed: dict[int, KafkaError | KafkaException] = {}  # index -> why
 
     def on_ordered_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        partition = msg.partition() or 0
-        index = self.order[(msg.topic() or "", partition)].popleft()
-        if err is None:
-            self.partitions[index] = partition
-            self.offsets[index] = msg.offset() or 0
-        else:
-            self.failed[index] = err
-            if self.error is None:
-                self.error = err
-        self.delivered += 1
-        if self.delivered >= self.expected:
-            self.sink.append(self.future)
+        self.on_delivery(self.order[(msg.topic() or "", msg.partition() or 0)].popleft(),
+                         err, msg)
 
     def on_delivery(self, index: int, err: KafkaError | None, msg: Message) -> None:
         if err is None:
