@@ -319,9 +319,9 @@ class KafkaBroker:
                     {HEADER_CHANNEL: key, HEADER_EVENT: env.event, HEADER_ID: env.id}))
         if unknown:
             await self._ensure_topics_for(unknown)
-            for topic, partition, *_ in outgoing:
-                if partition >= self._partitions[topic]:
-                    raise self._partition_mismatch(topic, partition)
+            for name, index, *_ in outgoing:
+                if index >= self._partitions[name]:
+                    raise self._partition_mismatch(name, index)
         return await publisher.send(outgoing)
 
     def _partition_mismatch(self, topic: str, partition: int) -> PublishError:
