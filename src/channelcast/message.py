@@ -33,48 +33,67 @@ DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CROCKFORD_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
-_PAIR_SHIFTS = tuple(range(120, -1, -10))
-_RAND_MASK = (1 << 80) - 1
 # What json.dumps(separators=..., ensure_ascii=False, allow_nan=False) builds on every
 # call, built once.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _ulid_lock = threading.Lock()
-_ulid_last = (0, 0)
-# new_id's caches, keyed by the value they encode (so always right), guarded by the lock:
-# the 10 time digits of the current millisecond and the 12 digits of the random part's
-# top 60 bits (the same for ~a million consecutive ids of one millisecond).
-_ulid_time: tuple[int, str] = (-1, "")
-_ulid_high: tuple[int, str] = (-1, "")
+# new_id's state, guarded by the lock: the millisecond of the last id, its 80 random bits
+# split into the top 60 and the low 20 (small ints, no big-int arithmetic per call), and
+# the first 22 digits (time and top 60 bits), which change only with those.
+_ulid_ms = 0
+_ulid_high = 0
+_ulid_low = 0
+_ulid_prefix = ""
+_HIGH_MASK = (1 << 60) - 1
+_LOW_MAX = (1 << 20) - 1
+_TIME_SHIFTS = (40, 30, 20, 10, 0)
+_HIGH_SHIFTS = (50, 40, 30, 20, 10, 0)
+
+
+def _digits(value: int, shifts: tuple[int, ...]) -> str:
+    pairs = _CROCKFORD_PAIRS
+    return "".join([pairs[(value >> s) & 1023] for s in shifts])
+
+
+def _ulid_state(ms: int | None = None, rand: int | None = None) -> tuple[int, int]:
+    """(millisecond, 80 random bits) of the last id; with arguments, set them (tests)."""
+    global _ulid_ms, _ulid_high, _ulid_low, _ulid_prefix
+    with _ulid_lock:
+        old = (_ulid_ms, (_ulid_high << 20) | _ulid_low)
+        if ms is not None and rand is not None:
+            _ulid_ms, _ulid_high, _ulid_low = ms, rand >> 20, rand & _LOW_MAX
+            _ulid_prefix = _digits(ms, _TIME_SHIFTS) + _digits(_ulid_high, _HIGH_SHIFTS)
+    return old
 
 
 def new_id(now_ms: int | None = None) -> str:
     """A ULID; monotonic within this process even when the clock stands still.
 
-    Within one millisecond the random part counts up from a random start, so only the
-    last four digits change from one id to the next: they alone are encoded per call.
+    Within one millisecond (or while the clock goes back) the random part counts up from a
+    random start, so only the last four digits change from one id to the next: they alone
+    are encoded per call. 26 digits = 130 bits = 13 chunks of 10 bits, two digits per table
+    lookup: the time (48 bits, 2 zero bits on top) in 5 chunks, the random part in 8.
     """
-    global _ulid_last, _ulid_time, _ulid_high
+    global _ulid_ms, _ulid_high, _ulid_low, _ulid_prefix
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    pairs = _CROCKFORD_PAIRS
     with _ulid_lock:
-        last_ms, last_rand = _ulid_last
-        if ms <= last_ms:
-            ms, rand = last_ms, (last_rand + 1) & _RAND_MASK
-        else:
+        if ms > _ulid_ms:
             rand = int.from_bytes(os.urandom(10), "big")
-        _ulid_last = (ms, rand)
-        # 26 digits = 130 bits = 13 chunks of 10 bits, two digits per table lookup: the
-        # time (48 bits, 2 zero bits on top) in 5 chunks, the random part in 8.
-        cached_ms, time_digits = _ulid_time
-        if cached_ms != ms:
-            time_digits = "".join([pairs[(ms >> s) & 1023] for s in (40, 30, 20, 10, 0)])
-            _ulid_time = (ms, time_digits)
-        high = rand >> 20
-        cached_high, high_digits = _ulid_high
-        if cached_high != high:
-            high_digits = "".join([pairs[(high >> s) & 1023] for s in (50, 40, 30, 20, 10, 0)])
-            _ulid_high = (high, high_digits)
-    return time_digits + high_digits + pairs[(rand >> 10) & 1023] + pairs[rand & 1023]
+            _ulid_ms = ms
+            _ulid_high = rand >> 20
+            low = rand & _LOW_MAX
+            _ulid_prefix = _digits(ms, _TIME_SHIFTS) + _digits(_ulid_high, _HIGH_SHIFTS)
+        else:
+            low = _ulid_low + 1
+            if low > _LOW_MAX:  # carry into the top 60 bits
+                low = 0
+                _ulid_high = (_ulid_high + 1) & _HIGH_MASK
+                _ulid_prefix = (_digits(_ulid_ms, _TIME_SHIFTS)
+                                + _digits(_ulid_high, _HIGH_SHIFTS))
+        _ulid_low = low
+        prefix = _ulid_prefix
+    pairs = _CROCKFORD_PAIRS
+    return prefix + pairs[low >> 10] + pairs[low & 1023]
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -48,13 +48,13 @@ def reference_ulid(ms: int, rand: int) -> str:
 def test_ulid_pair_table_matches_the_digit_loop(ms: int, rand: int) -> None:
     from channelcast import message
 
-    saved = message._ulid_last
+    saved = message._ulid_state()
     # With the clock "standing still" at ms, new_id uses last_rand + 1 = rand.
-    message._ulid_last = (ms, rand - 1)
+    message._ulid_state(ms, rand - 1)
     try:
         assert message.new_id(ms) == reference_ulid(ms, rand)
     finally:
-        message._ulid_last = saved  # later ids must not inherit a made-up clock
+        message._ulid_state(*saved)  # later ids must not inherit a made-up clock
 
 
 def test_ulids_are_26_crockford_digits_and_sortable() -> None:

@@ -370,17 +370,17 @@ def reference_ulid(ms: int, rand: int) -> str:
 def test_ulid_caches_follow_carries_and_millisecond_changes(rand: int) -> None:
     from channelcast import message
 
-    saved = message._ulid_last
+    saved = message._ulid_state()
     try:
         ms = 4_200_000_000_000
-        message._ulid_last = (ms, rand)
+        message._ulid_state(ms, rand)
         got = [message.new_id(ms) for _ in range(3)]
         assert got == [reference_ulid(ms, (rand + i) & ((1 << 80) - 1)) for i in (1, 2, 3)]
         later = message.new_id(ms + 1)
         assert later[:10] == reference_ulid(ms + 1, 0)[:10]
         assert later > got[-1]
     finally:
-        message._ulid_last = saved
+        message._ulid_state(*saved)
 
 
 @pytest.mark.parametrize("raw", [b' {"a":1}', b'{"a":1} ', b'{"a":1}x', b'{"a":1}{}', b"",
