@@ -38,6 +38,16 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
         for run in strategy.runs:
             assert run.received == run.sent > 0
             assert run.latency.count == run.sent
+        # The raw baseline on the strategy's own partitions, at its fraction-of-saturation
+        # rate, with the settings it reports.
+        raw_trip = strategy.raw_round_trip
+        assert raw_trip is not None
+        assert raw_trip.received == raw_trip.sent > 0
+        assert raw_trip.offered_rate == strategy.runs[-1].offered_rate
+        # The partitions the channels route to (what the subscription reads, too).
+        used = int(strategy.raw_round_trip_note.split(" partition(s)")[0])
+        assert 0 < used <= strategy.partitions
+        assert "linger.ms=5" in strategy.raw_round_trip_note
     names = {row.name for row in results.throughput}
     assert names == {"raw confluent-kafka produce() loop", "channelcast publish_many()",
                      "raw produce() + json.dumps per message", "channelcast publish()",

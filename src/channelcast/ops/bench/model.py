@@ -112,6 +112,11 @@ class StrategyResult:
     runs: list[LatencyRun] = field(default_factory=list)
     raw_publish_messages: int = 0
     raw_publish_seconds: float = math.nan
+    raw_round_trip: LatencyRun | None = None
+    """A bare confluent-kafka produce-to-consume loop on this strategy's own topics and
+    partitions, at the rate of its "fraction of saturation" run (Kafka only)."""
+    raw_round_trip_note: str = ""
+    """What the raw round trip shared with channelcast's run (settings, size, partitions)."""
 
     @property
     def publish_rate(self) -> float:

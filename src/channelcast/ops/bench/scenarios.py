@@ -360,6 +360,8 @@ async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
                             partitions=sum(s.partitions for s in specs),
                             provision_seconds=time.perf_counter() - t0)
     pad = padding_for(config.message_bytes, channels)
+    loads: list[tuple[str, float]] = []
+    clients: tuple[dict[str, Any], dict[str, Any]] | None = None
     try:
         async with target.broker(kafka) as broker:
             collector = Collector(broker.subscribe(channels, max_queue=10_000))
@@ -389,6 +391,15 @@ async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
                     result.runs.append(_run(label, rate, sent, secs, phase))
             finally:
                 await collector.stop()
+            clients = raw_client_configs(broker)
+        if clients is not None and len(loads) > len(rates):
+            # The raw baseline for the "fraction of saturation" run: the same topics and
+            # partitions, rate, value size, keys and librdkafka settings, nothing else.
+            label, rate = loads[-1]
+            log(f"[{name}] raw round trip on the same topics at {rate:,.0f} msg/s")
+            size = len(encode(_envelope(channels[-1], 0, time.monotonic_ns(), pad)))
+            result.raw_round_trip, result.raw_round_trip_note = await raw_round_trip(
+                kafka, channels, clients, rate, config.rate_seconds, size, config.drain_s)
         if target.bootstrap is not None:
             # The same messages to the same partitions with a bare produce() loop: tells
             # the broker's share of the difference between strategies from the client's.
@@ -407,6 +418,59 @@ async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
     finally:
         await target.drop([s.name for s in specs])
     return result
+
+
+def raw_client_configs(broker: Broker) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(producer, consumer) librdkafka settings exactly as ``broker`` builds them for its
+    publisher and its fan-out consumer; None for a broker that is not Kafka."""
+    from channelcast.brokers.kafka.broker import KafkaBroker
+    from channelcast.brokers.kafka.producer import producer_defaults
+
+    if not isinstance(broker, KafkaBroker):
+        return None
+    settings = broker.settings
+    producer = producer_defaults(settings.brokers, settings.timeout_s)
+    producer.update(settings.producer)
+    consumer = broker.consumer_config(**{
+        "group.id": f"channelcast-bench-raw-{time.time_ns()}",
+        "enable.auto.commit": False, "enable.auto.offset.store": False})
+    return producer, consumer
+
+
+def _describe_clients(producer: dict[str, Any], consumer: dict[str, Any]) -> str:
+    shown = ("acks", "enable.idempotence", "linger.ms", "compression.type", "batch.size")
+    fetch = ("fetch.wait.max.ms", "fetch.min.bytes", "fetch.queue.backoff.ms")
+    parts = [f"{k}={producer[k]}" for k in shown if k in producer]
+    parts += [f"{k}={consumer[k]}" for k in fetch if k in consumer]
+    return ", ".join(parts) + (" (fetch settings: librdkafka defaults)"
+                               if not any(k in consumer for k in fetch) else "")
+
+
+async def raw_round_trip(kafka: KafkaSettings, channels: Sequence[ChannelName],
+                         clients: tuple[dict[str, Any], dict[str, Any]], rate: float,
+                         seconds: float, size: int, drain_s: float) -> tuple[LatencyRun, str]:
+    """A bare confluent-kafka produce-to-consume round trip over the partitions these
+    channels route to (round-robin over the channels, as the fixed-rate publisher sends,
+    each with its channel as key), with channelcast's own producer and fan-out consumer
+    settings; latency from each message's intended send time."""
+    from channelcast.brokers.kafka.reader import spread_round_trip
+
+    strategy = create_strategy(kafka)
+    routes = [(r.topic, r.partition, r.key) for c in channels for r in (strategy.route(c),)]
+    producer, consumer = clients
+    rec = LatencyRecorder()
+    sent, received, secs = await asyncio.to_thread(
+        spread_round_trip, producer, consumer, routes, rate=rate, seconds=seconds, size=size,
+        on_latency=rec.record_ns, drain_s=drain_s)
+    partitions = len({(t, p) for t, p, _ in routes})
+    note = (f"{partitions} partition(s) of {len({t for t, _, _ in routes})} topic(s), "
+            f"{size} B values keyed by channel (channelcast adds 3 small headers), "
+            f"{rate:,.0f} msg/s; the same librdkafka settings as channelcast's producer and "
+            f"fan-out consumer: {_describe_clients(producer, consumer)}")
+    run = LatencyRun(label="raw round trip, same topics", offered_rate=rate, sent=sent,
+                     received=received, seconds=secs, latency=rec.summary(),
+                     curve=rec.curve(), histogram=rec.encode() if rec.count else "")
+    return run, note
 
 
 async def strategy_comparison(target: Target, config: BenchConfig, log: Log = _quiet,
