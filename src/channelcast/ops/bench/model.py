@@ -90,6 +90,12 @@ class LatencyRun:
     latency: LatencySummary
     curve: list[tuple[float, float]] = field(default_factory=list)
     histogram: str = ""
+    worst_at_s: float = math.nan
+    """When the slowest message was meant to be sent, seconds into the run: tells a single
+    stall (which alone can be a 10-second run's p99) from a slow run."""
+    gc_max_ms: float = math.nan
+    """The longest garbage-collector pause of the benchmark process during the run."""
+    gc_total_ms: float = math.nan
 
     @property
     def achieved_rate(self) -> float:

@@ -95,14 +95,15 @@ def check_targets(results: BenchResults) -> list[TargetCheck]:
 
 def _latency_table(runs: list[tuple[str, LatencyRun]]) -> list[str]:
     lines = ["| strategy | load | offered msg/s | achieved msg/s | received / sent | "
-             "p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | max at s | GC max ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for who, r in runs:
         lat = r.latency
         lines.append(
             f"| {who} | {r.label} | {_num(r.offered_rate)} | {_num(r.achieved_rate)} | "
             f"{r.received:,} / {r.sent:,} | {_ms(lat.p50_ms)} | {_ms(lat.p95_ms)} | "
-            f"{_ms(lat.p99_ms)} | {_ms(lat.p999_ms)} | {_ms(lat.max_ms)} |")
+            f"{_ms(lat.p99_ms)} | {_ms(lat.p999_ms)} | {_ms(lat.max_ms)} | "
+            f"{_num(r.worst_at_s, 1)} | {_ms(r.gc_max_ms)} |")
     return lines
 
 

@@ -45,6 +45,7 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
     results = BenchResults(config=config, broker=target.url,
                            machine=describe_machine(target), started=started)
     t0 = time.perf_counter()
+    log = _elapsed(log, t0)
     wanted = set(config.scenarios)
     if "strategies" in wanted:
         results.strategies = await scenarios.strategy_comparison(target, config, log,
@@ -81,6 +82,18 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
     results.seconds = time.perf_counter() - t0
     results.machine["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return results
+
+
+def _elapsed(log: Log, t0: float) -> Log:
+    """Progress lines prefixed with seconds since the start: a stall in a run's figures
+    (its ``max at s``) can then be put next to what the benchmark did just before."""
+    if log is _quiet:
+        return log
+
+    def timed(message: str) -> None:
+        log(f"[{time.perf_counter() - t0:7.1f}s] {message}")
+
+    return timed
 
 
 def _round_trip_rate(results: BenchResults) -> float:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import math
 import random
 import re
 import string
@@ -117,6 +119,33 @@ def envelope_size(message_bytes: int, channels: Sequence[str]) -> int:
 # --- the subscriber side ---------------------------------------------------------------
 
 
+class GcPauses:
+    """The benchmark process's garbage-collector pauses while installed (``gc.callbacks``):
+    a stop-the-world pause delays every thread's Python code, the consumer's included."""
+
+    def __init__(self) -> None:
+        self.max_ns = 0
+        self.total_ns = 0
+        self._started = 0
+
+    def __call__(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+        elif self._started:
+            pause = time.perf_counter_ns() - self._started
+            self._started = 0
+            self.total_ns += pause
+            self.max_ns = max(self.max_ns, pause)
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self)
+
+
 @dataclass
 class _Phase:
     tag: int
@@ -127,6 +156,10 @@ class _Phase:
     last_ns: int = 0
     expected: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    begun_ns: int = field(default_factory=time.monotonic_ns)
+    worst_ns: int = -1
+    worst_sent_ns: int = 0
+    gc: GcPauses = field(default_factory=GcPauses)
 
     def check(self) -> None:
         if self.expected is not None and self.received >= self.expected:
@@ -165,7 +198,10 @@ class Collector:
                     self.stale += 1
                     continue
                 if phase.record_latency:
-                    phase.recorder.record_ns(now - int(data["t"]))
+                    sent = int(data["t"])
+                    phase.recorder.record_ns(now - sent)
+                    if now - sent > phase.worst_ns:
+                        phase.worst_ns, phase.worst_sent_ns = now - sent, sent
                 if not phase.received:
                     phase.first_ns = now
                 phase.last_ns = now
@@ -179,6 +215,8 @@ class Collector:
             self.probe_seen.set()
 
     async def stop(self) -> None:
+        if self.phase is not None:
+            self.phase.gc.remove()
         await self.subscription.close()
         if self._task is not None:
             self._task.cancel()
@@ -186,7 +224,10 @@ class Collector:
                 await self._task
 
     def begin(self, tag: int, record_latency: bool = True) -> _Phase:
+        if self.phase is not None:
+            self.phase.gc.remove()
         self.phase = _Phase(tag, record_latency=record_latency)
+        self.phase.gc.install()
         return self.phase
 
     async def wait(self, phase: _Phase, expected: int, drain_s: float) -> None:
@@ -339,9 +380,14 @@ async def publish_fixed_rate(broker: Broker, channels: Sequence[ChannelName], ra
 
 def _run(label: str, rate: float | None, sent: int, seconds: float, phase: _Phase) -> LatencyRun:
     rec = phase.recorder
+    phase.gc.remove()  # the phase is over; a late pause is the next phase's
+    worst_at = ((phase.worst_sent_ns - phase.begun_ns) / 1e9 if phase.worst_ns >= 0
+                else math.nan)
     return LatencyRun(label=label, offered_rate=rate, sent=sent, received=phase.received,
                       seconds=seconds, latency=rec.summary(), curve=rec.curve(),
-                      histogram=rec.encode() if rec.count else "")
+                      histogram=rec.encode() if rec.count else "",
+                      worst_at_s=worst_at, gc_max_ms=phase.gc.max_ns / 1e6,
+                      gc_total_ms=phase.gc.total_ns / 1e6)
 
 
 # --- scenario 1: strategies ----------------------------------------------------------------
@@ -416,6 +462,7 @@ async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
                                         config=dict(config.producer))
             result.raw_publish_messages, result.raw_publish_seconds = t.messages, t.seconds
     finally:
+        log(f"[{name}] removing {len(specs)} topic(s)")
         await target.drop([s.name for s in specs])
     return result
 
