@@ -45,6 +45,10 @@ async def test_strategy_comparison_on_the_memory_broker() -> None:
             assert run.received == run.sent
             assert run.latency.count == run.sent
             assert 0 < run.latency.p50_ms <= run.latency.p99_ms <= run.latency.max_ms
+            # The slowest message was sent during the run; GC pauses were watched.
+            assert 0 <= run.worst_at_s <= run.seconds + 1
+            assert 0 <= run.gc_max_ms <= run.gc_total_ms
+        assert strategy.raw_round_trip is None  # no raw client on the memory broker
         fixed = strategy.runs[1]
         assert fixed.sent == 200  # 400 msg/s for 0.5 s
     assert results.skipped == []  # only what was asked for ran
@@ -85,3 +89,23 @@ def test_fails_fast_when_kafka_is_not_there(tmp_path: Path) -> None:
         bench(BenchConfig.quick(), bootstrap="127.0.0.1:1", output=tmp_path,
               ping_timeout_s=2.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gc_pauses_are_measured_while_installed() -> None:
+    import gc
+
+    from channelcast.ops.bench.scenarios import GcPauses
+
+    pauses = GcPauses()
+    pauses.install()
+    pauses.install()  # once only
+    try:
+        assert gc.callbacks.count(pauses) == 1
+        gc.collect()
+    finally:
+        pauses.remove()
+    assert pauses not in gc.callbacks
+    assert 0 < pauses.max_ns <= pauses.total_ns
+    seen = pauses.total_ns
+    gc.collect()
+    assert pauses.total_ns == seen  # removed: no longer counting
