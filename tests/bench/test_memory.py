@@ -109,3 +109,13 @@ def test_gc_pauses_are_measured_while_installed() -> None:
     seen = pauses.total_ns
     gc.collect()
     assert pauses.total_ns == seen  # removed: no longer counting
+
+
+@pytest.mark.timeout(60)
+async def test_repeat_runs_the_strategies_again_on_fresh_topics() -> None:
+    config = BenchConfig.quick(**{**TINY, "repeat": 2})
+    results = await run_bench(MemoryTarget(), config)
+    assert results.errors == []
+    assert len(results.repeats) == 1
+    assert [s.strategy for s in results.repeats[0]] == ["one-per-channel", "grouped"]
+    assert all(run.received == run.sent > 0 for s in results.repeats[0] for run in s.runs)

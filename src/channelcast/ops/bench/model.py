@@ -47,6 +47,10 @@ class BenchConfig:
     run_id: str = field(default_factory=_run_id)
     producer: Mapping[str, Any] = field(default_factory=dict)
     consumer: Mapping[str, Any] = field(default_factory=dict)
+    repeat: int = 1
+    """How many times the strategies scenario runs (with its raw round trips). A 10-second
+    run's p99 can be one stall; with repeats the report lists every run's target ratios
+    and judges the latency and throughput targets on their median."""
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
@@ -66,6 +70,7 @@ class BenchConfig:
             raise ConfigError("bench.scenarios", f"unknown scenario(s) {sorted(unknown)}; "
                               f"known: {', '.join(SCENARIOS)}")
         for name in ("channels", "messages", "message_bytes", "batch", "window", "publishers",
+                     "repeat",
                      "overhead_channels", "overhead_partitions", "java_records",
                      "fanout_clients", "fanout_messages", "fanout_burst"):
             if getattr(self, name) < 1:
@@ -160,6 +165,8 @@ class BenchResults:
     broker: str
     machine: dict[str, str] = field(default_factory=dict)
     strategies: list[StrategyResult] = field(default_factory=list)
+    repeats: list[list[StrategyResult]] = field(default_factory=list)
+    """The strategies scenario's further runs (``config.repeat`` - 1), in order."""
     throughput: list[ThroughputRow] = field(default_factory=list)
     round_trips: list[LatencyRun] = field(default_factory=list)
     fanout: list[ThroughputRow] = field(default_factory=list)

@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +51,12 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
     if "strategies" in wanted:
         results.strategies = await scenarios.strategy_comparison(target, config, log,
                                                                  results.errors)
+        for n in range(2, config.repeat + 1):
+            log(f"[strategies] run {n} of {config.repeat}")
+            # Fresh topic names: a name deleted a moment ago may still be being removed.
+            again = replace(config, run_id=f"{config.run_id}r{n}")
+            results.repeats.append(await scenarios.strategy_comparison(
+                target, again, log, results.errors))
     kafka_only = [s for s in ("overhead", "ceiling") if s in wanted]
     if target.bootstrap is None:
         results.skipped += [f"{s}: needs Kafka (raw confluent-kafka / Java baselines)"
