@@ -50,13 +50,16 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
         assert "linger.ms=5" in strategy.raw_round_trip_note
     names = {row.name for row in results.throughput}
     assert names == {"raw confluent-kafka produce() loop", "channelcast publish_many()",
-                     "raw produce() + json.dumps per message", "channelcast publish()",
+                     "raw produce() + json.dumps + headers", "channelcast publish()",
+                     "raw produce() + channelcast's headers",
                      "raw confluent-kafka consumer loop", "channelcast subscription",
                      "raw consumer + json.loads per message",
                      "Java ProducerPerformance (Kafka's own tool)"}
     for row in results.throughput:
         assert row.messages > 0, row
         assert row.seconds > 0, row
+        if row.group == "publish" and "Java" not in row.name:
+            assert "µs CPU/msg" in row.note, row  # every publish loop reports its CPU
     (trip,) = results.round_trips
     assert trip.received == trip.sent > 0
     assert trip.latency.count == trip.sent

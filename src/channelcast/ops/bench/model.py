@@ -37,6 +37,8 @@ class BenchConfig:
     publishers: int = 1000
     overhead_channels: int = 100
     overhead_partitions: int = 10
+    overhead_rounds: int = 3
+    """Alternating rounds of the raw and channelcast publish loops; the median is reported."""
     java_records: int = 500_000
     fanout_clients: int = 1000
     fanout_messages: int = 50
@@ -56,7 +58,8 @@ class BenchConfig:
     def quick(cls, **overrides: Any) -> BenchConfig:
         values: dict[str, Any] = dict(
             channels=50, messages=5_000, rates=(500.0, 2_000.0), rate_seconds=2.0,
-            overhead_channels=10, overhead_partitions=3, java_records=20_000,
+            overhead_channels=10, overhead_partitions=3, overhead_rounds=1,
+            java_records=20_000,
             fanout_clients=20, fanout_messages=20, fanout_burst=20, fanout_rate=20.0, drain_s=20.0,
             publishers=200)
         values.update(overrides)
@@ -71,7 +74,7 @@ class BenchConfig:
                               f"known: {', '.join(SCENARIOS)}")
         for name in ("channels", "messages", "message_bytes", "batch", "window", "publishers",
                      "repeat",
-                     "overhead_channels", "overhead_partitions", "java_records",
+                     "overhead_channels", "overhead_partitions", "overhead_rounds", "java_records",
                      "fanout_clients", "fanout_messages", "fanout_burst"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bench.{name}", f"must be >= 1, got {getattr(self, name)}")
