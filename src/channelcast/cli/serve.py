@@ -22,6 +22,7 @@ def serve(config: ConfigOption = None,
     of gateway nodes share the work. SIGINT/SIGTERM shut it down gracefully.
     """
     from channelcast.gateway.server import serve as run
+    from channelcast.runtime import freeze_startup_heap
 
     settings = settings_from(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -29,6 +30,7 @@ def serve(config: ConfigOption = None,
     p = settings.gateway.port if port is None else port
     typer.echo(f"channelcast gateway on http://{h}:{p}/  (broker: {settings.broker}; "
                "Ctrl-C to stop)")
+    freeze_startup_heap()  # shorter garbage-collector pauses (see channelcast.runtime)
     try:
         run(settings, host=host, port=port)
     except KeyboardInterrupt:  # Ctrl-C before the server took over the signals
