@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from channelcast.cli.main import main
-from channelcast.errors import BrokerUnavailable
+from channelcast.errors import BrokerError, BrokerUnavailable
 from channelcast.ops.bench import BenchConfig, MemoryTarget, bench, run_bench
 from channelcast.ops.bench.scenarios import bench_channels, needed_topics, original_mapping
 
@@ -119,3 +119,39 @@ async def test_repeat_runs_the_strategies_again_on_fresh_topics() -> None:
     assert len(results.repeats) == 1
     assert [s.strategy for s in results.repeats[0]] == ["one-per-channel", "grouped"]
     assert all(run.received == run.sent > 0 for s in results.repeats[0] for run in s.runs)
+
+
+async def test_in_flight_counts_only_unfinished_calls_and_raises_the_first_error() -> None:
+    import asyncio
+
+    from channelcast.ops.bench.scenarios import _InFlight
+    from channelcast.types import Position
+
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def call(i: int) -> list[Position]:
+        await gates[i].wait()
+        return []
+
+    inflight = _InFlight(2)
+    await inflight.add(call(0))
+    gates[0].set()
+    await asyncio.sleep(0.01)
+    assert not inflight.tasks  # finished: out of the count without anyone looking
+    await inflight.add(call(1))
+    adding = asyncio.ensure_future(inflight.add(call(2)))
+    await asyncio.sleep(0.01)
+    assert not adding.done()  # two unacknowledged: the sender waits
+    gates[1].set()
+    await asyncio.wait_for(adding, 1)
+    gates[2].set()
+    await inflight.drain()
+
+    async def boom() -> list[Position]:
+        raise BrokerError("no")
+
+    failing = _InFlight(10)
+    await failing.add(boom())
+    await asyncio.sleep(0.01)
+    with pytest.raises(BrokerError, match="no"):
+        await failing.drain()
