@@ -221,7 +221,7 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> by
 
     The output is ``json.dumps(envelope.to_dict(), separators=(",", ":"),
     ensure_ascii=False, allow_nan=False)``: byte for byte, except that a float may be
-    spelled differently (``1e16`` for ``1e+16``; the same number). orjson writes it when
+    spelled differently (``1e-7`` for ``1e-07``; the same number). orjson writes it when
     it can; whatever orjson would write differently or not at all takes json's route (see
     ``_ORJSON_OPTS``), and so does any output holding ``null``: orjson writes NaN and the
     infinities as null where json refuses them. The only values orjson accepts and json
