@@ -75,9 +75,19 @@ def _java() -> str:
     return java
 
 
-def java_command(main_class: str, *args: str, heap: str = "256m") -> list[str]:
+# What Kafka's own start scripts give the broker JVM (kafka-run-class.sh's performance
+# options): G1 aiming at 20 ms pauses. The JVM's default aims at 200 ms, and its young
+# collections then stalled acknowledgements by 27-55 ms here.
+BROKER_JVM_OPTIONS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                      "-XX:InitiatingHeapOccupancyPercent=35",
+                      "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
+                      "-Djava.awt.headless=true")
+
+
+def java_command(main_class: str, *args: str, heap: str = "256m",
+                 jvm_options: tuple[str, ...] = ()) -> list[str]:
     """A java command line with the Kafka jars on the classpath (also for Kafka's tools)."""
-    return [_java(), f"-Xmx{heap}", f"-Dlog4j2.configurationFile={LOG4J}",
+    return [_java(), f"-Xmx{heap}", *jvm_options, f"-Dlog4j2.configurationFile={LOG4J}",
             "-cp", f"{LIBS}/*", main_class, *args]
 
 
@@ -173,7 +183,8 @@ class Cluster:
         ndir = self.dir / f"node{node}"
         log = open(ndir / "server.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            java_command("kafka.Kafka", str(ndir / "server.properties"), heap="768m"),
+            java_command("kafka.Kafka", str(ndir / "server.properties"), heap="768m",
+                         jvm_options=("-Xms768m", *BROKER_JVM_OPTIONS)),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
