@@ -7,6 +7,7 @@ never skip.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import uuid
@@ -62,3 +63,12 @@ def private_cluster(name: str, port: int, brokers: int = 1) -> Iterator[kafka_lo
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_frozen_heap_after_a_test() -> Iterator[None]:
+    """Commands run in-process (``main(["serve", ...])``) freeze the heap as they do in
+    their own process; the test process must not keep it frozen for the next tests."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()

@@ -44,6 +44,12 @@ def run(
         help="WebSocket clients in the fan-out scenario (default 1000).")] = None,
     scenarios: Annotated[str | None, typer.Option(
         help=f"Comma-separated subset of: {', '.join(SCENARIOS)}.")] = None,
+    repeat: Annotated[int | None, typer.Option(
+        help="Run the strategies scenario N times on fresh topics; its targets are judged "
+             "on the median (default 1).")] = None,
+    rounds: Annotated[int | None, typer.Option(
+        help="Alternating rounds of the overhead scenario's publish loops; the median is "
+             "reported (default 3, 1 with --quick).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder (a sub-folder per run).")
                    ] = DEFAULT_OUTPUT,
 ) -> None:
@@ -56,7 +62,8 @@ def run(
     overrides: dict[str, Any] = {}
     for key, value in (("channels", channels), ("messages", messages),
                        ("rate_seconds", rate_seconds), ("message_bytes", size),
-                       ("fanout_clients", clients)):
+                       ("fanout_clients", clients), ("repeat", repeat),
+                       ("overhead_rounds", rounds)):
         if value is not None:
             overrides[key] = value
     if rates is not None:
