@@ -8,6 +8,7 @@ scenario failure. :func:`bench` adds the output folder and an optional private c
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import time
@@ -45,6 +46,8 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     results = BenchResults(config=config, broker=target.url,
                            machine=describe_machine(target), started=started)
+    # `channelcast bench` freezes its start-up heap (channelcast.runtime); say whether it is.
+    results.machine["gc_frozen_objects"] = f"{gc.get_freeze_count():,}"
     t0 = time.perf_counter()
     log = _elapsed(log, t0)
     wanted = set(config.scenarios)
