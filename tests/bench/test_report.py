@@ -161,3 +161,17 @@ def test_repeated_runs_are_listed_and_judged_on_the_median() -> None:
     text = render_markdown(results)
     assert "## 1b. Strategies, runs 2 to 3" in text
     assert "| run 3: grouped: raw confluent-kafka | raw round trip, same topics |" in text
+
+
+def test_publish_targets_name_the_like_for_like_ratio_as_context() -> None:
+    results = _results()
+    results.throughput.append(
+        ThroughputRow("publish", "raw produce() + channelcast's headers", 1000, 0.0125))
+    checks = {t.name: t for t in check_targets(results)}
+    many = checks["channelcast publish_many() >= 0.8x raw produce()"]
+    # Judged against the bare loop; the same-records ratio is only shown.
+    assert many.measured == "0.80x (1.00x of raw produce() with channelcast's headers)"
+    assert many.met is True
+    one = checks["channelcast publish() >= 0.8x raw produce()"]
+    assert one.measured == "0.50x (0.62x of raw produce() with channelcast's headers)"
+    assert one.met is False
