@@ -72,3 +72,15 @@ def _no_frozen_heap_after_a_test() -> Iterator[None]:
     yield
     if gc.get_freeze_count():
         gc.unfreeze()
+
+
+def has_float(value: object) -> bool:
+    """Whether JSON-like data holds a float anywhere (orjson may spell those differently
+    from json.dumps: ``1e-7`` for ``1e-07``)."""
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_float(v) for v in value)
+    return False

@@ -13,22 +13,13 @@ from hypothesis import strategies as st
 from channelcast.errors import InvalidChannel, MessageTooLarge
 from channelcast.message import Envelope, encode
 from channelcast.types import ChannelName, Position
+from tests.conftest import has_float
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
                                                            allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12)
-
-
-def has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_float(v) for v in value)
-    return False
 
 
 @settings(deadline=None)

@@ -20,6 +20,7 @@ from channelcast.errors import (
 )
 from channelcast.message import Envelope, Record, decode, encode, new_id
 from channelcast.types import ChannelName, Position
+from tests.conftest import has_float
 
 ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
@@ -261,16 +262,6 @@ def nested(depth: int) -> list[object]:
     for _ in range(depth):
         data = [data]
     return data
-
-
-def has_float(value: object) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_float(v) for v in value)
-    return False
 
 
 @pytest.mark.parametrize("data", [

@@ -49,6 +49,7 @@ __all__ = [
     "produce_loop",
     "read_stamp",
     "round_trip",
+    "spread_round_trip",
     "stamp_value",
     "wait_writable",
 ]
@@ -320,74 +321,104 @@ def round_trip(bootstrap: str, topic: str, partition: int, *, rate: float, secon
                producer_config: Mapping[str, Any] | None = None,
                consumer_config: Mapping[str, Any] | None = None,
                drain_s: float = 10.0) -> RawRoundTrip:
-    """Produce ``rate`` msg/s for ``seconds`` and consume them in a second thread.
+    """:func:`spread_round_trip` on one partition, unkeyed, with channelcast's producer
+    defaults (``producer_config`` merged over them)."""
+    producer = baseline_producer_config(bootstrap)
+    producer.pop("logger", None)
+    producer.update(producer_config or {})
+    consumer: dict[str, Any] = {"bootstrap.servers": bootstrap,
+                                "group.id": f"channelcast-bench-raw-{time.time_ns()}",
+                                "enable.auto.commit": False, "enable.partition.eof": False}
+    consumer.update(consumer_config or {})
+    return spread_round_trip(producer, consumer, [(topic, partition, None)], rate=rate,
+                             seconds=seconds, size=size, on_latency=on_latency,
+                             drain_s=drain_s)
 
-    ``on_latency(ns)`` gets, for each message, receive time minus *intended* send time
-    (``time.monotonic_ns``), so a stalled producer shows up as latency instead of hiding it.
-    Called from the consumer thread only.
+
+def spread_round_trip(producer_config: Mapping[str, Any], consumer_config: Mapping[str, Any],
+                      routes: Sequence[tuple[str, int, bytes | None]], *, rate: float,
+                      seconds: float, size: int, on_latency: Callable[[int], None],
+                      drain_s: float = 10.0) -> RawRoundTrip:
+    """Produce ``rate`` msg/s for ``seconds`` round-robin over ``routes`` (topic,
+    partition, key) and consume them in a second thread that has every routed partition
+    assigned: a bare confluent-kafka loop, nothing of channelcast in it.
+
+    ``on_latency(ns)`` gets receive time minus *intended* send time (``time.monotonic_ns``;
+    a stalled producer shows up as latency). The consumer starts at the end of each
+    partition and the timed part begins once a probe was seen on every one of them.
+    Blocking.
     """
+    if not routes:
+        raise BrokerError("raw round trip: no partitions to send to")
     total = max(1, int(rate * seconds))
     interval = 1e9 / rate
-    producer = _producer(bootstrap, producer_config)
-    consumer = _consumer(bootstrap, consumer_config)
-    received = 0
+    parts = sorted({(topic, partition) for topic, partition, _key in routes})
+    pad = b"x" * max(0, size - _STAMP.size)
+    producer = Producer(dict(producer_config))
+    consumer = Consumer(dict(consumer_config))
     stop = threading.Event()
-    ready = threading.Event()
+    seen: set[tuple[str, int]] = set()
+    all_seen = threading.Event()
     failure: list[BaseException] = []
+    received = 0
 
     def consume() -> None:
         nonlocal received
         try:
-            consumer.assign([TopicPartition(topic, partition, OFFSET_END)])
+            consumer.assign([TopicPartition(t, p, OFFSET_END) for t, p in parts])
             while not stop.is_set():
-                # poll() returns each message as soon as it is there; consume(n, timeout)
-                # would wait for n messages or the timeout, adding latency at low rates.
-                msg = consumer.poll(0.05)
-                if msg is not None:
-                    err = msg.error()
-                    if err is not None:
-                        raise BrokerError(f"raw consumer: {err.str()}")
-                    now = time.monotonic_ns()
-                    value = msg.value()
-                    if value is None or len(value) < _STAMP.size:
-                        continue
-                    stamp = read_stamp(value)
-                    if stamp < 0:  # a warm-up probe
-                        ready.set()
-                        continue
-                    on_latency(now - stamp)
-                    received += 1
+                msg = consumer.poll(0.05)  # returns each message as soon as it is there
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    raise BrokerError(f"raw consumer: {err.str()}", retriable=err.retriable())
+                now = time.monotonic_ns()
+                value = msg.value()
+                if value is None or len(value) < _STAMP.size:
+                    continue
+                stamp = _STAMP.unpack_from(value)[0]
+                if stamp < 0:  # a probe: this partition is live
+                    seen.add((str(msg.topic()), int(msg.partition() or 0)))
+                    if len(seen) == len(parts):
+                        all_seen.set()
+                    continue
+                on_latency(now - stamp)
+                received += 1
         except BaseException as exc:  # handed to the caller
             failure.append(exc)
-            ready.set()
+            all_seen.set()
 
-    thread = threading.Thread(target=consume, name="bench-raw-consumer", daemon=True)
+    thread = threading.Thread(target=consume, name="bench-raw-spread-consumer", daemon=True)
     thread.start()
     try:
-        # Probe until the consumer is positioned and sees messages.
-        deadline = time.monotonic() + 30.0
-        while not ready.wait(0.2):
+        deadline = time.monotonic() + 60.0
+        while not all_seen.wait(0.3):
             if time.monotonic() > deadline:
-                raise BrokerError("raw round trip: the consumer saw no probe within 30s")
-            producer.produce(topic, stamp_value(-1, size), partition=partition)
+                raise BrokerError(f"raw round trip: {len(parts) - len(seen)} partition(s) "
+                                  "saw no probe within 60s")
+            for topic, partition in parts:
+                if (topic, partition) not in seen:
+                    producer.produce(topic, _STAMP.pack(-1) + pad, partition=partition)
             producer.poll(0)
         if failure:
             raise failure[0]
+        produce = producer.produce
         start = time.monotonic_ns()
         sent = 0
+        count = len(routes)
         while sent < total:
-            now = time.monotonic_ns()
-            due = min(total, int((now - start) / interval) + 1)
+            due = min(total, int((time.monotonic_ns() - start) / interval) + 1)
             while sent < due:
-                intended = start + int(sent * interval)
+                topic, partition, key = routes[sent % count]
                 try:
-                    producer.produce(topic, stamp_value(intended, size), partition=partition)
+                    produce(topic, _STAMP.pack(start + int(sent * interval)) + pad, key,
+                            partition=partition)
                     sent += 1
                 except BufferError:
                     producer.poll(0.001)
             producer.poll(0)
-            next_at = start + int(sent * interval)
-            pause = (next_at - time.monotonic_ns()) / 1e9
+            pause = (start + int(sent * interval) - time.monotonic_ns()) / 1e9
             if pause > 0:
                 time.sleep(pause)
         producer.flush(30.0)

@@ -4,25 +4,17 @@ Used by migration (copy legacy topics) and monitoring (sample recent keys). Unli
 broker's subscriptions this reads *any* topic byte-for-byte, with no consumer group and no
 commits: positions are the caller's business (migration keeps them in its checkpoint).
 Blocking; one :class:`LogReader` per thread. Errors leave as channelcast errors.
-
-Also :func:`spread_round_trip`, the benchmark's raw produce-to-consume round trip over
-many partitions (``raw.round_trip`` reads one): the baseline for a channelcast
-subscription that reads a strategy's whole set of partitions.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 from confluent_kafka import (
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -34,7 +26,7 @@ from confluent_kafka import (
 from channelcast.brokers.kafka.admin import translate_admin_error
 from channelcast.errors import BrokerError, PublishError
 
-__all__ = ["LogReader", "LogWriter", "RawMessage", "read_ranges", "spread_round_trip"]
+__all__ = ["LogReader", "LogWriter", "RawMessage", "read_ranges"]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -249,110 +241,3 @@ class LogWriter:
             raise PublishError(f"{remaining} write(s) not acknowledged within "
                                f"{self.timeout_s}s", retriable=True)
         return [r for r in results if r is not None]
-
-
-# --- the benchmark's raw round trip over many partitions ---------------------------------
-
-_STAMP = struct.Struct(">q")  # the intended send time, as raw.stamp_value writes it
-
-
-def spread_round_trip(producer_config: Mapping[str, Any], consumer_config: Mapping[str, Any],
-                      routes: Sequence[tuple[str, int, bytes]], *, rate: float,
-                      seconds: float, size: int, on_latency: Callable[[int], None],
-                      drain_s: float = 10.0) -> tuple[int, int, float]:
-    """Produce ``rate`` msg/s for ``seconds`` round-robin over ``routes`` (topic,
-    partition, key) and consume them in a second thread that has every routed partition
-    assigned: a bare confluent-kafka loop, nothing of channelcast in it.
-
-    ``on_latency(ns)`` gets receive time minus *intended* send time (``time.monotonic_ns``;
-    a stalled producer shows up as latency). The consumer starts at the end of each
-    partition and the timed part begins once a probe was seen on every one of them.
-    Returns (sent, received, seconds). Blocking.
-    """
-    if not routes:
-        raise BrokerError("raw round trip: no partitions to send to")
-    total = max(1, int(rate * seconds))
-    interval = 1e9 / rate
-    parts = sorted({(topic, partition) for topic, partition, _key in routes})
-    pad = b"x" * max(0, size - _STAMP.size)
-    producer = Producer(dict(producer_config))
-    consumer = Consumer(dict(consumer_config))
-    stop = threading.Event()
-    seen: set[tuple[str, int]] = set()
-    all_seen = threading.Event()
-    failure: list[BaseException] = []
-    received = 0
-
-    def consume() -> None:
-        nonlocal received
-        try:
-            consumer.assign([TopicPartition(t, p, OFFSET_END) for t, p in parts])
-            while not stop.is_set():
-                msg = consumer.poll(0.05)  # returns each message as soon as it is there
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    raise BrokerError(f"raw consumer: {err.str()}", retriable=err.retriable())
-                now = time.monotonic_ns()
-                value = msg.value()
-                if value is None or len(value) < _STAMP.size:
-                    continue
-                stamp = _STAMP.unpack_from(value)[0]
-                if stamp < 0:  # a probe: this partition is live
-                    seen.add((str(msg.topic()), int(msg.partition() or 0)))
-                    if len(seen) == len(parts):
-                        all_seen.set()
-                    continue
-                on_latency(now - stamp)
-                received += 1
-        except BaseException as exc:  # handed to the caller
-            failure.append(exc)
-            all_seen.set()
-
-    thread = threading.Thread(target=consume, name="bench-raw-spread-consumer", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60.0
-        while not all_seen.wait(0.3):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"raw round trip: {len(parts) - len(seen)} partition(s) "
-                                  "saw no probe within 60s")
-            for topic, partition in parts:
-                if (topic, partition) not in seen:
-                    producer.produce(topic, _STAMP.pack(-1) + pad, partition=partition)
-            producer.poll(0)
-        if failure:
-            raise failure[0]
-        produce = producer.produce
-        start = time.monotonic_ns()
-        sent = 0
-        count = len(routes)
-        while sent < total:
-            due = min(total, int((time.monotonic_ns() - start) / interval) + 1)
-            while sent < due:
-                topic, partition, key = routes[sent % count]
-                try:
-                    produce(topic, _STAMP.pack(start + int(sent * interval)) + pad, key,
-                            partition=partition)
-                    sent += 1
-                except BufferError:
-                    producer.poll(0.001)
-            producer.poll(0)
-            pause = (start + int(sent * interval) - time.monotonic_ns()) / 1e9
-            if pause > 0:
-                time.sleep(pause)
-        producer.flush(30.0)
-        elapsed = (time.monotonic_ns() - start) / 1e9
-        deadline = time.monotonic() + drain_s
-        while received < total and time.monotonic() < deadline and not failure:
-            time.sleep(0.02)
-        if failure:
-            raise failure[0]
-        return sent, received, elapsed
-    except KafkaException as exc:
-        raise translate_admin_error(exc, "raw round trip") from exc
-    finally:
-        stop.set()
-        thread.join(10.0)
-        consumer.close()

@@ -513,15 +513,17 @@ async def raw_round_trip(kafka: KafkaSettings, channels: Sequence[ChannelName],
     channels route to (round-robin over the channels, as the fixed-rate publisher sends,
     each with its channel as key), with channelcast's own producer and fan-out consumer
     settings; latency from each message's intended send time."""
-    from channelcast.brokers.kafka.reader import spread_round_trip
+    from channelcast.brokers.kafka.raw import spread_round_trip
 
     strategy = create_strategy(kafka)
-    routes = [(r.topic, r.partition, r.key) for c in channels for r in (strategy.route(c),)]
+    routes: list[tuple[str, int, bytes | None]] = [
+        (r.topic, r.partition, r.key) for c in channels for r in (strategy.route(c),)]
     producer, consumer = clients
     rec = LatencyRecorder()
-    sent, received, secs = await asyncio.to_thread(
+    trip = await asyncio.to_thread(
         spread_round_trip, producer, consumer, routes, rate=rate, seconds=seconds, size=size,
         on_latency=rec.record_ns, drain_s=drain_s)
+    sent, received, secs = trip.sent, trip.received, trip.seconds
     partitions = len({(t, p) for t, p, _ in routes})
     note = (f"{partitions} partition(s) of {len({t for t, _, _ in routes})} topic(s), "
             f"{size} B values keyed by channel (channelcast adds 3 small headers), "
