@@ -7,8 +7,9 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
   ``flush()``; the throughput a Python program gets from librdkafka at best.
 * :func:`consume_loop`: one consumer, assigned (no group rebalance), reading a known
   number of messages from the start of the partitions.
-* :func:`round_trip`: produce at a fixed rate and consume in a second thread; latency is
-  taken from the *intended* send time written into the message (coordinated omission).
+* :func:`spread_round_trip`: produce at a fixed rate over given partitions and consume in a
+  second thread; latency is taken from the *intended* send time written into the message
+  (coordinated omission). :func:`round_trip` is it on one partition.
 
 It also provisions and removes the benchmark's topics (through the admin adapter when it
 is there). Everything here is blocking; async callers use ``asyncio.to_thread``. It never
@@ -47,10 +48,8 @@ __all__ = [
     "end_offsets",
     "ping",
     "produce_loop",
-    "read_stamp",
     "round_trip",
     "spread_round_trip",
-    "stamp_value",
     "wait_writable",
 ]
 
@@ -105,19 +104,27 @@ def baseline_producer_config(bootstrap: str, timeout_s: float = 30.0) -> dict[st
     return producer_defaults(bootstrap, timeout_s)
 
 
-def _producer(bootstrap: str, config: Mapping[str, Any] | None) -> Producer:
+def _producer_config(bootstrap: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
     conf = baseline_producer_config(bootstrap)
     conf.update(config or {})
-    return Producer(conf)
+    return conf
 
 
-def _consumer(bootstrap: str, config: Mapping[str, Any] | None) -> Consumer:
+def _consumer_config(bootstrap: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap,
                             "group.id": f"channelcast-bench-raw-{time.time_ns()}",
                             "enable.auto.commit": False,
                             "enable.partition.eof": False}
     conf.update(config or {})
-    return Consumer(conf)
+    return conf
+
+
+def _producer(bootstrap: str, config: Mapping[str, Any] | None) -> Producer:
+    return Producer(_producer_config(bootstrap, config))
+
+
+def _consumer(bootstrap: str, config: Mapping[str, Any] | None) -> Consumer:
+    return Consumer(_consumer_config(bootstrap, config))
 
 
 # --- topics --------------------------------------------------------------------------
@@ -212,7 +219,7 @@ def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
         value = m.value if encode_value is None else encode_value(m.value)
         while True:
             try:
-                if m.headers is None:
+                if m.headers is None:  # the bare loop: not even a headers=None argument
                     produce(m.topic, value, m.key, partition=m.partition,
                             on_delivery=on_delivery)
                 else:
@@ -307,15 +314,6 @@ def wait_writable(bootstrap: str, partitions: Sequence[tuple[str, int]],
         consumer.close()
 
 
-def stamp_value(intended_ns: int, size: int) -> bytes:
-    """A message of ``size`` bytes starting with the intended send time (monotonic ns)."""
-    return _STAMP.pack(intended_ns) + b"x" * max(0, size - _STAMP.size)
-
-
-def read_stamp(value: bytes) -> int:
-    return int(_STAMP.unpack_from(value)[0])
-
-
 def round_trip(bootstrap: str, topic: str, partition: int, *, rate: float, seconds: float,
                size: int, on_latency: Callable[[int], None],
                producer_config: Mapping[str, Any] | None = None,
@@ -323,14 +321,9 @@ def round_trip(bootstrap: str, topic: str, partition: int, *, rate: float, secon
                drain_s: float = 10.0) -> RawRoundTrip:
     """:func:`spread_round_trip` on one partition, unkeyed, with channelcast's producer
     defaults (``producer_config`` merged over them)."""
-    producer = baseline_producer_config(bootstrap)
-    producer.pop("logger", None)
-    producer.update(producer_config or {})
-    consumer: dict[str, Any] = {"bootstrap.servers": bootstrap,
-                                "group.id": f"channelcast-bench-raw-{time.time_ns()}",
-                                "enable.auto.commit": False, "enable.partition.eof": False}
-    consumer.update(consumer_config or {})
-    return spread_round_trip(producer, consumer, [(topic, partition, None)], rate=rate,
+    return spread_round_trip(_producer_config(bootstrap, producer_config),
+                             _consumer_config(bootstrap, consumer_config),
+                             [(topic, partition, None)], rate=rate,
                              seconds=seconds, size=size, on_latency=on_latency,
                              drain_s=drain_s)
 
