@@ -594,14 +594,15 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
     note = (f"{size} B values, {len(channels)} channels, {config.overhead_partitions} "
             "partitions, channelcast's producer settings")
     producer_cfg = dict(config.producer)
+    envelopes = [json.loads(m.value) for m in messages]
     # Like-for-like records: the same value, key and the three headers channelcast writes.
     with_headers = [replace(m, headers={HEADER_CHANNEL: m.key, HEADER_EVENT: EVENT,
-                                        HEADER_ID: json.loads(m.value)["id"]})
-                    for m in messages]
+                                        HEADER_ID: env["id"]})
+                    for m, env in zip(messages, envelopes, strict=True)]
     # The application's payloads exist before it publishes, as the raw loop's bytes do;
     # channelcast's timed work is the rest: envelope (id, timestamp), encode, route,
     # produce, acknowledgement and positions.
-    payloads = [json.loads(m.value)["data"] for m in messages]
+    payloads = [env["data"] for env in envelopes]
     try:
         rounds = max(1, config.overhead_rounds)
         runs: dict[str, list[tuple[int, float, float]]] = {}  # loop -> (n, seconds, cpu s)
@@ -635,7 +636,8 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
                                                   config.window)
                     record(PUBLISH_MANY, count, secs, time.process_time() - cpu0)
                 log(f"[overhead] raw produce() + json.dumps loop: {count} messages")
-                as_objects = [replace(m, value=json.loads(m.value)) for m in with_headers]
+                as_objects = [replace(m, value=env)
+                              for m, env in zip(with_headers, envelopes, strict=True)]
                 t = await asyncio.to_thread(raw.produce_loop, bootstrap, as_objects,
                                             config=producer_cfg, encode_value=_json_bytes)
                 del as_objects
@@ -646,6 +648,8 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
                 record(PUBLISH_ONE, count, secs, time.process_time() - cpu0)
         finally:
             gc.unfreeze()
+        # The subscriber runs next: only the raw messages it replays stay alive.
+        del envelopes, payloads, with_headers
         notes = {
             RAW_PRODUCE: note,
             RAW_PRODUCE_HEADERS: "the same records as channelcast writes: value, key and its "
