@@ -117,6 +117,15 @@ class Unsubscribe:
 Action = Send | Subscribe | Unsubscribe
 
 
+def _frame_channel(obj: dict[str, Any]) -> ChannelName | Send:
+    """The frame's ``channel``, validated, or the ``invalid_channel`` error to send."""
+    raw = obj.get("channel")
+    try:
+        return validate_channel(raw)
+    except InvalidChannel as exc:
+        return _error_send(INVALID_CHANNEL, str(exc), raw if isinstance(raw, str) else None)
+
+
 def _error_send(code: str, message: str, channel: str | None = None) -> Send:
     return Send(error_frame(code, message, channel), code)
 
@@ -201,12 +210,9 @@ class ClientProtocol:
                                  "(known: subscribe, unsubscribe, ping)")]
 
     def _subscribe(self, obj: dict[str, Any]) -> list[Action]:
-        raw = obj.get("channel")
-        try:
-            channel = validate_channel(raw)
-        except InvalidChannel as exc:
-            return [_error_send(INVALID_CHANNEL, str(exc),
-                                     raw if isinstance(raw, str) else None)]
+        channel = _frame_channel(obj)
+        if isinstance(channel, Send):
+            return [channel]
         if channel in self.channels:
             return [_error_send(ALREADY_SUBSCRIBED, f"already subscribed to {channel!r}",
                                      channel)]
@@ -254,12 +260,9 @@ class ClientProtocol:
         return [Subscribe(channel, since, member)]
 
     def _unsubscribe(self, obj: dict[str, Any]) -> list[Action]:
-        raw = obj.get("channel")
-        try:
-            channel = validate_channel(raw)
-        except InvalidChannel as exc:
-            return [_error_send(INVALID_CHANNEL, str(exc),
-                                     raw if isinstance(raw, str) else None)]
+        channel = _frame_channel(obj)
+        if isinstance(channel, Send):
+            return [channel]
         if channel not in self.channels:
             return [_error_send(NOT_SUBSCRIBED, f"not subscribed to {channel!r}", channel)]
         self.channels.discard(channel)
