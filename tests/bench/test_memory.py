@@ -74,6 +74,7 @@ def test_cli_runs_on_memory_and_writes_the_report(tmp_path: Path,
     (["--bootstrap", "127.0.0.1:1", "--start-kafka"], "not both"),
     (["--repeat", "0"], "bench.repeat"),
     (["--rounds", "0"], "bench.overhead_rounds"),
+    (["--warm-up", "-1"], "bench.warm_up_s"),
 ])
 def test_cli_bad_options_are_one_line_errors(argv: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -82,3 +82,33 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
 
     leftovers = [t for t in KafkaAdmin(kafka_bootstrap).list_topics() if unique in t]
     assert leftovers == []
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(60)
+async def test_warm_up_loads_the_broker_and_removes_its_topic(kafka_bootstrap: str,
+                                                              unique: str) -> None:
+    from channelcast.brokers.kafka import raw
+    from channelcast.ops.bench import KafkaTarget, run_bench
+    from channelcast.strategies import TopicSpec
+    from channelcast.types import TopicName
+
+    # The loop itself: produce loops, then a round trip over every partition.
+    topic = f"{unique}.warm"
+    raw.create_topics(kafka_bootstrap, [TopicSpec(TopicName(topic), 3)])
+    try:
+        sent = raw.warm_up(kafka_bootstrap, topic, 3, seconds=2.0, size=100)
+        ends = raw.end_offsets(kafka_bootstrap, [(topic, p) for p in range(3)])
+        assert sent >= 20_000 + 1  # at least one produce loop and a round-trip message
+        assert sum(ends.values()) >= sent  # every one is in the log (plus probes)
+        assert all(end > 0 for end in ends.values())
+    finally:
+        raw.delete_topics(kafka_bootstrap, [topic])
+
+    # As the benchmark runs it: before the scenarios, recorded, its topic gone after.
+    config = BenchConfig.quick(run_id=unique, scenarios=(), warm_up_s=1.0)
+    results = await run_bench(KafkaTarget(kafka_bootstrap), config)
+    assert results.errors == []
+    assert "raw load before the scenarios" in results.machine["broker_warm_up"]
+    leftovers = [t for t in KafkaAdmin(kafka_bootstrap).list_topics() if unique in t]
+    assert leftovers == []

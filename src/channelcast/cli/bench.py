@@ -11,6 +11,9 @@ import typer
 from channelcast.errors import ConfigError
 from channelcast.ops.bench import DEFAULT_OUTPUT, SCENARIOS, BenchConfig, bench
 
+DEFAULT_WARM_UP_S = 15.0
+"""Warm-up of a private cluster the benchmark started itself."""
+
 
 def _rates(text: str) -> tuple[float, ...]:
     try:
@@ -50,6 +53,11 @@ def run(
     rounds: Annotated[int | None, typer.Option(
         help="Alternating rounds of the overhead scenario's publish loops; the median is "
              "reported (default 3, 1 with --quick).")] = None,
+    warm_up: Annotated[float | None, typer.Option(
+        "--warm-up", metavar="SECONDS",
+        help="Untimed raw load on a throwaway topic before the scenarios, so a broker JVM "
+             "started a moment ago has compiled its hot paths (default 15 with "
+             "--start-kafka, else 0).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder (a sub-folder per run).")
                    ] = DEFAULT_OUTPUT,
 ) -> None:
@@ -63,9 +71,11 @@ def run(
     for key, value in (("channels", channels), ("messages", messages),
                        ("rate_seconds", rate_seconds), ("message_bytes", size),
                        ("fanout_clients", clients), ("repeat", repeat),
-                       ("overhead_rounds", rounds)):
+                       ("overhead_rounds", rounds), ("warm_up_s", warm_up)):
         if value is not None:
             overrides[key] = value
+    if warm_up is None and start_kafka and not quick:
+        overrides["warm_up_s"] = DEFAULT_WARM_UP_S
     if rates is not None:
         overrides["rates"] = _rates(rates)
     if scenarios is not None:

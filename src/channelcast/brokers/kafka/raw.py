@@ -11,6 +11,8 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
   second thread; latency is taken from the *intended* send time written into the message
   (coordinated omission). :func:`round_trip` is it on one partition.
 
+:func:`warm_up` runs the first and third for a while, untimed, on a broker just started.
+
 It also provisions and removes the benchmark's topics (through the admin adapter when it
 is there). Everything here is blocking; async callers use ``asyncio.to_thread``. It never
 touches topics it was not given. Kafka errors leave it only as channelcast errors.
@@ -51,6 +53,7 @@ __all__ = [
     "round_trip",
     "spread_round_trip",
     "wait_writable",
+    "warm_up",
 ]
 
 _STAMP = struct.Struct(">q")
@@ -428,6 +431,30 @@ def spread_round_trip(producer_config: Mapping[str, Any], consumer_config: Mappi
         stop.set()
         thread.join(10.0)
         consumer.close()
+
+
+def warm_up(bootstrap: str, topic: str, partitions: int, *, seconds: float, size: int,
+            producer_config: Mapping[str, Any] | None = None) -> int:
+    """Load the broker for about ``seconds``: produce loops as fast as it takes them for
+    half the time, then a fixed-rate round trip over every partition of ``topic``, so a
+    JVM started a moment ago has compiled its produce and fetch paths before anything is
+    measured. Returns the messages sent. Blocking."""
+    value = b"x" * max(1, size)
+    messages = [RawMessage(topic, i % partitions, b"", value) for i in range(20_000)]
+    start = time.monotonic()
+    sent = 0
+    while sent == 0 or time.monotonic() - start < seconds / 2:
+        sent += produce_loop(bootstrap, messages, config=producer_config, warm_up=False).messages
+    left = max(1.0, seconds - (time.monotonic() - start))
+    trip = spread_round_trip(_producer_config(bootstrap, producer_config),
+                             _consumer_config(bootstrap, None),
+                             [(topic, p, None) for p in range(partitions)], rate=5_000.0,
+                             seconds=left, size=size, on_latency=_ignore)
+    return sent + trip.sent
+
+
+def _ignore(_latency_ns: int) -> None:
+    return None
 
 
 def client_versions() -> str:

@@ -49,6 +49,11 @@ class BenchConfig:
     run_id: str = field(default_factory=_run_id)
     producer: Mapping[str, Any] = field(default_factory=dict)
     consumer: Mapping[str, Any] = field(default_factory=dict)
+    warm_up_s: float = 0.0
+    """Seconds of untimed raw load on a throwaway topic before the scenarios. A broker JVM
+    started a moment ago runs its produce and fetch paths interpreted until the JIT has
+    compiled them, which slows whichever scenario comes first (``--start-kafka`` warms up
+    for 15 s unless told otherwise)."""
     repeat: int = 1
     """How many times the strategies scenario runs (with its raw round trips). A 10-second
     run's p99 can be one stall; with repeats the report lists every run's target ratios
@@ -82,6 +87,8 @@ class BenchConfig:
             raise ConfigError("bench.rates", f"rates must be > 0, got {self.rates}")
         if not 0 < self.saturation_fraction <= 1:
             raise ConfigError("bench.saturation_fraction", "must be in (0, 1]")
+        if not self.warm_up_s >= 0:
+            raise ConfigError("bench.warm_up_s", f"must be >= 0 seconds, got {self.warm_up_s}")
         if self.rate_seconds <= 0 or self.drain_s <= 0 or self.fanout_rate <= 0:
             raise ConfigError("bench", "rate_seconds, drain_s and fanout_rate must be > 0")
 

@@ -51,6 +51,12 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
     t0 = time.perf_counter()
     log = _elapsed(log, t0)
     wanted = set(config.scenarios)
+    if target.bootstrap is not None and config.warm_up_s > 0:
+        try:
+            took = await scenarios.warm_up_broker(target, config, log)
+            results.machine["broker_warm_up"] = f"{took:.0f} s of raw load before the scenarios"
+        except Exception as exc:
+            results.errors.append(f"warm-up: {_describe(exc)}")
     if "strategies" in wanted:
         results.strategies = await scenarios.strategy_comparison(target, config, log,
                                                                  results.errors)

@@ -403,6 +403,30 @@ def _run(label: str, rate: float | None, sent: int, seconds: float, phase: _Phas
                       gc_total_ms=phase.gc.total_ns / 1e6)
 
 
+# --- before the scenarios -----------------------------------------------------------------
+
+
+async def warm_up_broker(target: Target, config: BenchConfig, log: Log = _quiet) -> float:
+    """``config.warm_up_s`` of untimed raw produce and round-trip load on a throwaway
+    topic (removed afterwards); returns the seconds it took."""
+    from channelcast.brokers.kafka import raw
+
+    bootstrap = target.bootstrap
+    if bootstrap is None or config.warm_up_s <= 0:
+        return 0.0
+    spec = TopicSpec(TopicName(f"bench.{config.run_id}.warmup"), config.overhead_partitions)
+    log(f"[warm-up] {config.warm_up_s:.0f}s of raw load on {spec.name}, untimed")
+    t0 = time.perf_counter()
+    await target.provision([spec])
+    try:
+        await asyncio.to_thread(raw.warm_up, bootstrap, spec.name, spec.partitions,
+                                seconds=config.warm_up_s, size=config.message_bytes,
+                                producer_config=dict(config.producer))
+    finally:
+        await target.drop([spec.name])
+    return time.perf_counter() - t0
+
+
 # --- scenario 1: strategies ----------------------------------------------------------------
 
 
