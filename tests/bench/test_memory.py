@@ -75,6 +75,8 @@ def test_cli_runs_on_memory_and_writes_the_report(tmp_path: Path,
     (["--repeat", "0"], "bench.repeat"),
     (["--rounds", "0"], "bench.overhead_rounds"),
     (["--warm-up", "-1"], "bench.warm_up_s"),
+    (["--producer", "linger.ms"], "--producer"),
+    (["--consumer", "=1"], "--consumer"),
 ])
 def test_cli_bad_options_are_one_line_errors(argv: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -158,3 +160,19 @@ async def test_in_flight_counts_only_unfinished_calls_and_raises_the_first_error
     await asyncio.sleep(0.01)
     with pytest.raises(BrokerError, match="no"):
         await failing.drain()
+
+
+def test_librdkafka_overrides_reach_channelcast_and_the_raw_baselines_alike() -> None:
+    from channelcast.ops.bench.runner import kafka_target_for
+    from channelcast.ops.bench.scenarios import raw_client_configs
+
+    config = BenchConfig.quick(producer={"linger.ms": "1"}, consumer={"fetch.wait.max.ms": "50"})
+    target = kafka_target_for(config, "127.0.0.1:1")
+    broker = target.broker(original_mapping("x"))  # built, never started: no connection
+    # channelcast's publisher and fan-out consumer are built from these settings, and the
+    # raw round trip copies exactly what the broker would use.
+    clients = raw_client_configs(broker)
+    assert clients is not None
+    producer, consumer = clients
+    assert producer["linger.ms"] == "1"
+    assert consumer["fetch.wait.max.ms"] == "50"

@@ -15,6 +15,16 @@ DEFAULT_WARM_UP_S = 15.0
 """Warm-up of a private cluster the benchmark started itself."""
 
 
+def _settings(option: str, pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(option, f"want KEY=VALUE (a librdkafka setting), got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _rates(text: str) -> tuple[float, ...]:
     try:
         rates = tuple(float(x) for x in text.split(",") if x.strip())
@@ -53,6 +63,13 @@ def run(
     rounds: Annotated[int | None, typer.Option(
         help="Alternating rounds of the overhead scenario's publish loops; the median is "
              "reported (default 3, 1 with --quick).")] = None,
+    producer: Annotated[list[str] | None, typer.Option(
+        "--producer", metavar="KEY=VALUE",
+        help="A librdkafka producer setting for channelcast's publisher and the raw "
+             "baselines alike (repeatable), e.g. --producer linger.ms=1.")] = None,
+    consumer: Annotated[list[str] | None, typer.Option(
+        "--consumer", metavar="KEY=VALUE",
+        help="A librdkafka consumer setting, likewise (repeatable).")] = None,
     warm_up: Annotated[float | None, typer.Option(
         "--warm-up", metavar="SECONDS",
         help="Untimed raw load on a throwaway topic before the scenarios, so a broker JVM "
@@ -76,6 +93,10 @@ def run(
             overrides[key] = value
     if warm_up is None and start_kafka and not quick:
         overrides["warm_up_s"] = DEFAULT_WARM_UP_S
+    if producer:
+        overrides["producer"] = _settings("--producer", producer)
+    if consumer:
+        overrides["consumer"] = _settings("--consumer", consumer)
     if rates is not None:
         overrides["rates"] = _rates(rates)
     if scenarios is not None:

@@ -48,7 +48,11 @@ class BenchConfig:
     scenarios: tuple[str, ...] = SCENARIOS
     run_id: str = field(default_factory=_run_id)
     producer: Mapping[str, Any] = field(default_factory=dict)
+    """librdkafka producer settings merged over channelcast's defaults, for channelcast's
+    publisher and every raw baseline alike (the comparisons stay like for like)."""
     consumer: Mapping[str, Any] = field(default_factory=dict)
+    """librdkafka consumer settings, likewise for channelcast's subscriber and the raw
+    consumers."""
     warm_up_s: float = 0.0
     """Seconds of untimed raw load on a throwaway topic before the scenarios. A broker JVM
     started a moment ago runs its produce and fetch paths interpreted until the JIT has

@@ -123,6 +123,13 @@ def _round_trip_rate(results: BenchResults) -> float:
     return rate if not math.isnan(rate) else 1000.0
 
 
+def kafka_target_for(config: BenchConfig, bootstrap: str) -> KafkaTarget:
+    """The Kafka target with the run's librdkafka settings: channelcast's brokers get the
+    same overrides the raw baselines get."""
+    return KafkaTarget(bootstrap, producer=dict(config.producer),
+                       consumer=dict(config.consumer))
+
+
 def bench(config: BenchConfig, *, bootstrap: str | None = None, start_kafka: bool = False,
           output: Path = DEFAULT_OUTPUT, log: Log = _quiet,
           ping_timeout_s: float = 10.0) -> tuple[BenchResults, dict[str, Path]]:
@@ -138,7 +145,7 @@ def bench(config: BenchConfig, *, bootstrap: str | None = None, start_kafka: boo
         bootstrap = cluster.start()
     try:
         if bootstrap:
-            kafka_target = KafkaTarget(bootstrap)
+            kafka_target = kafka_target_for(config, bootstrap)
             kafka_target.ping(ping_timeout_s)
             target = kafka_target
         else:
