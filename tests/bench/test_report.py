@@ -175,3 +175,17 @@ def test_publish_targets_name_the_like_for_like_ratio_as_context() -> None:
     one = checks["channelcast publish() >= 0.8x raw produce()"]
     assert one.measured == "0.50x (0.62x of raw produce() with channelcast's headers)"
     assert one.met is False
+
+
+def test_java_ceiling_uses_the_runs_overrides_of_shared_settings() -> None:
+    from channelcast.ops.bench.scenarios import java_producer_props
+
+    assert java_producer_props("h:1", {}) == [
+        "bootstrap.servers=h:1", "acks=all", "enable.idempotence=true", "linger.ms=5",
+        "compression.type=lz4", "batch.size=1000000"]
+    # A setting both clients know follows --producer; a librdkafka-only one is not passed.
+    props = java_producer_props("h:1", {"linger.ms": "1", "enable.idempotence": False,
+                                        "batch.num.messages": "10"})
+    assert "linger.ms=1" in props
+    assert "enable.idempotence=false" in props
+    assert not any(p.startswith("batch.num.messages") for p in props)

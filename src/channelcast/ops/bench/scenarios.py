@@ -26,7 +26,7 @@ import re
 import string
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -803,6 +803,17 @@ def parse_producer_performance(output: str) -> tuple[int, float, dict[str, float
     return int(m.group("records")), float(m.group("rate")), lat
 
 
+def java_producer_props(bootstrap: str, overrides: Mapping[str, Any]) -> list[str]:
+    """The settings channelcast's producer uses, in the Java client's terms, with the run's
+    overrides (``--producer``) of the settings both clients know."""
+    settings: dict[str, Any] = {"acks": "all", "enable.idempotence": "true", "linger.ms": 5,
+                                "compression.type": "lz4", "batch.size": 1_000_000}
+    settings.update({k: v for k, v in overrides.items() if k in settings})
+    return [f"bootstrap.servers={bootstrap}",
+            *(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+              for k, v in settings.items())]
+
+
 async def ceiling(target: Target, config: BenchConfig, size: int,
                   log: Log = _quiet) -> ThroughputRow:
     """Kafka's own Java producer benchmark, same broker, same record size, acks=all."""
@@ -813,9 +824,7 @@ async def ceiling(target: Target, config: BenchConfig, size: int,
     partitions = config.overhead_partitions
     await target.provision([TopicSpec(TopicName(topic), partitions)])
     try:
-        # The settings channelcast's producer uses, in the Java client's terms.
-        props = [f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true",
-                 "linger.ms=5", "compression.type=lz4", "batch.size=1000000"]
+        props = java_producer_props(bootstrap, config.producer)
         cmd = kafka_local().java_command(
             "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
             "--num-records", str(config.java_records), "--record-size", str(size),
