@@ -803,12 +803,18 @@ def parse_producer_performance(output: str) -> tuple[int, float, dict[str, float
     return int(m.group("records")), float(m.group("rate")), lat
 
 
+JAVA_SHARED_SETTINGS = ("acks", "enable.idempotence", "linger.ms", "compression.type",
+                        "batch.size")
+"""Producer settings the Java client and librdkafka both have, under the same names."""
+
+
 def java_producer_props(bootstrap: str, overrides: Mapping[str, Any]) -> list[str]:
-    """The settings channelcast's producer uses, in the Java client's terms, with the run's
-    overrides (``--producer``) of the settings both clients know."""
-    settings: dict[str, Any] = {"acks": "all", "enable.idempotence": "true", "linger.ms": 5,
-                                "compression.type": "lz4", "batch.size": 1_000_000}
-    settings.update({k: v for k, v in overrides.items() if k in settings})
+    """The settings channelcast's producer uses that the Java client knows too, with the
+    run's overrides of them (``--producer``), as ``key=value`` properties."""
+    from channelcast.brokers.kafka.producer import producer_defaults
+
+    merged = {**producer_defaults(bootstrap, 30.0), **overrides}
+    settings = {k: merged[k] for k in JAVA_SHARED_SETTINGS if k in merged}
     return [f"bootstrap.servers={bootstrap}",
             *(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
               for k, v in settings.items())]
