@@ -434,7 +434,8 @@ def spread_round_trip(producer_config: Mapping[str, Any], consumer_config: Mappi
 
 
 def warm_up(bootstrap: str, topic: str, partitions: int, *, seconds: float, size: int,
-            producer_config: Mapping[str, Any] | None = None) -> int:
+            producer_config: Mapping[str, Any] | None = None,
+            consumer_config: Mapping[str, Any] | None = None) -> int:
     """Load the broker for about ``seconds``: produce loops as fast as it takes them for
     half the time, then a fixed-rate round trip over every partition of ``topic``, so a
     JVM started a moment ago has compiled its produce and fetch paths before anything is
@@ -447,7 +448,7 @@ def warm_up(bootstrap: str, topic: str, partitions: int, *, seconds: float, size
         sent += produce_loop(bootstrap, messages, config=producer_config, warm_up=False).messages
     left = max(1.0, seconds - (time.monotonic() - start))
     trip = spread_round_trip(_producer_config(bootstrap, producer_config),
-                             _consumer_config(bootstrap, None),
+                             _consumer_config(bootstrap, consumer_config),
                              [(topic, p, None) for p in range(partitions)], rate=5_000.0,
                              seconds=left, size=size, on_latency=_ignore)
     return sent + trip.sent

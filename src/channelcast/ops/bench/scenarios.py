@@ -421,7 +421,8 @@ async def warm_up_broker(target: Target, config: BenchConfig, log: Log = _quiet)
     try:
         await asyncio.to_thread(raw.warm_up, bootstrap, spec.name, spec.partitions,
                                 seconds=config.warm_up_s, size=config.message_bytes,
-                                producer_config=dict(config.producer))
+                                producer_config=dict(config.producer),
+                                consumer_config=dict(config.consumer))
     finally:
         await target.drop([spec.name])
     return time.perf_counter() - t0
