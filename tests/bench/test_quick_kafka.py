@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from channelcast.bench import BenchConfig, bench
 from channelcast.brokers.kafka.admin import KafkaAdmin
-from channelcast.ops.bench import BenchConfig, bench
 
 
 @pytest.mark.kafka
@@ -88,8 +88,7 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
 @pytest.mark.timeout(60)
 async def test_warm_up_loads_the_broker_and_removes_its_topic(kafka_bootstrap: str,
                                                               unique: str) -> None:
-    from channelcast.brokers.kafka import raw
-    from channelcast.ops.bench import KafkaTarget, run_bench
+    from channelcast.bench import KafkaTarget, raw, run_bench
     from channelcast.strategies import TopicSpec
     from channelcast.types import TopicName
 

@@ -1,5 +1,5 @@
 """``channelcast bench``: run the benchmark scenarios and write the report (thin wrapper
-over :func:`channelcast.ops.bench.bench`)."""
+over :func:`channelcast.bench.bench`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from channelcast.bench import DEFAULT_OUTPUT, SCENARIOS, BenchConfig, bench
 from channelcast.errors import ConfigError
-from channelcast.ops.bench import DEFAULT_OUTPUT, SCENARIOS, BenchConfig, bench
 
 DEFAULT_WARM_UP_S = 15.0
 """Warm-up of a private cluster the benchmark started itself."""

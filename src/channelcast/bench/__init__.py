@@ -9,8 +9,8 @@ process, one broker), :func:`bench` (plus output folder and an optional private 
 
 from __future__ import annotations
 
-from channelcast.ops.bench.hist import FixedRate, LatencyRecorder, LatencySummary
-from channelcast.ops.bench.model import (
+from channelcast.bench.hist import FixedRate, LatencyRecorder, LatencySummary
+from channelcast.bench.model import (
     SCENARIOS,
     BenchConfig,
     BenchResults,
@@ -18,9 +18,9 @@ from channelcast.ops.bench.model import (
     StrategyResult,
     ThroughputRow,
 )
-from channelcast.ops.bench.report import check_targets, render_markdown, write_outputs
-from channelcast.ops.bench.runner import DEFAULT_OUTPUT, bench, run_bench
-from channelcast.ops.bench.targets import KafkaTarget, MemoryTarget, PrivateCluster
+from channelcast.bench.report import check_targets, render_markdown, write_outputs
+from channelcast.bench.runner import DEFAULT_OUTPUT, bench, run_bench
+from channelcast.bench.targets import KafkaTarget, MemoryTarget, PrivateCluster
 
 __all__ = [
     "DEFAULT_OUTPUT",

@@ -30,19 +30,19 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from channelcast.bench.hist import FixedRate, LatencyRecorder
+from channelcast.bench.model import BenchConfig, LatencyRun, StrategyResult, ThroughputRow
+from channelcast.bench.targets import Target, kafka_local
 from channelcast.brokers import Broker, Subscription
 from channelcast.brokers.base import HEADER_CHANNEL, HEADER_EVENT, HEADER_ID
 from channelcast.config import KafkaSettings, TopicMapping
 from channelcast.errors import BrokerError, PublishError
 from channelcast.message import Envelope, encode
-from channelcast.ops.bench.hist import FixedRate, LatencyRecorder
-from channelcast.ops.bench.model import BenchConfig, LatencyRun, StrategyResult, ThroughputRow
-from channelcast.ops.bench.targets import Target, kafka_local
 from channelcast.strategies import TopicSpec, create_strategy
 from channelcast.types import ChannelName, Position, TopicName
 
 if TYPE_CHECKING:
-    from channelcast.brokers.kafka.raw import RawMessage
+    from channelcast.bench.raw import RawMessage
 
 EVENT = "bench"
 PROBE = "probe"
@@ -409,7 +409,7 @@ def _run(label: str, rate: float | None, sent: int, seconds: float, phase: _Phas
 async def warm_up_broker(target: Target, config: BenchConfig, log: Log = _quiet) -> float:
     """``config.warm_up_s`` of untimed raw produce and round-trip load on a throwaway
     topic (removed afterwards); returns the seconds it took."""
-    from channelcast.brokers.kafka import raw
+    from channelcast.bench import raw
 
     bootstrap = target.bootstrap
     if bootstrap is None or config.warm_up_s <= 0:
@@ -487,7 +487,7 @@ async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
         if target.bootstrap is not None:
             # The same messages to the same partitions with a bare produce() loop: tells
             # the broker's share of the difference between strategies from the client's.
-            from channelcast.brokers.kafka import raw
+            from channelcast.bench import raw
 
             log(f"[{name}] raw produce() loop on the same topics: {config.messages} messages")
             strategy = create_strategy(kafka)
@@ -538,7 +538,7 @@ async def raw_round_trip(kafka: KafkaSettings, channels: Sequence[ChannelName],
     channels route to (round-robin over the channels, as the fixed-rate publisher sends,
     each with its channel as key), with channelcast's own producer and fan-out consumer
     settings; latency from each message's intended send time."""
-    from channelcast.brokers.kafka.raw import spread_round_trip
+    from channelcast.bench.raw import spread_round_trip
 
     strategy = create_strategy(kafka)
     routes: list[tuple[str, int, bytes | None]] = [
@@ -592,7 +592,7 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
                    log: Log = _quiet) -> tuple[list[ThroughputRow], list[LatencyRun]]:
     """Raw produce loop vs publish_many vs publish(); raw consumer vs subscription; raw
     round trip at ``round_trip_rate``. Same topic, channels, keys and value sizes."""
-    from channelcast.brokers.kafka import raw
+    from channelcast.bench import raw
 
     bootstrap = target.bootstrap
     if bootstrap is None:
@@ -764,7 +764,7 @@ async def _subscriber_throughput(target: Target, kafka: KafkaSettings,
                                  config: BenchConfig) -> tuple[int, float]:
     """A channelcast subscription reads, live, the same burst written by the raw producer;
     (records after the first, seconds from the first to the last)."""
-    from channelcast.brokers.kafka import raw
+    from channelcast.bench import raw
 
     assert target.bootstrap is not None
     async with target.broker(kafka) as broker:

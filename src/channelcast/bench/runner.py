@@ -17,10 +17,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from channelcast.ops.bench import fanout, scenarios
-from channelcast.ops.bench.model import BenchConfig, BenchResults
-from channelcast.ops.bench.report import write_outputs
-from channelcast.ops.bench.targets import (
+from channelcast.bench import fanout, scenarios
+from channelcast.bench.model import BenchConfig, BenchResults
+from channelcast.bench.report import write_outputs
+from channelcast.bench.targets import (
     KafkaTarget,
     MemoryTarget,
     PrivateCluster,

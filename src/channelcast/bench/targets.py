@@ -86,19 +86,19 @@ class KafkaTarget:
     def ping(self, timeout_s: float = 10.0) -> None:
         """Fail fast (BrokerUnavailable) when the broker is not there, instead of once per
         scenario after its own timeouts."""
-        from channelcast.brokers.kafka import raw
+        from channelcast.bench import raw
 
         raw.ping(self.bootstrap_servers, timeout_s)
 
     async def provision(self, specs: Sequence[TopicSpec]) -> None:
-        from channelcast.brokers.kafka import raw
+        from channelcast.bench import raw
 
         await asyncio.to_thread(raw.create_topics, self.bootstrap_servers, list(specs))
         await asyncio.to_thread(raw.wait_writable, self.bootstrap_servers,
                                 [(s.name, p) for s in specs for p in range(s.partitions)])
 
     async def drop(self, names: Sequence[str]) -> None:
-        from channelcast.brokers.kafka import raw
+        from channelcast.bench import raw
 
         await asyncio.to_thread(raw.delete_topics, self.bootstrap_servers, list(names))
 
@@ -184,7 +184,7 @@ def describe_machine(target: Target) -> dict[str, str]:
         "broker": target.url,
     }
     if target.bootstrap is not None:
-        from channelcast.brokers.kafka import raw
+        from channelcast.bench import raw
 
         info["kafka"] = kafka_version()
         info["confluent_kafka"] = raw.client_versions()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from channelcast.ops.bench.hist import LatencySummary
+from channelcast.bench.hist import LatencySummary
 
 SCENARIOS = ("strategies", "overhead", "ceiling", "fanout")
 """Scenario names, in the order they run."""
