@@ -71,7 +71,7 @@ def test_cli_runs_on_memory_and_writes_the_report(tmp_path: Path,
 @pytest.mark.parametrize(("argv", "message"), [
     (["--scenarios", "strategies,warp"], "unknown scenario"),
     (["--rates", "fast"], "--rates"),
-    (["--bootstrap", "127.0.0.1:1", "--start-kafka"], "not both"),
+    (["--kafka-libs", "/nonexistent/kafka/libs"], "--kafka-libs"),
     (["--repeat", "0"], "bench.repeat"),
     (["--rounds", "0"], "bench.overhead_rounds"),
     (["--warm-up", "-1"], "bench.warm_up_s"),

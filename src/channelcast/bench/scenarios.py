@@ -6,7 +6,8 @@
 * :func:`overhead`: channelcast's publish and subscribe paths against raw confluent-kafka
   loops with the same message sizes (Kafka only), plus the raw produce-to-consume round
   trip at the same offered load as channelcast's "fraction of saturation" run.
-* :func:`ceiling`: Kafka's own Java ``ProducerPerformance`` against the same broker.
+* :func:`ceiling`: Kafka's own Java ``ProducerPerformance`` against the same broker, run
+  from the Kafka jars the target was given (:mod:`.java`).
 
 Latency is publish-to-subscriber: the sender writes the *intended* send time
 (``time.monotonic_ns``, same process) into the message; the subscriber subtracts it from
@@ -31,12 +32,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from channelcast.bench.hist import FixedRate, LatencyRecorder
+from channelcast.bench.java import java_command
 from channelcast.bench.model import BenchConfig, LatencyRun, StrategyResult, ThroughputRow
-from channelcast.bench.targets import Target, kafka_local
+from channelcast.bench.targets import Target
 from channelcast.brokers import Broker, Subscription
 from channelcast.brokers.base import HEADER_CHANNEL, HEADER_EVENT, HEADER_ID
 from channelcast.config import KafkaSettings, TopicMapping
-from channelcast.errors import BrokerError, PublishError
+from channelcast.errors import BrokerError, ConfigError, PublishError
 from channelcast.message import Envelope, encode
 from channelcast.strategies import TopicSpec, create_strategy
 from channelcast.types import ChannelName, Position, TopicName
@@ -823,17 +825,22 @@ def java_producer_props(bootstrap: str, overrides: Mapping[str, Any]) -> list[st
 
 async def ceiling(target: Target, config: BenchConfig, size: int,
                   log: Log = _quiet) -> ThroughputRow:
-    """Kafka's own Java producer benchmark, same broker, same record size, acks=all."""
+    """Kafka's own Java producer benchmark, same broker, same record size, acks=all; run
+    with the target's Kafka jars (``target.kafka_libs``: ConfigError without them)."""
     bootstrap = target.bootstrap
     if bootstrap is None:
         raise BrokerError("the ceiling scenario needs Kafka")
+    libs = target.kafka_libs
+    if libs is None:
+        raise ConfigError("--kafka-libs", "the ceiling scenario needs the folder of Kafka's "
+                                          "jars (its Java ProducerPerformance)")
     topic = f"bench.{config.run_id}.ceiling"
     partitions = config.overhead_partitions
     await target.provision([TopicSpec(TopicName(topic), partitions)])
     try:
         props = java_producer_props(bootstrap, config.producer)
-        cmd = kafka_local().java_command(
-            "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
+        cmd = java_command(
+            libs, "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
             "--num-records", str(config.java_records), "--record-size", str(size),
             "--throughput", "-1", "--producer-props", *props, heap="512m")
         log(f"[ceiling] Java ProducerPerformance: {config.java_records} records of {size} B")
