@@ -38,6 +38,17 @@ def test_without_the_bench_extra_the_command_says_what_to_install(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_help_and_other_commands_do_not_need_the_extra(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "hdrh", None)
+    for name in [n for n in sys.modules if n == "channelcast.bench" or
+                 n.startswith("channelcast.bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["bench", "--help"]) == 0
+    assert "--kafka-libs" in capsys.readouterr().out
+    assert "channelcast.bench" not in sys.modules  # the help did not import it
+
+
 def test_the_command_help_names_what_the_package_defines() -> None:
     # cli/bench.py does not import the package for its help text: the copies must agree.
     assert bench_command.SCENARIO_NAMES == SCENARIOS
