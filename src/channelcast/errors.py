@@ -16,6 +16,7 @@ Every error the package raises on purpose derives from :class:`ChannelcastError`
     │   ├── PublishError                     the broker refused or lost a publish
     │   ├── HistoryUnavailable               asked-for offsets were removed by retention
     │   └── BrokerClosed                     the broker was used after close()
+    ├── MissingDependency (ImportError)      an optional package or program is not installed
     └── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
 
 Errors from dependencies (confluent-kafka) are translated in exactly one place, the Kafka
@@ -90,6 +91,11 @@ class HistoryUnavailable(BrokerError):
 
 class BrokerClosed(BrokerError):
     """The broker (or subscription) was used after it was closed."""
+
+
+class MissingDependency(ChannelcastError, ImportError):
+    """Something installed separately is missing (a package of an optional extra such as
+    ``channelcast[bench]``, or a program such as ``java``); the message says how to get it."""
 
 
 class AuthError(ChannelcastError, PermissionError):

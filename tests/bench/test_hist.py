@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from channelcast.ops.bench.hist import HIGHEST_US, FixedRate, LatencyRecorder
+from channelcast.bench.hist import HIGHEST_US, FixedRate, LatencyRecorder
 
 
 def test_percentiles_of_a_known_distribution() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from channelcast.bench import BenchConfig, MemoryTarget, bench, run_bench
+from channelcast.bench.scenarios import bench_channels, needed_topics, original_mapping
 from channelcast.cli.main import main
 from channelcast.errors import BrokerError, BrokerUnavailable
-from channelcast.ops.bench import BenchConfig, MemoryTarget, bench, run_bench
-from channelcast.ops.bench.scenarios import bench_channels, needed_topics, original_mapping
 
 TINY = {"channels": 20, "messages": 2_000, "rates": (400.0,), "rate_seconds": 0.5,
         "drain_s": 5.0, "scenarios": ("strategies",)}
@@ -71,7 +71,7 @@ def test_cli_runs_on_memory_and_writes_the_report(tmp_path: Path,
 @pytest.mark.parametrize(("argv", "message"), [
     (["--scenarios", "strategies,warp"], "unknown scenario"),
     (["--rates", "fast"], "--rates"),
-    (["--bootstrap", "127.0.0.1:1", "--start-kafka"], "not both"),
+    (["--kafka-libs", "/nonexistent/kafka/libs"], "--kafka-libs"),
     (["--repeat", "0"], "bench.repeat"),
     (["--rounds", "0"], "bench.overhead_rounds"),
     (["--warm-up", "-1"], "bench.warm_up_s"),
@@ -99,7 +99,7 @@ def test_fails_fast_when_kafka_is_not_there(tmp_path: Path) -> None:
 def test_gc_pauses_are_measured_while_installed() -> None:
     import gc
 
-    from channelcast.ops.bench.scenarios import GcPauses
+    from channelcast.bench.scenarios import GcPauses
 
     pauses = GcPauses()
     pauses.install()
@@ -129,7 +129,7 @@ async def test_repeat_runs_the_strategies_again_on_fresh_topics() -> None:
 async def test_in_flight_counts_only_unfinished_calls_and_raises_the_first_error() -> None:
     import asyncio
 
-    from channelcast.ops.bench.scenarios import _InFlight
+    from channelcast.bench.scenarios import _InFlight
     from channelcast.types import Position
 
     gates = [asyncio.Event() for _ in range(3)]
@@ -163,8 +163,8 @@ async def test_in_flight_counts_only_unfinished_calls_and_raises_the_first_error
 
 
 def test_librdkafka_overrides_reach_channelcast_and_the_raw_baselines_alike() -> None:
-    from channelcast.ops.bench.runner import kafka_target_for
-    from channelcast.ops.bench.scenarios import raw_client_configs
+    from channelcast.bench.runner import kafka_target_for
+    from channelcast.bench.scenarios import raw_client_configs
 
     config = BenchConfig.quick(producer={"linger.ms": "1"}, consumer={"fetch.wait.max.ms": "50"})
     target = kafka_target_for(config, "127.0.0.1:1")

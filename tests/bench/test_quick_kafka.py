@@ -9,10 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import kafka_local
 import pytest
 
+from channelcast.bench import (
+    CEILING_NOT_RUN,
+    BenchConfig,
+    KafkaTarget,
+    bench,
+    render_markdown,
+    run_bench,
+)
 from channelcast.brokers.kafka.admin import KafkaAdmin
-from channelcast.ops.bench import BenchConfig, bench
 
 
 @pytest.mark.kafka
@@ -20,8 +28,11 @@ from channelcast.ops.bench import BenchConfig, bench
 def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
                                          tmp_path: Path) -> None:
     config = BenchConfig.quick(run_id=unique)
+    # The Java ceiling runs from the jars of the repository's local Kafka (what
+    # scripts/bench hands to --kafka-libs); the package itself never looks for them.
+    libs = kafka_local.fetch(quiet=True)
     # The 2-minute bound of --quick is the timeout above; nothing here is about speed.
-    results, paths = bench(config, bootstrap=kafka_bootstrap, output=tmp_path)
+    results, paths = bench(config, bootstrap=kafka_bootstrap, kafka_libs=libs, output=tmp_path)
 
     assert results.errors == []
     legacy, grouped = results.strategy("one-per-channel"), results.strategy("grouped")
@@ -72,6 +83,7 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
         assert row.latency is not None
         assert row.latency.count == config.fanout_clients * config.fanout_messages
     assert results.skipped == []
+    assert results.machine["kafka"] == kafka_local_version(libs)
 
     report = paths["report"].read_text()
     for heading in ("## 1. Topic strategies", "## 2-3. Overhead", "## 4. Gateway fan-out",
@@ -88,8 +100,7 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
 @pytest.mark.timeout(60)
 async def test_warm_up_loads_the_broker_and_removes_its_topic(kafka_bootstrap: str,
                                                               unique: str) -> None:
-    from channelcast.brokers.kafka import raw
-    from channelcast.ops.bench import KafkaTarget, run_bench
+    from channelcast.bench import raw
     from channelcast.strategies import TopicSpec
     from channelcast.types import TopicName
 
@@ -112,3 +123,20 @@ async def test_warm_up_loads_the_broker_and_removes_its_topic(kafka_bootstrap: s
     assert "raw load before the scenarios" in results.machine["broker_warm_up"]
     leftovers = [t for t in KafkaAdmin(kafka_bootstrap).list_topics() if unique in t]
     assert leftovers == []
+
+
+def kafka_local_version(libs: Path) -> str:
+    (jar,) = libs.glob("kafka-clients-*.jar")
+    return jar.stem.removeprefix("kafka-clients-")
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(60)
+async def test_without_kafka_jars_the_ceiling_is_reported_as_not_run(kafka_bootstrap: str,
+                                                                     unique: str) -> None:
+    config = BenchConfig.quick(run_id=unique, scenarios=("ceiling",))
+    results = await run_bench(KafkaTarget(kafka_bootstrap), config)
+    assert results.errors == []
+    assert results.throughput == []
+    assert results.skipped == [CEILING_NOT_RUN]
+    assert "- ceiling: not run: no --kafka-libs" in render_markdown(results)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from channelcast.errors import BrokerError, ConfigError
-from channelcast.ops.bench import (
+from channelcast.bench import (
     BenchConfig,
     BenchResults,
     LatencyRecorder,
@@ -21,7 +20,8 @@ from channelcast.ops.bench import (
     render_markdown,
     write_outputs,
 )
-from channelcast.ops.bench.scenarios import parse_producer_performance
+from channelcast.bench.scenarios import parse_producer_performance
+from channelcast.errors import BrokerError, ConfigError
 
 
 def _run(label: str, rate: float | None, ms: float) -> LatencyRun:
@@ -178,7 +178,7 @@ def test_publish_targets_name_the_like_for_like_ratio_as_context() -> None:
 
 
 def test_java_ceiling_uses_the_runs_overrides_of_shared_settings() -> None:
-    from channelcast.ops.bench.scenarios import java_producer_props
+    from channelcast.bench.scenarios import java_producer_props
 
     assert java_producer_props("h:1", {}) == [
         "bootstrap.servers=h:1", "acks=all", "enable.idempotence=true", "linger.ms=5",

@@ -1,5 +1,11 @@
 """``channelcast bench``: run the benchmark scenarios and write the report (thin wrapper
-over :func:`channelcast.ops.bench.bench`)."""
+over :func:`channelcast.bench.bench`).
+
+The benchmark is a package of its own with its own extra (``channelcast[bench]``). This
+module must import it only inside :func:`run`, when the command runs: every other command
+and ``--help`` then work without the extra, and without it this command fails with one
+line (MissingDependency, exit code 2) that says what to install.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,16 @@ from typing import Annotated, Any
 import typer
 
 from channelcast.errors import ConfigError
-from channelcast.ops.bench import DEFAULT_OUTPUT, SCENARIOS, BenchConfig, bench
 
-DEFAULT_WARM_UP_S = 15.0
-"""Warm-up of a private cluster the benchmark started itself."""
+SCENARIO_NAMES = ("strategies", "overhead", "ceiling", "fanout")
+"""For the help text only (the package is not imported for it); the same names, in the
+same order, as ``channelcast.bench.SCENARIOS`` (a test holds them equal)."""
+
+OUTPUT = Path("bench-results")
+"""Default results folder, the same as ``channelcast.bench.DEFAULT_OUTPUT``."""
+
+KAFKA_LIBS_ENV = "CHANNELCAST_KAFKA_LIBS"
+"""Where ``--kafka-libs`` is read from when not given (``scripts/bench`` sets it)."""
 
 
 def _settings(option: str, pairs: list[str]) -> dict[str, str]:
@@ -39,9 +51,11 @@ def run(
     bootstrap: Annotated[str | None, typer.Option(
         help="Kafka bootstrap servers (HOST:PORT). Use a broker of its own: the full run "
              "creates 1,000+ topics (and deletes them).")] = None,
-    start_kafka: Annotated[bool, typer.Option(
-        "--start-kafka", help="Start a private one-node Kafka (name 'bench', port 44092), "
-                              "stop it afterwards.")] = False,
+    kafka_libs: Annotated[Path | None, typer.Option(
+        "--kafka-libs", metavar="DIR", envvar=KAFKA_LIBS_ENV, show_envvar=True,
+        help="Folder of Kafka's jars (a Kafka distribution's libs/) to run its Java "
+             "ProducerPerformance, the ceiling scenario; without it that scenario is "
+             "reported as not run.")] = None,
     quick: Annotated[bool, typer.Option(
         "--quick", help="Small sizes: every scenario in well under 2 minutes.")] = False,
     channels: Annotated[int | None, typer.Option(help="Channels (default 1000).")] = None,
@@ -56,7 +70,7 @@ def run(
     clients: Annotated[int | None, typer.Option(
         help="WebSocket clients in the fan-out scenario (default 1000).")] = None,
     scenarios: Annotated[str | None, typer.Option(
-        help=f"Comma-separated subset of: {', '.join(SCENARIOS)}.")] = None,
+        help=f"Comma-separated subset of: {', '.join(SCENARIO_NAMES)}.")] = None,
     repeat: Annotated[int | None, typer.Option(
         help="Run the strategies scenario N times on fresh topics; its targets are judged "
              "on the median (default 1).")] = None,
@@ -73,17 +87,21 @@ def run(
     warm_up: Annotated[float | None, typer.Option(
         "--warm-up", metavar="SECONDS",
         help="Untimed raw load on a throwaway topic before the scenarios, so a broker JVM "
-             "started a moment ago has compiled its hot paths (default 15 with "
-             "--start-kafka, else 0).")] = None,
+             "started a moment ago has compiled its hot paths (default 0; scripts/bench "
+             "gives the broker it starts 15).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder (a sub-folder per run).")
-                   ] = DEFAULT_OUTPUT,
+                   ] = OUTPUT,
 ) -> None:
     """Measure strategies, overhead against raw confluent-kafka, the Java ceiling and
     gateway fan-out, in one process against one broker; write report.md, results.json and
-    bench.png. Without --bootstrap or --start-kafka it runs on the memory broker (the
-    Kafka-only scenarios are then skipped)."""
-    if bootstrap and start_kafka:
-        raise ConfigError("--bootstrap", "give --bootstrap or --start-kafka, not both")
+    bench.png. Without --bootstrap it runs on the memory broker (the Kafka-only scenarios
+    are then skipped). For a full run on a private one-node Kafka, run scripts/bench
+    with these options from a channelcast checkout: it starts one, runs this command with
+    --bootstrap and --kafka-libs (and --warm-up 15 unless --quick), then stops it. Needs
+    channelcast's optional bench dependencies (its bench extra)."""
+    # Here, not at the top: see the module docstring (MissingDependency without the extra).
+    from channelcast.bench import BenchConfig, bench
+
     overrides: dict[str, Any] = {}
     for key, value in (("channels", channels), ("messages", messages),
                        ("rate_seconds", rate_seconds), ("message_bytes", size),
@@ -91,8 +109,6 @@ def run(
                        ("overhead_rounds", rounds), ("warm_up_s", warm_up)):
         if value is not None:
             overrides[key] = value
-    if warm_up is None and start_kafka and not quick:
-        overrides["warm_up_s"] = DEFAULT_WARM_UP_S
     if producer:
         overrides["producer"] = _settings("--producer", producer)
     if consumer:
@@ -111,7 +127,7 @@ def run(
     from channelcast.runtime import freeze_startup_heap
 
     freeze_startup_heap()
-    results, paths = bench(config, bootstrap=bootstrap, start_kafka=start_kafka, output=out,
+    results, paths = bench(config, bootstrap=bootstrap, kafka_libs=kafka_libs, output=out,
                            log=log)
     typer.echo(paths["report"].read_text(encoding="utf-8"))
     typer.echo(f"written: {paths['report']}, {paths['json']}, {paths['plot']}")

@@ -20,18 +20,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from channelcast.config import KafkaSettings
-from channelcast.errors import BrokerError
-from channelcast.message import Envelope
-from channelcast.ops.bench.hist import FixedRate, LatencyRecorder
-from channelcast.ops.bench.model import BenchConfig, ThroughputRow
-from channelcast.ops.bench.scenarios import (
+from channelcast.bench.hist import FixedRate, LatencyRecorder
+from channelcast.bench.model import BenchConfig, ThroughputRow
+from channelcast.bench.scenarios import (
     EVENT,
     needed_topics,
     padding_for,
     publish_fixed_rate,
 )
-from channelcast.ops.bench.targets import Target
+from channelcast.bench.targets import Target
+from channelcast.config import KafkaSettings
+from channelcast.errors import BrokerError
+from channelcast.message import Envelope
 from channelcast.types import ChannelName
 
 Log = Callable[[str], None]
@@ -80,7 +80,7 @@ class _Clients:
 @contextlib.asynccontextmanager
 async def _clients(url: str, n: int, mode: str, expected: int) -> AsyncIterator[_Clients]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "channelcast.ops.bench.fanout_client", url, str(n), CHANNEL,
+        sys.executable, "-m", "channelcast.bench.fanout_client", url, str(n), CHANNEL,
         mode, str(expected), stdout=asyncio.subprocess.PIPE, limit=1 << 24)
     try:
         assert process.stdout is not None

@@ -2,7 +2,7 @@
 
 :func:`run_bench` is what ``channelcast bench`` and the tests call. A scenario that fails
 is recorded in ``results.errors`` and the others still run; nothing here raises for a
-scenario failure. :func:`bench` adds the output folder and an optional private cluster.
+scenario failure. :func:`bench` adds the output folder. Neither starts a broker.
 """
 
 from __future__ import annotations
@@ -17,20 +17,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from channelcast.ops.bench import fanout, scenarios
-from channelcast.ops.bench.model import BenchConfig, BenchResults
-from channelcast.ops.bench.report import write_outputs
-from channelcast.ops.bench.targets import (
-    KafkaTarget,
-    MemoryTarget,
-    PrivateCluster,
-    Target,
-    describe_machine,
-)
+from channelcast.bench import fanout, scenarios
+from channelcast.bench.java import check_kafka_libs
+from channelcast.bench.model import BenchConfig, BenchResults
+from channelcast.bench.report import write_outputs
+from channelcast.bench.targets import KafkaTarget, MemoryTarget, Target, describe_machine
 
 Log = Callable[[str], None]
 
 DEFAULT_OUTPUT = Path("bench-results")
+
+CEILING_NOT_RUN = "ceiling: not run: no --kafka-libs (the folder of Kafka's jars)"
+"""What the report says of the Java ceiling when it was given no Kafka jars."""
 
 
 def _quiet(_msg: str) -> None:
@@ -79,7 +77,9 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
                 results.round_trips += trips
             except Exception as exc:
                 results.errors.append(f"overhead: {_describe(exc)}")
-        if "ceiling" in wanted:
+        if "ceiling" in wanted and target.kafka_libs is None:
+            results.skipped.append(CEILING_NOT_RUN)
+        elif "ceiling" in wanted:
             try:
                 size = scenarios.envelope_size(
                     config.message_bytes, [f"ovh.{config.overhead_channels - 1}"])
@@ -123,37 +123,36 @@ def _round_trip_rate(results: BenchResults) -> float:
     return rate if not math.isnan(rate) else 1000.0
 
 
-def kafka_target_for(config: BenchConfig, bootstrap: str) -> KafkaTarget:
+def kafka_target_for(config: BenchConfig, bootstrap: str,
+                     kafka_libs: Path | None = None) -> KafkaTarget:
     """The Kafka target with the run's librdkafka settings: channelcast's brokers get the
-    same overrides the raw baselines get."""
+    same overrides the raw baselines get. ``kafka_libs`` (Kafka's jars) enables the Java
+    ceiling."""
     return KafkaTarget(bootstrap, producer=dict(config.producer),
-                       consumer=dict(config.consumer))
+                       consumer=dict(config.consumer), kafka_libs=kafka_libs)
 
 
-def bench(config: BenchConfig, *, bootstrap: str | None = None, start_kafka: bool = False,
-          output: Path = DEFAULT_OUTPUT, log: Log = _quiet,
+def bench(config: BenchConfig, *, bootstrap: str | None = None,
+          kafka_libs: Path | None = None, output: Path = DEFAULT_OUTPUT, log: Log = _quiet,
           ping_timeout_s: float = 10.0) -> tuple[BenchResults, dict[str, Path]]:
-    """Run on ``bootstrap`` (Kafka), a private cluster (``start_kafka``) or the memory
-    broker; write report.md, results.json and bench.png into a new folder under ``output``.
+    """Run on Kafka at ``bootstrap`` (``HOST:PORT,...``), or on the memory broker without
+    it; write report.md, results.json and bench.png into a new folder under ``output``.
+    ``kafka_libs`` is a folder of Kafka's jars for the Java ceiling (without it that
+    scenario is reported as not run).
 
-    Raises BrokerUnavailable (nothing written) if the Kafka broker does not answer."""
-    cluster: PrivateCluster | None = None
+    Raises (nothing run, nothing written) ConfigError if ``kafka_libs`` holds no Kafka
+    jars, BrokerUnavailable if the Kafka broker does not answer within
+    ``ping_timeout_s`` seconds."""
     target: Target
-    if start_kafka:
-        cluster = PrivateCluster()
-        log("starting a private Kafka cluster (name 'bench') ...")
-        bootstrap = cluster.start()
-    try:
-        if bootstrap:
-            kafka_target = kafka_target_for(config, bootstrap)
-            kafka_target.ping(ping_timeout_s)
-            target = kafka_target
-        else:
-            target = MemoryTarget()
-        results = asyncio.run(run_bench(target, config, log))
-    finally:
-        if cluster is not None:
-            cluster.stop()
+    if kafka_libs is not None:
+        kafka_libs = check_kafka_libs(kafka_libs)
+    if bootstrap:
+        kafka_target = kafka_target_for(config, bootstrap, kafka_libs)
+        kafka_target.ping(ping_timeout_s)
+        target = kafka_target
+    else:
+        target = MemoryTarget()
+    results = asyncio.run(run_bench(target, config, log))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     paths = write_outputs(results, output / f"{stamp}-{config.run_id}")
     return results, paths

@@ -6,7 +6,8 @@
 * :func:`overhead`: channelcast's publish and subscribe paths against raw confluent-kafka
   loops with the same message sizes (Kafka only), plus the raw produce-to-consume round
   trip at the same offered load as channelcast's "fraction of saturation" run.
-* :func:`ceiling`: Kafka's own Java ``ProducerPerformance`` against the same broker.
+* :func:`ceiling`: Kafka's own Java ``ProducerPerformance`` against the same broker, run
+  from the Kafka jars the target was given (:mod:`.java`).
 
 Latency is publish-to-subscriber: the sender writes the *intended* send time
 (``time.monotonic_ns``, same process) into the message; the subscriber subtracts it from
@@ -30,19 +31,20 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from channelcast.bench.hist import FixedRate, LatencyRecorder
+from channelcast.bench.java import java_command
+from channelcast.bench.model import BenchConfig, LatencyRun, StrategyResult, ThroughputRow
+from channelcast.bench.targets import Target
 from channelcast.brokers import Broker, Subscription
 from channelcast.brokers.base import HEADER_CHANNEL, HEADER_EVENT, HEADER_ID
 from channelcast.config import KafkaSettings, TopicMapping
-from channelcast.errors import BrokerError, PublishError
+from channelcast.errors import BrokerError, ConfigError, PublishError
 from channelcast.message import Envelope, encode
-from channelcast.ops.bench.hist import FixedRate, LatencyRecorder
-from channelcast.ops.bench.model import BenchConfig, LatencyRun, StrategyResult, ThroughputRow
-from channelcast.ops.bench.targets import Target, kafka_local
 from channelcast.strategies import TopicSpec, create_strategy
 from channelcast.types import ChannelName, Position, TopicName
 
 if TYPE_CHECKING:
-    from channelcast.brokers.kafka.raw import RawMessage
+    from channelcast.bench.raw import RawMessage
 
 EVENT = "bench"
 PROBE = "probe"
@@ -409,7 +411,7 @@ def _run(label: str, rate: float | None, sent: int, seconds: float, phase: _Phas
 async def warm_up_broker(target: Target, config: BenchConfig, log: Log = _quiet) -> float:
     """``config.warm_up_s`` of untimed raw produce and round-trip load on a throwaway
     topic (removed afterwards); returns the seconds it took."""
-    from channelcast.brokers.kafka import raw
+    from channelcast.bench import raw
 
     bootstrap = target.bootstrap
     if bootstrap is None or config.warm_up_s <= 0:
@@ -487,7 +489,7 @@ async def measure_strategy(target: Target, name: str, kafka: KafkaSettings,
         if target.bootstrap is not None:
             # The same messages to the same partitions with a bare produce() loop: tells
             # the broker's share of the difference between strategies from the client's.
-            from channelcast.brokers.kafka import raw
+            from channelcast.bench import raw
 
             log(f"[{name}] raw produce() loop on the same topics: {config.messages} messages")
             strategy = create_strategy(kafka)
@@ -538,7 +540,7 @@ async def raw_round_trip(kafka: KafkaSettings, channels: Sequence[ChannelName],
     channels route to (round-robin over the channels, as the fixed-rate publisher sends,
     each with its channel as key), with channelcast's own producer and fan-out consumer
     settings; latency from each message's intended send time."""
-    from channelcast.brokers.kafka.raw import spread_round_trip
+    from channelcast.bench.raw import spread_round_trip
 
     strategy = create_strategy(kafka)
     routes: list[tuple[str, int, bytes | None]] = [
@@ -592,7 +594,7 @@ async def overhead(target: Target, config: BenchConfig, round_trip_rate: float,
                    log: Log = _quiet) -> tuple[list[ThroughputRow], list[LatencyRun]]:
     """Raw produce loop vs publish_many vs publish(); raw consumer vs subscription; raw
     round trip at ``round_trip_rate``. Same topic, channels, keys and value sizes."""
-    from channelcast.brokers.kafka import raw
+    from channelcast.bench import raw
 
     bootstrap = target.bootstrap
     if bootstrap is None:
@@ -764,7 +766,7 @@ async def _subscriber_throughput(target: Target, kafka: KafkaSettings,
                                  config: BenchConfig) -> tuple[int, float]:
     """A channelcast subscription reads, live, the same burst written by the raw producer;
     (records after the first, seconds from the first to the last)."""
-    from channelcast.brokers.kafka import raw
+    from channelcast.bench import raw
 
     assert target.bootstrap is not None
     async with target.broker(kafka) as broker:
@@ -823,17 +825,22 @@ def java_producer_props(bootstrap: str, overrides: Mapping[str, Any]) -> list[st
 
 async def ceiling(target: Target, config: BenchConfig, size: int,
                   log: Log = _quiet) -> ThroughputRow:
-    """Kafka's own Java producer benchmark, same broker, same record size, acks=all."""
+    """Kafka's own Java producer benchmark, same broker, same record size, acks=all; run
+    with the target's Kafka jars (``target.kafka_libs``: ConfigError without them)."""
     bootstrap = target.bootstrap
     if bootstrap is None:
         raise BrokerError("the ceiling scenario needs Kafka")
+    libs = target.kafka_libs
+    if libs is None:
+        raise ConfigError("--kafka-libs", "the ceiling scenario needs the folder of Kafka's "
+                                          "jars (its Java ProducerPerformance)")
     topic = f"bench.{config.run_id}.ceiling"
     partitions = config.overhead_partitions
     await target.provision([TopicSpec(TopicName(topic), partitions)])
     try:
         props = java_producer_props(bootstrap, config.producer)
-        cmd = kafka_local().java_command(
-            "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
+        cmd = java_command(
+            libs, "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
             "--num-records", str(config.java_records), "--record-size", str(size),
             "--throughput", "-1", "--producer-props", *props, heap="512m")
         log(f"[ceiling] Java ProducerPerformance: {config.java_records} records of {size} B")

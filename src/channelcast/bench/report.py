@@ -1,7 +1,7 @@
 """Turning results into files: ``report.md`` (tables, ratios, targets), ``results.json``
 and ``bench.png`` (latency distribution per strategy, throughput bars).
 
-Pure formatting over :class:`~channelcast.ops.bench.model.BenchResults`; the only I/O is
+Pure formatting over :class:`~channelcast.bench.model.BenchResults`; the only I/O is
 writing the three files into the folder it is given. matplotlib runs on the Agg backend.
 """
 
@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from channelcast.ops.bench.model import BenchResults, LatencyRun, StrategyResult, to_jsonable
+from channelcast.bench.model import BenchResults, LatencyRun, StrategyResult, to_jsonable
 
 
 def _num(value: float | None, digits: int = 0) -> str:

@@ -13,9 +13,12 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
 
 :func:`warm_up` runs the first and third for a while, untimed, on a broker just started.
 
-It also provisions and removes the benchmark's topics (through the admin adapter when it
-is there). Everything here is blocking; async callers use ``asyncio.to_thread``. It never
-touches topics it was not given. Kafka errors leave it only as channelcast errors.
+It also provisions and removes the benchmark's topics through the Kafka adapter's
+:class:`~channelcast.brokers.kafka.admin.KafkaAdmin`. Everything here is blocking; async
+callers use ``asyncio.to_thread``. It never touches topics it was not given. Kafka errors
+leave it only as channelcast errors, translated by the adapter's
+:func:`~channelcast.brokers.kafka.errors.translate` (this module has no error map of its
+own and must never grow one), and it never copies an adapter helper: it calls it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from channelcast.errors import BrokerError, BrokerUnavailable
+from channelcast.brokers.kafka.admin import KafkaAdmin
+from channelcast.brokers.kafka.errors import translate
+from channelcast.brokers.kafka.producer import producer_defaults
+from channelcast.errors import BrokerError
 from channelcast.strategies.base import TopicSpec
 
 __all__ = [
@@ -92,18 +98,9 @@ class RawRoundTrip:
     seconds: float
 
 
-def _error(exc: BaseException, doing: str) -> BrokerError:
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    if isinstance(err, KafkaError):
-        return BrokerError(f"{doing}: {err.str()}", retriable=err.retriable())
-    return BrokerError(f"{doing}: {exc}")
-
-
 def baseline_producer_config(bootstrap: str, timeout_s: float = 30.0) -> dict[str, Any]:
     """The same librdkafka settings channelcast's publisher uses (acks=all, idempotent,
     lz4, linger 5 ms, ...), so a comparison measures the Python layer, not the settings."""
-    from channelcast.brokers.kafka.producer import producer_defaults
-
     return producer_defaults(bootstrap, timeout_s)
 
 
@@ -136,8 +133,6 @@ def _consumer(bootstrap: str, config: Mapping[str, Any] | None) -> Consumer:
 def create_topics(bootstrap: str, specs: Sequence[TopicSpec], *, timeout_s: float = 120.0,
                   ) -> None:
     """Create the topics (existing ones are left alone) and wait until they have leaders."""
-    from channelcast.brokers.kafka.admin import KafkaAdmin
-
     admin = KafkaAdmin(bootstrap, timeout_s=timeout_s)
     # Thousands of topics in one CreateTopics request time out on small machines: chunk.
     for chunk in _chunks(list(specs), 200):
@@ -146,8 +141,6 @@ def create_topics(bootstrap: str, specs: Sequence[TopicSpec], *, timeout_s: floa
 
 def delete_topics(bootstrap: str, names: Sequence[str], *, timeout_s: float = 120.0) -> None:
     """Delete the named topics (missing ones are fine)."""
-    from channelcast.brokers.kafka.admin import KafkaAdmin
-
     admin = KafkaAdmin(bootstrap, timeout_s=timeout_s)
     for chunk in _chunks(list(names), 200):
         admin.delete_topics(chunk)
@@ -155,8 +148,6 @@ def delete_topics(bootstrap: str, names: Sequence[str], *, timeout_s: float = 12
 
 def ping(bootstrap: str, timeout_s: float = 10.0) -> None:
     """Raise BrokerUnavailable unless Kafka at ``bootstrap`` answers within ``timeout_s``."""
-    from channelcast.brokers.kafka.admin import KafkaAdmin
-
     KafkaAdmin(bootstrap, timeout_s=timeout_s).broker_count()
 
 
@@ -172,7 +163,7 @@ def end_offsets(bootstrap: str, partitions: Sequence[tuple[str, int]],
             out[(topic, part)] = int(high)
         return out
     except KafkaException as exc:
-        raise _error(exc, "reading watermarks") from exc
+        raise translate(exc, "raw consumer: reading watermarks") from exc
     finally:
         consumer.close()
 
@@ -213,7 +204,7 @@ def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
         if producer.flush(timeout_s):
             raise BrokerError(f"raw producer: warm-up not acknowledged in {timeout_s}s")
     except KafkaException as exc:
-        raise BrokerUnavailable(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+        raise translate(exc, f"raw producer: warming up on {bootstrap}") from exc
     start = time.perf_counter()
     cpu_start = time.process_time()
     produce = producer.produce
@@ -232,7 +223,7 @@ def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
             except BufferError:
                 poll(0.005)  # the local queue is full: let librdkafka send
             except KafkaException as exc:
-                raise _error(exc, "producing") from exc
+                raise translate(exc, "raw producer: producing") from exc
         poll(0)
     left = producer.flush(timeout_s)
     seconds = time.perf_counter() - start
@@ -240,8 +231,8 @@ def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
     if left:
         raise BrokerError(f"raw producer: {left} message(s) not acknowledged in {timeout_s}s")
     if failures:
-        raise BrokerError(f"raw producer: {len(failures)} delivery failure(s), first: "
-                          f"{failures[0].str()}", retriable=failures[0].retriable())
+        raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
+                                     "(the first failure shown)")
     return RawThroughput(len(messages), seconds, cpu)
 
 
@@ -281,7 +272,7 @@ def consume_loop(bootstrap: str, partitions: Sequence[tuple[str, int]], count: i
             for msg in consumer.consume(1000, 0.1):
                 err = msg.error()
                 if err is not None:
-                    raise BrokerError(f"raw consumer: {err.str()}", retriable=err.retriable())
+                    raise translate(err, "raw consumer: consuming")
                 value = msg.value()
                 if decode_value is not None and value is not None:
                     decode_value(value)
@@ -290,7 +281,7 @@ def consume_loop(bootstrap: str, partitions: Sequence[tuple[str, int]], count: i
                 seen += 1
         return RawThroughput(seen - 1, time.perf_counter() - began)
     except KafkaException as exc:
-        raise _error(exc, "consuming") from exc
+        raise translate(exc, "raw consumer: consuming") from exc
     finally:
         if ready is not None:
             ready.set()
@@ -311,7 +302,8 @@ def wait_writable(bootstrap: str, partitions: Sequence[tuple[str, int]],
                     break
                 except KafkaException as exc:
                     if time.monotonic() > deadline:
-                        raise _error(exc, f"waiting for {topic}:{part}") from exc
+                        raise translate(exc, f"raw consumer: waiting for {topic}:{part}"
+                                        ) from exc
                     time.sleep(0.2)
     finally:
         consumer.close()
@@ -368,7 +360,7 @@ def spread_round_trip(producer_config: Mapping[str, Any], consumer_config: Mappi
                     continue
                 err = msg.error()
                 if err is not None:
-                    raise BrokerError(f"raw consumer: {err.str()}", retriable=err.retriable())
+                    raise translate(err, "raw round trip: consuming")
                 now = time.monotonic_ns()
                 value = msg.value()
                 if value is None or len(value) < _STAMP.size:
@@ -426,7 +418,7 @@ def spread_round_trip(producer_config: Mapping[str, Any], consumer_config: Mappi
             raise failure[0]
         return RawRoundTrip(sent, received, elapsed)
     except KafkaException as exc:
-        raise _error(exc, "raw round trip") from exc
+        raise translate(exc, "raw round trip") from exc
     finally:
         stop.set()
         thread.join(10.0)

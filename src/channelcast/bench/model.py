@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from channelcast.ops.bench.hist import LatencySummary
+from channelcast.bench.hist import LatencySummary
 
 SCENARIOS = ("strategies", "overhead", "ceiling", "fanout")
 """Scenario names, in the order they run."""
@@ -56,8 +56,8 @@ class BenchConfig:
     warm_up_s: float = 0.0
     """Seconds of untimed raw load on a throwaway topic before the scenarios. A broker JVM
     started a moment ago runs its produce and fetch paths interpreted until the JIT has
-    compiled them, which slows whichever scenario comes first (``--start-kafka`` warms up
-    for 15 s unless told otherwise)."""
+    compiled them, which slows whichever scenario comes first (``scripts/bench``, which
+    starts a broker for the run, warms it up for 15 s unless told otherwise)."""
     repeat: int = 1
     """How many times the strategies scenario runs (with its raw round trips). A 10-second
     run's p99 can be one stall; with repeats the report lists every run's target ratios

@@ -1,6 +1,6 @@
 """The fan-out benchmark's clients: N WebSocket connections in a process of their own.
 
-Run as ``python -m channelcast.ops.bench.fanout_client URL N CHANNEL MODE EXPECTED``. MODE
+Run as ``python -m channelcast.bench.fanout_client URL N CHANNEL MODE EXPECTED``. MODE
 ``channelcast`` speaks the gateway protocol (wait for ``connected``, subscribe, wait for
 ``subscribed``); ``plain`` just connects. It prints ``ready`` once every client is in,
 then records, per phase tag (``data["r"]``), each delivery's latency from the intended send
@@ -26,7 +26,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from channelcast.ops.bench.hist import LatencyRecorder
+from channelcast.bench.hist import LatencyRecorder
 
 
 @dataclass
