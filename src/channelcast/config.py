@@ -26,6 +26,13 @@ import yaml
 
 from channelcast.channels import ALLOWED_CHARACTERS, CHANNEL_CHARACTERS, MAX_CHANNEL_LENGTH
 from channelcast.errors import ConfigError, StrategyError
+from channelcast.strategies import (
+    PARTITIONERS,
+    STRATEGIES,
+    check_partitioner,
+    create_strategy,
+    load_partitioner,
+)
 from channelcast.types import TopicName
 
 T = TypeVar("T")
@@ -423,14 +430,6 @@ def load_settings(path: str | Path | None = None,
 def validate(settings: Settings) -> None:
     """Cross-field checks that a single key's parser cannot see."""
     k = settings.kafka
-    from channelcast.strategies import (
-        PARTITIONERS,
-        STRATEGIES,
-        check_partitioner,
-        create_strategy,
-        load_partitioner,
-    )
-
     if k.topic_strategy not in STRATEGIES and ":" not in k.topic_strategy:
         raise ConfigError("kafka.topic_strategy", f"unknown strategy {k.topic_strategy!r} "
                           f"(known: {', '.join(STRATEGIES)}, or package.module:Name)")
