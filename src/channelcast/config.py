@@ -174,7 +174,7 @@ def _by_pattern(value: object) -> dict[str, Any]:
         if not isinstance(row, dict):
             raise _problem(f"must be a table/mapping, got {type(row).__name__}", f'."{pattern}"')
         if "pattern" in row:
-            raise _problem(f"unknown key (allowed: {', '.join(_known(TopicMapping))})",
+            raise _problem(f"unknown key (allowed: {_known(TopicMapping)})",
                            f'."{pattern}".pattern')
         rows[pattern] = {**row, "pattern": pattern}
     return rows
@@ -394,10 +394,25 @@ def _sections(raw: dict[Any, Any]) -> dict[str, Any]:
 # --- pydantic's errors -> ConfigError, in this one place ----------------------------------
 
 
-def _known(cls: type[Any]) -> list[str]:
-    return [f.name for f in fields(cls) if not (cls is TopicMapping and f.name == "pattern")]
+def _known(cls: type[Any]) -> str:
+    return ", ".join(f.name for f in fields(cls) if f.name != "pattern" or cls is not TopicMapping)
 
 
+# pydantic error type -> channelcast's wording ({value}: the bad input; others from ctx).
+_WORDING = {
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"),
+                    "must be an integer, got {value!r}"),
+    **dict.fromkeys(("float_type", "float_parsing"), "must be a number, got {value!r}"),
+    "finite_number": "must be a finite number, got {value!r}",
+    "greater_than_equal": "must be >= {ge}, got {value}",
+    "greater_than": "must be > {gt}, got {value}",
+    **dict.fromkeys(("bool_type", "bool_parsing"), "must be true or false, got {value!r}"),
+    **dict.fromkeys(("string_type", "string_too_short"),
+                    "must be a non-empty string, got {value!r}"),
+    **dict.fromkeys(("dict_type", "mapping_type", "dataclass_type", "dataclass_args_type"),
+                    "must be a table/mapping, got {type}"),
+    "channelcast": "{problem}",
+}
 _MISSING = {"topic": "pattern has no topic", "partitions": "pattern has no partition count"}
 
 
@@ -406,33 +421,17 @@ def _config_error(exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     loc, kind, value = list(error["loc"]), error["type"], error["input"]
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    in_row = loc[1:2] == ["topic_mapping"]
     if loc and loc[-1] == "[key]":
         loc.pop()
         problem = f"keys must be strings, got {type(value).__name__}"
-    elif kind == "channelcast":
-        problem = ctx["problem"]
-    elif kind in ("int_type", "int_parsing", "int_from_float"):
-        problem = f"must be an integer, got {value!r}"
-    elif kind in ("float_type", "float_parsing"):
-        problem = f"must be a number, got {value!r}"
-    elif kind == "finite_number":
-        problem = f"must be a finite number, got {value!r}"
-    elif kind == "greater_than_equal":
-        problem = f"must be >= {ctx['ge']}, got {value}"
-    elif kind == "greater_than":
-        problem = f"must be > {ctx['gt']}, got {value}"
-    elif kind in ("bool_type", "bool_parsing"):
-        problem = f"must be true or false, got {value!r}"
-    elif kind in ("string_type", "string_too_short"):
-        problem = f"must be a non-empty string, got {value!r}"
-    elif kind in ("dict_type", "mapping_type", "dataclass_type", "dataclass_args_type"):
-        problem = f"must be a table/mapping, got {type(value).__name__}"
     elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
-        problem = (f"unknown key (allowed: {', '.join(_known(TopicMapping))})"
-                   if loc[1:2] == ["topic_mapping"] else
-                   f"unknown key (known: {', '.join(_known(_SECTIONS[str(loc[0])]))})")
-    elif kind == "missing" and str(loc[-1]) in _MISSING:
+        problem = (f"unknown key (allowed: {_known(TopicMapping)})" if in_row else
+                   f"unknown key (known: {_known(_SECTIONS[str(loc[0])])})")
+    elif kind == "missing" and in_row and loc[-1] in _MISSING:
         problem = _MISSING[str(loc[-1])]
+    elif kind in _WORDING:
+        problem = _WORDING[kind].format_map({**ctx, "value": value, "type": type(value).__name__})
     else:  # a check without wording of its own: pydantic's, plus the value
         problem = f"{error['msg']}, got {value!r}"
     key = "".join(f'."{part}"' if i > 0 and loc[i - 1] == "topic_mapping" else f".{part}"
