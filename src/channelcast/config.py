@@ -441,12 +441,13 @@ def _config_error(exc: ValidationError) -> ConfigError:
 
 def _blame_environment(exc: ConfigError, set_by: Mapping[str, str]) -> ConfigError:
     """Name the variable that set a key: as the key, or inside a cross-key problem."""
-    if exc.key not in set_by and not any(k in exc.problem for k in set_by):
+    # Only kafka.* keys appear inside problems (and a bare "broker" would match "brokers").
+    mentioned = {k: v for k, v in set_by.items() if k.startswith("kafka.") and k in exc.problem}
+    if exc.key not in set_by and not mentioned:
         return exc
     problem = exc.problem
-    for dotted, var in set_by.items():
-        if dotted.startswith("kafka."):  # a bare "broker" would also match "brokers"
-            problem = problem.replace(dotted, f"{dotted} (set by {var})")
+    for dotted, var in mentioned.items():
+        problem = problem.replace(dotted, f"{dotted} (set by {var})")
     return ConfigError(set_by.get(exc.key, exc.key), problem)
 
 
