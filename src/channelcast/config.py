@@ -3,88 +3,266 @@
 Owns reading and checking configuration, once, at start-up. Every problem raises
 :class:`~channelcast.errors.ConfigError` naming the key (``kafka.topic_mapping."user.*".partitions``
 or the environment variable) and what is wrong. Nothing else in the package reads the
-environment or config files.
+environment or config files, and no pydantic error leaves this module.
 
 Environment overrides use the original's names: ``KAFKA_BROKERS``, ``KAFKA_TOPIC_STRATEGY``,
 ``KAFKA_TOPIC_PREFIX``, ``KAFKA_DEFAULT_TOPIC``, ``KAFKA_DEFAULT_PARTITIONS``,
 ``KAFKA_MANUAL_COMMIT``; plus ``CHANNELCAST_CONFIG`` (file path) and
 ``CHANNELCAST_BROKER`` (``memory://`` or ``kafka://host:port,...``).
+
+How: the settings are frozen dataclasses whose field annotations carry each key's checks;
+pydantic validates into them, pydantic-settings layers the sources (defaults <- file <-
+environment), and :func:`_config_error` is the one place a pydantic ``ValidationError``
+becomes a ``ConfigError``. Checks across keys and the strategy/partitioner imports are in
+:func:`validate`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    with_config,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from channelcast.channels import ALLOWED_CHARACTERS, CHANNEL_CHARACTERS, MAX_CHANNEL_LENGTH
 from channelcast.errors import ConfigError, StrategyError
+from channelcast.strategies import (
+    PARTITIONERS,
+    STRATEGIES,
+    check_partitioner,
+    create_strategy,
+    load_partitioner,
+)
 from channelcast.types import TopicName
-
-T = TypeVar("T")
 
 KNOWN_STRATEGIES = ("grouped", "one-per-channel")
 
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
 _GLOB_CHARS = frozenset("*?[]!^")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
+# --- what a key may hold: pydantic annotations plus channelcast's own checks -------------
+
+
+def _problem(problem: str, at: str = "") -> PydanticCustomError:
+    """A check's own wording, shown as is; ``at`` extends the key (``[0].pattern``)."""
+    return PydanticCustomError("channelcast", "{problem}", {"problem": problem, "at": at})
+
+
+def _decimal_text(value: object) -> object:
+    # Environment values are text, and a file may quote numbers too. Only plain ASCII
+    # decimals count: pydantic's lax mode would also take "1_000", int() non-ASCII digits.
+    return int(value) if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) else value
+
+
+def _number_text(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _flag_text(value: object) -> object:
+    word = value.strip().lower() if isinstance(value, str) else None
+    return True if word in _TRUE else False if word in _FALSE else value
+
+
+def _kafka_topic(name: str) -> TopicName:
+    if len(name) > 249 or name in (".", "..") or any(
+            not (c.isascii() and (c.isalnum() or c in "._-")) for c in name):
+        raise _problem(f"{name!r} is not a valid Kafka topic name "
+                       "(1-249 characters of A-Z a-z 0-9 . _ -)")
+    return TopicName(name)
+
+
+def _topic_prefix(prefix: str) -> str:
+    longest = 249 - 1 - MAX_CHANNEL_LENGTH  # the topic is "{prefix}_{channel}"
+    if len(prefix) > longest or any(
+            not (c.isascii() and (c.isalnum() or c in "._-")) for c in prefix):
+        raise _problem(f"{prefix!r} cannot start a Kafka topic name "
+                       f"(1-{longest} characters of A-Z a-z 0-9 . _ -)")
+    return prefix
+
+
+def _host_ports(value: str) -> str:
+    """Check a ``host:port[,host:port]`` list (librdkafka's ``bootstrap.servers``)."""
+    for item in value.split(","):
+        address = item.strip().split("://", 1)[-1]
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not _DECIMAL.fullmatch(port) or not 0 < int(port) < 65536:
+            raise _problem(f"{item.strip()!r} is not host:port "
+                           "(want host:port[,host:port], port 1-65535)")
+    return value
+
+
+def _broker_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("memory", "kafka"):
+        raise _problem(f"must be memory:// or kafka://host:port[,host:port], got {url!r}")
+    if scheme == "kafka" and not rest:
+        raise _problem("kafka:// needs at least one host:port")
+    if scheme == "kafka":
+        _host_ports(rest)
+    return url
+
+
+def _librdkafka_value(value: object) -> object:
+    if not isinstance(value, str | int | float | bool):
+        raise _problem("librdkafka settings must be scalars")
+    return value
+
+
+def _pattern(value: object, at: str) -> str:
+    """A channel glob: channel characters plus glob syntax (``* ? [ ] ! ^``)."""
+    if not isinstance(value, str) or not value:
+        raise _problem(f"pattern must be a non-empty string, got {value!r}", at)
+    for c in value:
+        if c not in CHANNEL_CHARACTERS and c not in _GLOB_CHARS:
+            raise _problem(f"pattern {value!r} has character {c!r}, which no channel name "
+                           f"can contain (channels use {ALLOWED_CHARACTERS})", at)
+    return value
+
+
+def _by_pattern(value: object) -> dict[str, Any]:
+    """The mapping as written (a table of pattern = row, or a YAML list of rows with a
+    ``pattern``) -> ``{pattern: row}`` in order, so errors inside a row name its pattern."""
+    rows: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for pattern, row in value.items():
+            rows[_pattern(pattern, f".{pattern}")] = row
+    elif isinstance(value, list):
+        for i, row in enumerate(value):
+            if not isinstance(row, dict):
+                raise _problem(f"must be a table/mapping, got {type(row).__name__}", f"[{i}]")
+            if "pattern" not in row:
+                raise _problem("is missing", f"[{i}].pattern")
+            pattern = _pattern(row["pattern"], f"[{i}].pattern")
+            if pattern in rows:
+                raise _problem("pattern is declared twice", f'."{pattern}"')
+            rows[pattern] = {k: v for k, v in row.items() if k != "pattern"}
+    else:
+        raise _problem("must be a table of pattern = {topic, partitions}")
+    for pattern, row in rows.items():
+        if not isinstance(row, dict):
+            raise _problem(f"must be a table/mapping, got {type(row).__name__}", f'."{pattern}"')
+        if "pattern" in row:
+            raise _problem(f"unknown key (allowed: {_known(TopicMapping)})",
+                           f'."{pattern}".pattern')
+        rows[pattern] = {**row, "pattern": pattern}
+    return rows
+
+
+_Text = Annotated[str, Strict(), StringConstraints(strip_whitespace=True, min_length=1)]
+_Int = Annotated[int, Strict(), BeforeValidator(_decimal_text)]
+_Positive = Annotated[float, Strict(), Field(gt=0.0, allow_inf_nan=False),
+                      BeforeValidator(_number_text)]
+_Flag = Annotated[bool, Strict(), BeforeValidator(_flag_text)]
+_Topic = Annotated[_Text, AfterValidator(_kafka_topic)]
+_TopicName = Annotated[TopicName, Strict(), StringConstraints(strip_whitespace=True, min_length=1),
+                       AfterValidator(_kafka_topic)]
+_Librdkafka = Mapping[Annotated[str, Strict()], Annotated[Any, AfterValidator(_librdkafka_value)]]
+_BrokerUrl = Annotated[_Text, AfterValidator(_broker_url)]
+
+
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True, slots=True)
 class TopicMapping:
+    """One row of ``kafka.topic_mapping``: channels matching the glob ``pattern`` go to
+    ``topic`` (``partitions``; ``replication_factor`` None means the section's)."""
+
     pattern: str
-    topic: TopicName
-    partitions: int
-    replication_factor: int | None = None
-    config: Mapping[str, str] = field(default_factory=dict)
+    topic: _TopicName
+    partitions: Annotated[_Int, Field(ge=1)]
+    replication_factor: Annotated[_Int, Field(ge=1)] | None = None
+    config: Mapping[Annotated[str, Strict()], Annotated[str, BeforeValidator(str)]] = field(
+        default_factory=dict)
 
 
+# Validated as {pattern: row} (see _by_pattern), kept as rows in their order.
+_PatternTable = Annotated[
+    tuple[TopicMapping, ...],
+    GetPydanticSchema(lambda _type, handler: handler(dict[str, TopicMapping])),
+    AfterValidator(lambda rows: tuple(rows.values())),
+    BeforeValidator(_by_pattern),
+]
+
+
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
-    brokers: str = "127.0.0.1:19092"
-    topic_strategy: str = "grouped"
-    topic_prefix: str = "realtime"
-    default_topic: str = "realtime"
-    default_partitions: int = 10
-    replication_factor: int = 1
-    topic_mapping: tuple[TopicMapping, ...] = ()
-    partitioner: str = "murmur2"
-    manual_commit: bool = False
-    dead_letter_topic: str = "realtime.dlq"
-    max_attempts: int = 5
-    retry_backoff_ms: int = 100
-    retry_backoff_max_ms: int = 5000
-    timeout_s: float = 10.0
-    max_message_bytes: int = 1_000_000
-    producer: Mapping[str, Any] = field(default_factory=dict)
-    consumer: Mapping[str, Any] = field(default_factory=dict)
+    """The ``[kafka]`` section; each key, unit and range is in docs/configuration.md."""
+
+    brokers: Annotated[_Text, AfterValidator(_host_ports)] = "127.0.0.1:19092"
+    topic_strategy: _Text = "grouped"
+    topic_prefix: Annotated[_Text, AfterValidator(_topic_prefix)] = "realtime"
+    default_topic: _Topic = "realtime"
+    default_partitions: Annotated[_Int, Field(ge=1)] = 10
+    replication_factor: Annotated[_Int, Field(ge=1)] = 1
+    topic_mapping: _PatternTable = ()
+    partitioner: _Text = "murmur2"
+    manual_commit: _Flag = False
+    dead_letter_topic: _Topic = "realtime.dlq"
+    max_attempts: Annotated[_Int, Field(ge=1)] = 5
+    retry_backoff_ms: Annotated[_Int, Field(ge=0)] = 100
+    retry_backoff_max_ms: Annotated[_Int, Field(ge=0)] = 5000
+    timeout_s: _Positive = 10.0
+    max_message_bytes: Annotated[_Int, Field(ge=1024)] = 1_000_000
+    producer: _Librdkafka = field(default_factory=dict)
+    consumer: _Librdkafka = field(default_factory=dict)
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    app_id: str = "channelcast"
-    app_key: str = "channelcast-key"
-    app_secret: str = "channelcast-secret"
-    max_subscriptions: int = 100
-    max_frame_bytes: int = 65536
-    send_queue: int = 256
-    slow_client_policy: str = "drop-oldest"
-    presence_ttl_s: float = 15.0
-    history_size: int = 10000
-    demo: bool = True
-    send_buffer_bytes: int = 262144
+    """The ``[gateway]`` section; each key, unit and range is in docs/configuration.md."""
+
+    host: _Text = "127.0.0.1"
+    port: Annotated[_Int, Field(ge=0)] = 8000
+    app_id: _Text = "channelcast"
+    app_key: _Text = "channelcast-key"
+    app_secret: _Text = "channelcast-secret"
+    max_subscriptions: Annotated[_Int, Field(ge=1)] = 100
+    max_frame_bytes: Annotated[_Int, Field(ge=256)] = 65536
+    send_queue: Annotated[_Int, Field(ge=1)] = 256
+    slow_client_policy: _Text = "drop-oldest"
+    presence_ttl_s: _Positive = 15.0
+    history_size: Annotated[_Int, Field(ge=1)] = 10000
+    demo: _Flag = True
+    send_buffer_bytes: Annotated[_Int, Field(ge=0)] = 262144
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Everything channelcast reads at start-up; build it with :func:`load_settings`."""
+
     broker: str = "memory://"
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
@@ -115,202 +293,6 @@ class Settings:
 
 REDACTED = "***"
 
-
-# --- parsing helpers -----------------------------------------------------------------
-
-
-def _int(key: str, value: object, minimum: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(key, f"must be an integer, got {value!r}")
-    if isinstance(value, str):
-        # Plain ASCII decimals only: int() would also take "1_000" and non-ASCII digits.
-        if not _DECIMAL.fullmatch(value.strip()):
-            raise ConfigError(key, f"must be an integer, got {value!r}")
-        value = int(value.strip())
-    if not isinstance(value, int):
-        raise ConfigError(key, f"must be an integer, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(key, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(key: str, value: object, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(key, f"must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(key, f"must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(key, f"must be a finite number, got {value!r}")
-    if number <= minimum:
-        raise ConfigError(key, f"must be > {minimum}, got {number}")
-    return number
-
-
-def _bool(key: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(key, f"must be true or false, got {value!r}")
-
-
-def _str(key: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, f"must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _table(key: str, value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(key, f"must be a table/mapping, got {type(value).__name__}")
-    for k in value:
-        if not isinstance(k, str):
-            raise ConfigError(f"{key}.{k}", f"keys must be strings, got {type(k).__name__}")
-    return value
-
-
-def _section_table(key: str, value: object) -> dict[str, Any]:
-    # YAML writes an empty section ("kafka:" with nothing under it) as null.
-    return {} if value is None else _table(key, value)
-
-
-def _topic(key: str, value: object) -> TopicName:
-    name = _str(key, value)
-    if len(name) > 249 or name in (".", "..") or any(
-            not (c.isascii() and (c.isalnum() or c in "._-")) for c in name):
-        raise ConfigError(key, f"{name!r} is not a valid Kafka topic name "
-                               "(1-249 characters of A-Z a-z 0-9 . _ -)")
-    return TopicName(name)
-
-
-def _topic_prefix(key: str, value: object) -> str:
-    prefix = _str(key, value)
-    longest = 249 - 1 - MAX_CHANNEL_LENGTH  # the topic is "{prefix}_{channel}"
-    if len(prefix) > longest or any(
-            not (c.isascii() and (c.isalnum() or c in "._-")) for c in prefix):
-        raise ConfigError(key, f"{prefix!r} cannot start a Kafka topic name "
-                               f"(1-{longest} characters of A-Z a-z 0-9 . _ -)")
-    return prefix
-
-
-def _host_ports(key: str, value: str) -> str:
-    """Check a ``host:port[,host:port]`` list (librdkafka's ``bootstrap.servers``)."""
-    for item in value.split(","):
-        address = item.strip().split("://", 1)[-1]
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not _DECIMAL.fullmatch(port) or not 0 < int(port) < 65536:
-            raise ConfigError(key, f"{item.strip()!r} is not host:port "
-                                   "(want host:port[,host:port], port 1-65535)")
-    return value
-
-
-def _brokers(key: str, value: object) -> str:
-    return _host_ports(key, _str(key, value))
-
-
-def _librdkafka(key: str, value: object) -> dict[str, Any]:
-    table = _table(key, value)
-    for k, v in table.items():
-        if not isinstance(v, str | int | float | bool):
-            raise ConfigError(f"{key}.{k}", "librdkafka settings must be scalars")
-    return dict(table)
-
-
-def _mapping(key: str, value: object) -> tuple[TopicMapping, ...]:
-    rows: list[tuple[str, object]]
-    if isinstance(value, dict):
-        rows = [(_pattern(f"{key}.{p}", p), spec) for p, spec in value.items()]
-    elif isinstance(value, list):
-        rows = []
-        for i, row in enumerate(value):
-            row = _table(f"{key}[{i}]", row)
-            if "pattern" not in row:
-                raise ConfigError(f"{key}[{i}].pattern", "is missing")
-            rows.append((_pattern(f"{key}[{i}].pattern", row["pattern"]),
-                         {k: v for k, v in row.items() if k != "pattern"}))
-    else:
-        raise ConfigError(key, "must be a table of pattern = {topic, partitions}")
-    out: list[TopicMapping] = []
-    seen: set[str] = set()
-    for pattern, spec in rows:
-        pkey = f'{key}."{pattern}"'
-        if not pattern:
-            raise ConfigError(pkey, "pattern must not be empty")
-        if pattern in seen:
-            raise ConfigError(pkey, "pattern is declared twice")
-        seen.add(pattern)
-        spec = _table(pkey, spec)
-        unknown = set(spec) - {"topic", "partitions", "replication_factor", "config"}
-        if unknown:
-            raise ConfigError(f"{pkey}.{sorted(unknown)[0]}", "unknown key "
-                              "(allowed: topic, partitions, replication_factor, config)")
-        if "topic" not in spec:
-            raise ConfigError(f"{pkey}.topic", "pattern has no topic")
-        if "partitions" not in spec:
-            raise ConfigError(f"{pkey}.partitions", "pattern has no partition count")
-        rf = spec.get("replication_factor")
-        out.append(TopicMapping(
-            pattern=pattern,
-            topic=_topic(f"{pkey}.topic", spec["topic"]),
-            partitions=_int(f"{pkey}.partitions", spec["partitions"], 1),
-            replication_factor=None if rf is None else _int(f"{pkey}.replication_factor", rf, 1),
-            config={str(k): str(v) for k, v in _table(f"{pkey}.config",
-                                                      spec.get("config", {})).items()},
-        ))
-    return tuple(out)
-
-
-def _pattern(key: str, value: object) -> str:
-    """A channel glob: channel characters plus glob syntax (``* ? [ ] ! ^``)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(key, f"pattern must be a non-empty string, got {value!r}")
-    for c in value:
-        if c not in CHANNEL_CHARACTERS and c not in _GLOB_CHARS:
-            raise ConfigError(key, f"pattern {value!r} has character {c!r}, which no channel"
-                                   f" name can contain (channels use {ALLOWED_CHARACTERS})")
-    return value
-
-
-_KAFKA_PARSERS: dict[str, Callable[[str, object], Any]] = {
-    "brokers": _brokers,
-    "topic_strategy": _str,
-    "topic_prefix": _topic_prefix,
-    "default_topic": _topic,
-    "default_partitions": lambda k, v: _int(k, v, 1),
-    "replication_factor": lambda k, v: _int(k, v, 1),
-    "topic_mapping": _mapping,
-    "partitioner": _str,
-    "manual_commit": _bool,
-    "dead_letter_topic": _topic,
-    "max_attempts": lambda k, v: _int(k, v, 1),
-    "retry_backoff_ms": lambda k, v: _int(k, v, 0),
-    "retry_backoff_max_ms": lambda k, v: _int(k, v, 0),
-    "timeout_s": _float,
-    "max_message_bytes": lambda k, v: _int(k, v, 1024),
-    "producer": _librdkafka,
-    "consumer": _librdkafka,
-}
-
-_GATEWAY_PARSERS: dict[str, Callable[[str, object], Any]] = {
-    "host": _str,
-    "port": lambda k, v: _int(k, v, 0),
-    "app_id": _str,
-    "app_key": _str,
-    "app_secret": _str,
-    "max_subscriptions": lambda k, v: _int(k, v, 1),
-    "max_frame_bytes": lambda k, v: _int(k, v, 256),
-    "send_queue": lambda k, v: _int(k, v, 1),
-    "slow_client_policy": _str,
-    "presence_ttl_s": _float,
-    "history_size": lambda k, v: _int(k, v, 1),
-    "demo": _bool,
-    "send_buffer_bytes": lambda k, v: _int(k, v, 0),
-}
-
 ENV_KAFKA = {
     "KAFKA_BROKERS": "brokers",
     "KAFKA_TOPIC_STRATEGY": "topic_strategy",
@@ -321,29 +303,56 @@ ENV_KAFKA = {
     "KAFKA_DEAD_LETTER_TOPIC": "dead_letter_topic",
     "KAFKA_PARTITIONER": "partitioner",
 }
+_SECTIONS: dict[str, type[Any]] = {"kafka": KafkaSettings, "gateway": GatewaySettings}
 
 
-def _section(name: str, raw: object, parsers: Mapping[str, Callable[[str, object], Any]],
-             cls: Callable[..., T]) -> T:
-    table = _section_table(name, raw)
-    values = {}
-    for key, value in table.items():
-        if key not in parsers:
-            raise ConfigError(f"{name}.{key}", f"unknown key (known: {', '.join(parsers)})")
-        values[key] = parsers[key](f"{name}.{key}", value)
-    return cls(**values)
+# --- sources: the file and the environment, layered by pydantic-settings -----------------
 
 
-def _broker_url(key: str, value: object) -> str:
-    url = _str(key, value)
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("memory", "kafka"):
-        raise ConfigError(key, f"must be memory:// or kafka://host:port[,host:port], got {url!r}")
-    if scheme == "kafka" and not rest:
-        raise ConfigError(key, "kafka:// needs at least one host:port")
-    if scheme == "kafka":
-        _host_ports(key, rest)
-    return url
+class _Environment(PydanticBaseSettingsSource):
+    """The original's variable names onto keys (``KAFKA_DEFAULT_TOPIC`` ->
+    ``kafka.default_topic``, ``CHANNELCAST_BROKER`` -> ``broker``); ``set_by`` remembers
+    which variable set which key, for error messages."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        kafka = {key: env[var] for var, key in ENV_KAFKA.items() if var in env}
+        self.set_by = {f"kafka.{key}": var for var, key in ENV_KAFKA.items() if var in env}
+        self.values: dict[str, Any] = {"kafka": kafka} if kafka else {}
+        if "CHANNELCAST_BROKER" in env:
+            self.values["broker"] = env["CHANNELCAST_BROKER"]
+            self.set_by["broker"] = "CHANNELCAST_BROKER"
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.values
+
+
+# settings_customise_sources is a classmethod with no per-call arguments; load_settings()
+# hands it this call's file and environment here (a ContextVar: safe across threads/tasks).
+_CALL_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar("sources")
+
+
+class _Layered(BaseSettings):
+    """File <- environment, merged key by key by pydantic-settings. Only the two sources
+    load_settings() hands over count: pydantic-settings' own (``os.environ`` under the
+    field names, ``.env`` files, secrets directories) are dropped."""
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    broker: _BrokerUrl = "memory://"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _CALL_SOURCES.get()
 
 
 def read_file(path: Path, key: str | None = None) -> dict[str, Any]:
@@ -370,67 +379,123 @@ def read_file(path: Path, key: str | None = None) -> dict[str, Any]:
     return data
 
 
+def _sections(raw: dict[Any, Any]) -> dict[str, Any]:
+    """The file's top level: only known keys; sections are tables (YAML writes an empty
+    ``kafka:`` as null, which means defaults)."""
+    for key in raw:
+        if not isinstance(key, str) or key not in ("broker", *_SECTIONS):
+            raise ConfigError(str(key), "unknown top-level key (known: broker, kafka, gateway)")
+    for name in _SECTIONS:
+        if name in raw and raw[name] is not None and not isinstance(raw[name], dict):
+            raise ConfigError(name, f"must be a table/mapping, got {type(raw[name]).__name__}")
+    return {k: v for k, v in raw.items() if v is not None or k not in _SECTIONS}
+
+
+# --- pydantic's errors -> ConfigError, in this one place ----------------------------------
+
+
+def _known(cls: type[Any]) -> str:
+    return ", ".join(f.name for f in fields(cls) if f.name != "pattern" or cls is not TopicMapping)
+
+
+# pydantic error type -> channelcast's wording ({value}: the bad input; others from ctx).
+_WORDING = {
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"),
+                    "must be an integer, got {value!r}"),
+    **dict.fromkeys(("float_type", "float_parsing"), "must be a number, got {value!r}"),
+    "finite_number": "must be a finite number, got {value!r}",
+    "greater_than_equal": "must be >= {ge}, got {value}",
+    "greater_than": "must be > {gt}, got {value}",
+    **dict.fromkeys(("bool_type", "bool_parsing"), "must be true or false, got {value!r}"),
+    **dict.fromkeys(("string_type", "string_too_short"),
+                    "must be a non-empty string, got {value!r}"),
+    **dict.fromkeys(("dict_type", "mapping_type", "dataclass_type", "dataclass_args_type"),
+                    "must be a table/mapping, got {type}"),
+    "channelcast": "{problem}",
+}
+_MISSING = {"topic": "pattern has no topic", "partitions": "pattern has no partition count"}
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first error (in key order) as ``ConfigError(dotted key, problem)``."""
+    error = exc.errors()[0]
+    loc, kind, value = list(error["loc"]), error["type"], error["input"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    in_row = loc[1:2] == ["topic_mapping"]
+    if loc and loc[-1] == "[key]":
+        loc.pop()
+        problem = f"keys must be strings, got {type(value).__name__}"
+    elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        problem = (f"unknown key (allowed: {_known(TopicMapping)})" if in_row else
+                   f"unknown key (known: {_known(_SECTIONS[str(loc[0])])})")
+    elif kind == "missing" and in_row and loc[-1] in _MISSING:
+        problem = _MISSING[str(loc[-1])]
+    elif kind in _WORDING:
+        problem = _WORDING[kind].format_map({**ctx, "value": value, "type": type(value).__name__})
+    else:  # a check without wording of its own: pydantic's, plus the value
+        problem = f"{error['msg']}, got {value!r}"
+    key = "".join(f'."{part}"' if i > 0 and loc[i - 1] == "topic_mapping" else f".{part}"
+                  for i, part in enumerate(loc))
+    return ConfigError(key[1:] + ctx.get("at", ""), problem)
+
+
+def _blame_environment(exc: ConfigError, set_by: Mapping[str, str]) -> ConfigError:
+    """Name the variable that set a key: as the key, or inside a cross-key problem."""
+    # Only kafka.* keys appear inside problems (and a bare "broker" would match "brokers").
+    mentioned = {k: v for k, v in set_by.items() if k.startswith("kafka.") and k in exc.problem}
+    if exc.key not in set_by and not mentioned:
+        return exc
+    problem = exc.problem
+    for dotted, var in mentioned.items():
+        problem = problem.replace(dotted, f"{dotted} (set by {var})")
+    return ConfigError(set_by.get(exc.key, exc.key), problem)
+
+
 def load_settings(path: str | Path | None = None,
                   env: Mapping[str, str] | None = None) -> Settings:
     """Defaults <- file (``path`` or ``$CHANNELCAST_CONFIG``) <- environment; validated.
 
-    Environment variables set to the empty string count as unset.
+    Environment variables set to the empty string count as unset. Raises
+    :class:`ConfigError` naming the first bad key (or the variable, or the file).
     """
     env = {k: v for k, v in (os.environ if env is None else env).items() if v != ""}
     file_key = None
     if not path and env.get("CHANNELCAST_CONFIG"):
         path, file_key = env["CHANNELCAST_CONFIG"], "CHANNELCAST_CONFIG"
-    raw: dict[str, Any] = read_file(Path(path), file_key) if path else {}
-    for key in raw:
-        if not isinstance(key, str) or key not in ("broker", "kafka", "gateway"):
-            raise ConfigError(str(key), "unknown top-level key (known: broker, kafka, gateway)")
-    kafka_raw = dict(_section_table("kafka", raw.get("kafka")))
-    from_env: dict[str, str] = {}  # dotted key -> the environment variable that set it
-    for var, key in ENV_KAFKA.items():
-        if var in env:
-            kafka_raw[key] = env[var]
-            from_env[f"kafka.{key}"] = var
+    raw = _sections(read_file(Path(path), file_key)) if path else {}
+    environment = _Environment(_Layered, env)
+    token = _CALL_SOURCES.set((environment, InitSettingsSource(_Layered, raw)))
     try:
-        kafka = _section("kafka", kafka_raw, _KAFKA_PARSERS, KafkaSettings)
-        gateway = _section("gateway", raw.get("gateway"), _GATEWAY_PARSERS, GatewaySettings)
+        try:
+            layered = _Layered()
+        except ValidationError as exc:
+            raise _config_error(exc) from exc
+        finally:
+            _CALL_SOURCES.reset(token)
 
-        if "CHANNELCAST_BROKER" in env:
-            broker = _broker_url("CHANNELCAST_BROKER", env["CHANNELCAST_BROKER"])
-        elif "broker" in raw:
-            broker = _broker_url("broker", raw["broker"])
-            if broker.startswith("kafka://") and "KAFKA_BROKERS" in env:
-                broker = f"kafka://{kafka.brokers}"  # the environment overrides the file
-        elif "KAFKA_BROKERS" in env:
+        kafka, broker = layered.kafka, layered.broker
+        # KAFKA_BROKERS selects Kafka, and overrides the hosts of a file's kafka:// URL; an
+        # explicit memory:// stays, and CHANNELCAST_BROKER wins over both.
+        if "KAFKA_BROKERS" in env and "CHANNELCAST_BROKER" not in env and (
+                "broker" not in layered.model_fields_set or broker.startswith("kafka://")):
             broker = f"kafka://{kafka.brokers}"
-        else:
-            broker = "memory://"
         if broker.startswith("kafka://"):
             kafka = replace(kafka, brokers=broker.split("://", 1)[1])
 
-        settings = Settings(broker=broker, kafka=kafka, gateway=gateway,
+        settings = Settings(broker=broker, kafka=kafka, gateway=layered.gateway,
                             source=str(path) if path else "defaults")
         validate(settings)
     except ConfigError as exc:
-        if exc.key in from_env or any(k in exc.problem for k in from_env):
-            problem = exc.problem
-            for dotted, var in from_env.items():
-                problem = problem.replace(dotted, f"{dotted} (set by {var})")
-            raise ConfigError(from_env.get(exc.key, exc.key), problem) from exc
-        raise
+        blamed = _blame_environment(exc, environment.set_by)
+        if blamed is exc:
+            raise
+        raise blamed from exc
     return settings
 
 
 def validate(settings: Settings) -> None:
     """Cross-field checks that a single key's parser cannot see."""
     k = settings.kafka
-    from channelcast.strategies import (
-        PARTITIONERS,
-        STRATEGIES,
-        check_partitioner,
-        create_strategy,
-        load_partitioner,
-    )
-
     if k.topic_strategy not in STRATEGIES and ":" not in k.topic_strategy:
         raise ConfigError("kafka.topic_strategy", f"unknown strategy {k.topic_strategy!r} "
                           f"(known: {', '.join(STRATEGIES)}, or package.module:Name)")
@@ -469,4 +534,3 @@ def validate(settings: Settings) -> None:
                           f"must be drop-oldest or disconnect, got {g.slow_client_policy!r}")
     if not 0 < g.port < 65536 and g.port != 0:
         raise ConfigError("gateway.port", f"must be 0..65535, got {g.port}")
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import textwrap
 from importlib import resources
 from pathlib import Path
@@ -402,6 +403,75 @@ def test_unreadable_files_name_the_file(tmp_path: Path) -> None:
 def test_missing_file_from_the_environment_names_the_variable(tmp_path: Path) -> None:
     exc = error(env={"CHANNELCAST_CONFIG": str(tmp_path / "gone.yaml")})
     assert exc.key == f"CHANNELCAST_CONFIG={tmp_path / 'gone.yaml'}"
+
+
+def test_a_broken_section_is_reported_even_when_the_environment_sets_keys_in_it(
+        tmp_path: Path) -> None:
+    exc = error(toml_file(tmp_path, "kafka = 3\n"), env={"KAFKA_DEFAULT_PARTITIONS": "4"})
+    assert (exc.key, exc.problem) == ("kafka", "must be a table/mapping, got int")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("kafka:\n")
+    assert load_settings(empty, env={"KAFKA_DEFAULT_PARTITIONS": "4"}).kafka.default_partitions == 4
+
+
+@pytest.mark.parametrize(("text", "key", "known"), [
+    ("[kafka]\nfrobnicate = 1\n", "kafka.frobnicate",
+     [f.name for f in dataclasses.fields(KafkaSettings)]),
+    ("[gateway]\ncolour = 5\n", "gateway.colour",
+     [f.name for f in dataclasses.fields(GatewaySettings)]),
+    ('[kafka.topic_mapping."a.*"]\ntopic = "t"\npartitions = 1\nretention = 5\n',
+     'kafka.topic_mapping."a.*".retention', ["topic", "partitions", "replication_factor",
+                                             "config"]),
+])
+def test_unknown_keys_list_the_known_ones(tmp_path: Path, text: str, key: str,
+                                          known: list[str]) -> None:
+    exc = error(toml_file(tmp_path, text))
+    assert exc.key == key
+    assert exc.problem.startswith("unknown key (")
+    assert exc.problem.endswith(f": {', '.join(known)})")
+
+
+def test_numbers_and_flags_written_as_text_in_a_file_still_count(tmp_path: Path) -> None:
+    path = toml_file(tmp_path, """\
+        [kafka]
+        default_partitions = " 12 "
+        timeout_s = "2.5"
+        manual_commit = "yes"
+        [gateway]
+        demo = "off"
+        """)
+    s = load_settings(path, env={})
+    assert (s.kafka.default_partitions, s.kafka.timeout_s, s.kafka.manual_commit,
+            s.gateway.demo) == (12, 2.5, True, False)
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), [
+    ('[kafka.topic_mapping."a.*"]\ntopic = "t"\npartitions = 1\nconfig = 5\n',
+     'kafka.topic_mapping."a.*".config', "must be a table/mapping, got int"),
+    ("[kafka]\nproducer = 3\n", "kafka.producer", "must be a table/mapping, got int"),
+    ("[kafka]\ndefault_partitions = 2.0\n", "kafka.default_partitions",
+     "must be an integer, got 2.0"),
+    ('[gateway]\npresence_ttl_s = "-inf"\n', "gateway.presence_ttl_s",
+     "must be a finite number, got -inf"),
+    ('broker = ""\n', "broker", "must be a non-empty string, got ''"),
+])
+def test_errors_are_worded_by_channelcast_not_by_pydantic(tmp_path: Path, text: str, key: str,
+                                                          problem: str) -> None:
+    exc = error(toml_file(tmp_path, text))
+    assert (exc.key, exc.problem) == (key, problem)
+
+
+def test_only_the_documented_variables_are_read_from_the_process_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [v for v in os.environ if v.startswith(("KAFKA_", "CHANNELCAST_"))]:
+        monkeypatch.delenv(var)
+    # pydantic-settings would read a settings class's field names; channelcast must not.
+    monkeypatch.setenv("broker", "kafka://x:1")
+    monkeypatch.setenv("kafka", '{"default_partitions": 3}')
+    monkeypatch.setenv("KAFKA_DEFAULT_PARTITIONS", "7")
+    s = load_settings(None)
+    assert (s.broker, s.kafka.default_partitions) == ("memory://", 7)
+    assert load_settings(None, env={}).kafka.default_partitions == 10  # given env only
 
 
 def test_config_error_is_in_the_tree_and_a_value_error(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import fnmatch
 import re
@@ -318,3 +319,35 @@ def test_documented_custom_strategy_and_partitioner_work(
     assert route == Route(TopicName("rt.tenant-42"), ord("t") % 4, b"tenant-42.orders")
     assert strategy.topics_for(["a.x", "b.y", "a.z"]) == {"rt.a", "rt.b"}
     assert strategy.subscription_topics(["a.*"]) == {"^rt\\..*$"}
+
+
+# --- the arrow runs one way: config imports strategies, never the reverse ------------------
+
+
+def test_strategies_never_import_the_config_module() -> None:
+    package = Path(__file__).resolve().parents[2] / "src" / "channelcast" / "strategies"
+    modules = sorted(package.glob("*.py"))
+    assert modules
+    for module in modules:
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "channelcast.config" or n.startswith("channelcast.config.")
+                           for n in names), f"{module.name} imports channelcast.config"
+
+
+def test_any_object_with_the_settings_attributes_builds_a_strategy() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Spec:  # not channelcast.config.KafkaSettings
+        topic_strategy: str = "grouped"
+        topic_prefix: str = "p"
+        default_topic: str = "d"
+        default_partitions: int = 3
+        replication_factor: int = 2
+        topic_mapping: tuple[TopicMapping, ...] = (TopicMapping("a.*", TopicName("t.a"), 5),)
+        partitioner: str = "crc32"
+
+    strategy = create_strategy(Spec())
+    assert strategy.route(ChannelName("a.1")).topic == "t.a"
+    assert strategy.route(ChannelName("b.1")) == Route(
+        TopicName("d"), crc32_partition(b"b.1", 3), b"b.1")

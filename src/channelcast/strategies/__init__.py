@@ -1,18 +1,26 @@
 """Topic strategies: which topic, partition and key a channel's messages use.
 
 Strategies and partitioners are chosen by name from a plain registry, or by import path
-(``package.module:Name``) for a custom one. A custom strategy is called with the
-:class:`~channelcast.config.KafkaSettings` and must satisfy :class:`TopicStrategy`.
+(``package.module:Name``) for a custom one. A custom strategy is called with the settings
+(a :class:`StrategySettings`; in practice ``channelcast.config.KafkaSettings``) and must
+satisfy :class:`TopicStrategy`. Nothing here imports :mod:`channelcast.config`: the config
+module imports this package to check a strategy when the settings are loaded.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from channelcast.errors import StrategyError
-from channelcast.strategies.base import Route, TopicSpec, TopicStrategy
+from channelcast.strategies.base import (
+    MappingRow,
+    Route,
+    StrategySettings,
+    TopicSpec,
+    TopicStrategy,
+)
 from channelcast.strategies.grouped import GroupedTopics, TopicRule
 from channelcast.strategies.one_per_channel import OneTopicPerChannel, legacy_topic_name
 from channelcast.strategies.partitioners import (
@@ -24,16 +32,15 @@ from channelcast.strategies.partitioners import (
 )
 from channelcast.types import TopicName
 
-if TYPE_CHECKING:
-    from channelcast.config import KafkaSettings
-
 __all__ = [
     "PARTITIONERS",
     "STRATEGIES",
     "GroupedTopics",
+    "MappingRow",
     "OneTopicPerChannel",
     "Partitioner",
     "Route",
+    "StrategySettings",
     "TopicRule",
     "TopicSpec",
     "TopicStrategy",
@@ -89,7 +96,7 @@ def check_partitioner(partitioner: Partitioner) -> None:
                                     f"{key!r}; want an int in 0..{partitions - 1}")
 
 
-def _grouped(settings: KafkaSettings) -> TopicStrategy:
+def _grouped(settings: StrategySettings) -> TopicStrategy:
     rules = [TopicRule(m.pattern, m.topic, m.partitions,
                        m.replication_factor or settings.replication_factor, m.config)
              for m in settings.topic_mapping]
@@ -98,17 +105,17 @@ def _grouped(settings: KafkaSettings) -> TopicStrategy:
     return GroupedTopics(rules, default, load_partitioner(settings.partitioner))
 
 
-def _one_per_channel(settings: KafkaSettings) -> TopicStrategy:
+def _one_per_channel(settings: StrategySettings) -> TopicStrategy:
     return OneTopicPerChannel(settings.topic_prefix, settings.replication_factor)
 
 
-STRATEGIES: dict[str, Callable[[KafkaSettings], TopicStrategy]] = {
+STRATEGIES: dict[str, Callable[[StrategySettings], TopicStrategy]] = {
     "grouped": _grouped,
     "one-per-channel": _one_per_channel,
 }
 
 
-def create_strategy(settings: KafkaSettings) -> TopicStrategy:
+def create_strategy(settings: StrategySettings) -> TopicStrategy:
     """The strategy named by ``settings.topic_strategy`` (registry name or import path)."""
     name = settings.topic_strategy
     if name in STRATEGIES:

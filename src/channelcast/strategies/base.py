@@ -1,8 +1,13 @@
-"""The topic-strategy contract: channel -> frozen Route; the topics a deployment needs."""
+"""The topic-strategy contract: channel -> frozen Route; the topics a deployment needs.
+
+Also the settings a strategy is built from, as a protocol (:class:`StrategySettings`):
+strategies read those few attributes and never import :mod:`channelcast.config`, which
+imports them (to check a strategy at load time), so the arrow runs one way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -53,6 +58,44 @@ class TopicStrategy(Protocol):
         may be wider than the patterns: consumers still filter by channel.
         """
         ...
+
+
+class MappingRow(Protocol):
+    """One row of a pattern table (``channelcast.config.TopicMapping`` is one)."""
+
+    @property
+    def pattern(self) -> str: ...
+    @property
+    def topic(self) -> TopicName: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def replication_factor(self) -> int | None: ...
+    @property
+    def config(self) -> Mapping[str, str]: ...
+
+
+class StrategySettings(Protocol):
+    """What building a strategy reads (``channelcast.config.KafkaSettings`` is one).
+
+    Names and partition counts as in the ``[kafka]`` config section; ``topic_strategy``
+    and ``partitioner`` are registry names or ``package.module:Name`` import paths.
+    """
+
+    @property
+    def topic_strategy(self) -> str: ...
+    @property
+    def topic_prefix(self) -> str: ...
+    @property
+    def default_topic(self) -> str: ...
+    @property
+    def default_partitions(self) -> int: ...
+    @property
+    def replication_factor(self) -> int: ...
+    @property
+    def topic_mapping(self) -> Sequence[MappingRow]: ...
+    @property
+    def partitioner(self) -> str: ...
 
 
 def is_glob(pattern: str) -> bool:
