@@ -217,3 +217,36 @@ def test_confluent_kafka_is_imported_only_in_the_adapter_and_the_benchmark() -> 
                         offenders.append(f"{module} (line {node.lineno})")
     assert not offenders, "confluent_kafka imported outside its adapter: " + ", ".join(
         offenders)
+
+
+def _all_imports(module: str, path: Path, known: set[str]) -> set[str]:
+    """Modules ``module`` names in any import, ``if TYPE_CHECKING:`` ones included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for name in _imported_names(module, path, node, known):
+                target = _nearest_known(name, known)
+                if target is not None:
+                    out.add(target)
+    return out
+
+
+def test_the_kafka_adapter_parts_never_import_the_broker_or_each_other_back() -> None:
+    # Arrows run one way: subscriptions, workers and their helpers are handed what they
+    # need, so not even a type annotation names the broker; the error map and the shared
+    # helpers sit below everything else.
+    modules = _modules()
+    known = set(modules)
+    kafka = "channelcast.brokers.kafka"
+    below = {f"{kafka}.errors": set(), f"{kafka}.client": {f"{kafka}.errors"}}
+    for module, path in modules.items():
+        if not module.startswith(kafka + ".") or module == f"{kafka}.broker":
+            continue
+        imported = {m for m in _all_imports(module, path, known)
+                    if m == kafka or m.startswith(kafka + ".")}
+        assert f"{kafka}.broker" not in imported, f"{module} imports the broker"
+        assert kafka not in imported, f"{module} imports its own package"
+        if module in below:
+            assert imported <= below[module], (
+                f"{module} imports {sorted(imported - below[module])}")
