@@ -66,7 +66,6 @@ class KafkaBroker:
                  strategy: TopicStrategy | None = None, *, ensure_topics: bool = True) -> None:
         self.settings = settings or KafkaSettings()
         self.strategy: TopicStrategy = strategy or create_strategy(self.settings)
-        self.ensure_topics = ensure_topics
         self._timeout = self.settings.timeout_s
         self._publisher: KafkaPublisher | None = None
         self._topics = TopicEnsurer(self.settings, self.strategy, create=ensure_topics)
@@ -81,6 +80,15 @@ class KafkaBroker:
         # publish() calls waiting to go out together (see publish), and the tasks sending.
         self._pending: list[_Pending] = []
         self._sending: set[asyncio.Task[None]] = set()
+
+    @property
+    def ensure_topics(self) -> bool:
+        """Whether missing topics are created (else a missing topic is a PublishError)."""
+        return self._topics.create
+
+    @ensure_topics.setter
+    def ensure_topics(self, value: bool) -> None:
+        self._topics.create = value
 
     # --- configuration -------------------------------------------------------------
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
