@@ -2,10 +2,10 @@
 
 Owns every call to confluent-kafka's ``AdminClient``. All calls are blocking and bounded by
 ``timeout_s``; async callers run them in a thread. Kafka errors leave this module only as
-channelcast errors (:mod:`channelcast.errors`), classified by ``KafkaError.code()`` and
-``retriable()``, never by message text; :func:`translate_admin_error` adds the admin
-outcomes (bad replication factor or topic config -> ConfigError) to the general rules of
-:mod:`channelcast.brokers.kafka.errors`. It never deletes or shrinks anything on its own:
+channelcast errors, through the one map of :mod:`channelcast.brokers.kafka.errors` (a bad
+replication factor or topic config is a ConfigError; a refusal a BrokerError); it acts
+on a code itself only to accept "already exists" when creating and "unknown topic" when
+deleting. It never deletes or shrinks anything on its own:
 :meth:`KafkaAdmin.delete_topics` exists for tests and is never called by the CLI.
 
 The one function other modules need most is :func:`ensure_topics` (idempotent create).
@@ -17,6 +17,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -24,6 +25,7 @@ from typing import Any, Self, TypeVar
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
+    KafkaException,
     TopicPartition,
 )
 
@@ -40,8 +42,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from channelcast.brokers.kafka.errors import kafka_error_of
-from channelcast.errors import BrokerError, BrokerUnavailable, ChannelcastError, ConfigError
+from channelcast.brokers.kafka.errors import has_code, kafka_errors, translate
+from channelcast.errors import BrokerError, BrokerUnavailable, ConfigError
 from channelcast.strategies.base import TopicSpec
 from channelcast.types import TopicName
 
@@ -51,7 +53,6 @@ __all__ = [
     "TopicDescription",
     "Watermark",
     "ensure_topics",
-    "translate_admin_error",
 ]
 
 T = TypeVar("T")
@@ -59,16 +60,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 log.propagate = False  # librdkafka retries connections noisily; failures surface as errors
-
-_UNREACHABLE = frozenset({
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError._TIMED_OUT,
-    KafkaError._RESOLVE,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NETWORK_EXCEPTION,
-})
-
 
 @dataclass(frozen=True, slots=True)
 class TopicDescription:
@@ -105,45 +96,10 @@ class GroupOffsets:
     committed: Mapping[tuple[str, int], int]
 
 
-def translate_admin_error(exc: BaseException, doing: str) -> ChannelcastError:
-    """One Kafka admin failure as a channelcast error; the caller raises it ``from exc``."""
-    if isinstance(exc, ChannelcastError):
-        return exc
-    if isinstance(exc, concurrent.futures.TimeoutError):
-        return BrokerUnavailable(f"{doing}: no answer from Kafka in time", retriable=True)
-    err = kafka_error_of(exc)
-    if err is None:
-        return BrokerError(f"{doing}: {exc}")
-    code = err.code()
-    if code in _UNREACHABLE:
-        return BrokerUnavailable(f"{doing}: Kafka is unreachable ({err.name()})", retriable=True)
-    if code == KafkaError.INVALID_REPLICATION_FACTOR:
-        return ConfigError("replication_factor", f"{doing}: {err.str()}")
-    if code in (KafkaError.INVALID_PARTITIONS, KafkaError.INVALID_CONFIG,
-                KafkaError.TOPIC_EXCEPTION, KafkaError.POLICY_VIOLATION):
-        return ConfigError("topic", f"{doing}: {err.name()}: {err.str()}")
-    return BrokerError(f"{doing}: {err.name()}: {err.str()}",
-                       retriable=bool(err.retriable()) and not err.fatal())
-
-
-_SETTLING = frozenset({
-    KafkaError.UNKNOWN_LEADER_EPOCH,
-    KafkaError.FENCED_LEADER_EPOCH,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-})
-
-
-def _settling(exc: BaseException) -> bool:
-    """A transient answer while a new topic's or partition's leadership settles."""
-    err = kafka_error_of(exc)
-    return err is not None and (err.code() in _SETTLING or bool(err.retriable()))
-
-
-def _is(exc: BaseException, code: int) -> bool:
-    err = kafka_error_of(exc)
-    return err is not None and err.code() == code
+def _admin_errors(doing: str) -> AbstractContextManager[None]:
+    """Kafka failures of an admin call as channelcast errors (it publishes nothing, so a
+    refusal is a BrokerError, not a PublishError)."""
+    return kafka_errors(doing, refused=BrokerError)
 
 
 class KafkaAdmin:
@@ -160,7 +116,8 @@ class KafkaAdmin:
         conf.update(config or {})
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
-        self._client = AdminClient(conf)
+        with _admin_errors(f"creating an admin client for {bootstrap}"):
+            self._client = AdminClient(conf)
 
     def __enter__(self) -> Self:
         return self
@@ -172,16 +129,12 @@ class KafkaAdmin:
     # --- helpers ---------------------------------------------------------------------
 
     def _wait(self, future: concurrent.futures.Future[T], doing: str) -> T:
-        try:
+        with _admin_errors(doing):
             return future.result(timeout=self.timeout_s + 1)
-        except Exception as exc:
-            raise translate_admin_error(exc, doing) from exc
 
     def _metadata(self, topic: str | None = None) -> Any:
-        try:
+        with _admin_errors(f"reading metadata from {self.bootstrap}"):
             return self._client.list_topics(topic=topic, timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, f"reading metadata from {self.bootstrap}") from exc
 
     # --- reading ---------------------------------------------------------------------
 
@@ -210,10 +163,8 @@ class KafkaAdmin:
         if not present:
             return {}
         resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
-        try:
+        with _admin_errors("describing topic configs"):
             futures = self._client.describe_configs(resources, request_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, "describing topic configs") from exc
         out: dict[str, TopicDescription] = {}
         for resource, future in futures.items():
             name = resource.name
@@ -252,20 +203,22 @@ class KafkaAdmin:
         out: dict[tuple[str, int], int] = {}
         todo = dict(request)
         while True:
-            try:
+            with _admin_errors("listing offsets"):
                 futures = self._client.list_offsets(todo, request_timeout=self.timeout_s)
-            except Exception as exc:
-                raise translate_admin_error(exc, "listing offsets") from exc
             again: dict[TopicPartition, OffsetSpec] = {}
             for tp, future in futures.items():
                 doing = f"listing offsets of {tp.topic}[{tp.partition}]"
                 try:
                     info = future.result(timeout=self.timeout_s + 1)
-                except Exception as exc:
-                    if _settling(exc) and time.monotonic() < deadline:
+                except (KafkaException, TimeoutError) as exc:
+                    error = translate(exc, doing, refused=BrokerError)
+                    # Leadership settling (a just-created topic), or anything else the
+                    # map calls retriable: ask again until the deadline.
+                    if (isinstance(error, BrokerError) and error.retriable
+                            and time.monotonic() < deadline):
                         again[tp] = todo[tp]
                         continue
-                    raise translate_admin_error(exc, doing) from exc
+                    raise error from exc
                 out[(tp.topic, tp.partition)] = int(info.offset)
             if not again:
                 return out
@@ -273,20 +226,16 @@ class KafkaAdmin:
             time.sleep(0.1)
 
     def list_groups(self) -> list[str]:
-        try:
+        with _admin_errors("listing consumer groups"):
             future = self._client.list_consumer_groups(request_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, "listing consumer groups") from exc
         result = self._wait(future, "listing consumer groups")
         return sorted(g.group_id for g in result.valid)
 
     def group_offsets(self, group: str) -> GroupOffsets:
         """The committed offsets of one consumer group (every partition it committed)."""
-        try:
+        with _admin_errors(f"reading offsets of group {group}"):
             futures = self._client.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, f"reading offsets of group {group}") from exc
         result = self._wait(futures[group], f"reading offsets of group {group}")
         committed = {(tp.topic, tp.partition): int(tp.offset)
                      for tp in result.topic_partitions or ()}
@@ -317,19 +266,18 @@ class KafkaAdmin:
                         replication_factor=s.replication_factor or default_replication_factor,
                         config={k: str(v) for k, v in s.config.items()})
                for s in todo]
-        try:
+        with _admin_errors("creating topics"):
             futures = self._client.create_topics(new, request_timeout=self.timeout_s,
                                                  operation_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, "creating topics") from exc
         created: list[str] = []
         for name, future in futures.items():
-            try:
-                future.result(timeout=self.timeout_s + 1)
-            except Exception as exc:
-                if _is(exc, KafkaError.TOPIC_ALREADY_EXISTS):
+            with _admin_errors(f"creating topic {name}"):
+                try:
+                    future.result(timeout=self.timeout_s + 1)
+                except KafkaException as exc:
+                    if not has_code(exc, KafkaError.TOPIC_ALREADY_EXISTS):
+                        raise
                     continue  # somebody else created it meanwhile: that is fine
-                raise translate_admin_error(exc, f"creating topic {name}") from exc
             created.append(name)
         self.wait_for_topics({s.name: s.partitions for s in todo if s.name in created})
         return sorted(created)
@@ -355,12 +303,10 @@ class KafkaAdmin:
 
     def add_partitions(self, topic: str, total: int) -> None:
         """Grow ``topic`` to ``total`` partitions. Kafka cannot shrink; callers check first."""
-        try:
+        with _admin_errors(f"adding partitions to {topic}"):
             futures = self._client.create_partitions(
                 [NewPartitions(topic, total)], request_timeout=self.timeout_s,
                 operation_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, f"adding partitions to {topic}") from exc
         self._wait(futures[topic], f"adding partitions to {topic}")
         self.wait_for_topics({topic: total})
 
@@ -371,11 +317,9 @@ class KafkaAdmin:
         entries = [ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
                    for k, v in configs.items()]
         resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
-        try:
+        with _admin_errors(f"changing configs of {topic}"):
             futures = self._client.incremental_alter_configs([resource],
                                                              request_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, f"changing configs of {topic}") from exc
         for future in futures.values():
             self._wait(future, f"changing configs of {topic}")
         # The controller accepted the change; brokers apply it a moment later. Wait until
@@ -396,18 +340,17 @@ class KafkaAdmin:
         """Delete topics (tests clean up with it; no CLI command calls it)."""
         if not names:
             return
-        try:
+        with _admin_errors("deleting topics"):
             futures = self._client.delete_topics(list(names), request_timeout=self.timeout_s,
                                                  operation_timeout=self.timeout_s)
-        except Exception as exc:
-            raise translate_admin_error(exc, "deleting topics") from exc
         for name, future in futures.items():
-            try:
-                future.result(timeout=self.timeout_s + 1)
-            except Exception as exc:
-                if _is(exc, KafkaError.UNKNOWN_TOPIC_OR_PART):
-                    continue
-                raise translate_admin_error(exc, f"deleting topic {name}") from exc
+            with _admin_errors(f"deleting topic {name}"):
+                try:
+                    future.result(timeout=self.timeout_s + 1)
+                except KafkaException as exc:
+                    if not has_code(exc, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                        raise
+                    continue  # already gone: that is what was asked
 
 
 def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], *, timeout_s: float,

@@ -1,25 +1,27 @@
-"""KafkaBroker: the Broker protocol on Apache Kafka through confluent-kafka.
+"""KafkaBroker: the Broker protocol on Apache Kafka, wired from the adapter's parts.
 
-Publishing goes through :class:`~channelcast.brokers.kafka.producer.KafkaPublisher`
-(acks=all, idempotent, lz4, explicit partition from the strategy, flushed on close);
-fan-out through one assign()-based consumer thread
-(:mod:`~channelcast.brokers.kafka.fanout`); workers through consumer groups
-(:mod:`~channelcast.brokers.kafka.worker`). Short blocking calls (metadata, watermarks,
-history reads) run in worker threads so the event loop never waits on librdkafka.
+Owns the broker's lifecycle (start, close, what runs while closing) and the publish path:
+encode, route by the strategy, batch concurrent ``publish()`` calls into one produce
+burst, hand them to :class:`~channelcast.brokers.kafka.producer.KafkaPublisher`
+(acks=all, idempotent, lz4, explicit partition, flushed on close). It creates and hands
+out the collaborators the other parts need: the
+:class:`~channelcast.brokers.kafka.topics.TopicEnsurer`, the
+:class:`~channelcast.brokers.kafka.history.HistoryReader`, one shared
+:class:`~channelcast.brokers.kafka.fanout.FanoutConsumer`, and a dead-letter sender and
+registry for each :class:`~channelcast.brokers.kafka.worker.KafkaWorker`.
+
+It must never block the event loop on librdkafka (blocking calls run in threads), never
+classify a Kafka error itself (:mod:`~channelcast.brokers.kafka.errors` does), and nothing
+it wires may import it back: subscriptions and workers get objects and callables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
-
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from channelcast.brokers.base import (
     DEFAULT_SUBSCRIPTION_QUEUE,
@@ -30,36 +32,19 @@ from channelcast.brokers.base import (
     Handler,
     RetryPolicy,
 )
-from channelcast.brokers.kafka.admin import KafkaAdmin
-from channelcast.brokers.kafka.errors import config_error, translate
-from channelcast.brokers.kafka.fanout import (
-    FanoutConsumer,
-    KafkaSubscription,
-    read_watermarks,
-    take_available,
-)
-from channelcast.brokers.kafka.producer import (
-    KafkaPublisher,
-    Outgoing,
-    coords,
-    librdkafka_log,
-    producer_defaults,
-)
+from channelcast.brokers.kafka.client import consumer_config, private_consumer_config
+from channelcast.brokers.kafka.errors import Translated, kafka_errors
+from channelcast.brokers.kafka.fanout import FanoutConsumer, KafkaSubscription
+from channelcast.brokers.kafka.history import HistoryReader
+from channelcast.brokers.kafka.producer import KafkaPublisher, Outgoing, producer_defaults
+from channelcast.brokers.kafka.topics import TopicEnsurer
 from channelcast.brokers.kafka.worker import KafkaWorker
 from channelcast.channels import validate_channel
 from channelcast.config import KafkaSettings
-from channelcast.errors import (
-    BrokerClosed,
-    BrokerError,
-    BrokerUnavailable,
-    HistoryUnavailable,
-    MessageError,
-    MessageTooLarge,
-    PublishError,
-)
-from channelcast.message import Envelope, Record, decode, encode
-from channelcast.strategies import TopicSpec, TopicStrategy, create_strategy
-from channelcast.types import ChannelName, JSONValue, Position, TopicName
+from channelcast.errors import BrokerClosed
+from channelcast.message import Envelope, Record, encode
+from channelcast.strategies import TopicStrategy, create_strategy
+from channelcast.types import ChannelName, JSONValue, Position
 
 if TYPE_CHECKING:
     from channelcast.config import Settings
@@ -81,13 +66,12 @@ class KafkaBroker:
                  strategy: TopicStrategy | None = None, *, ensure_topics: bool = True) -> None:
         self.settings = settings or KafkaSettings()
         self.strategy: TopicStrategy = strategy or create_strategy(self.settings)
-        self.ensure_topics = ensure_topics
         self._timeout = self.settings.timeout_s
         self._publisher: KafkaPublisher | None = None
-        self._meta: Consumer | None = None
-        self._meta_lock = threading.Lock()
-        self._topics_lock = asyncio.Lock()
-        self._partitions: dict[str, int] = {}
+        self._topics = TopicEnsurer(self.settings, self.strategy, create=ensure_topics)
+        # The publish path reads partition counts straight from the ensurer's table.
+        self._partitions = self._topics.partitions
+        self._history = HistoryReader(self.settings, self.strategy)
         self._fanout: FanoutConsumer | None = None
         self._subscriptions: set[KafkaSubscription] = set()
         self._workers: set[KafkaWorker] = set()
@@ -97,24 +81,19 @@ class KafkaBroker:
         self._pending: list[_Pending] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    # --- configuration -------------------------------------------------------------
-    def _common(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.settings.brokers, "logger": librdkafka_log,
-                "socket.connection.setup.timeout.ms": max(1000, int(self._timeout * 1000)),
-                "reconnect.backoff.max.ms": 1000}
+    @property
+    def ensure_topics(self) -> bool:
+        """Whether missing topics are created (else a missing topic is a PublishError)."""
+        return self._topics.create
 
+    @ensure_topics.setter
+    def ensure_topics(self, value: bool) -> None:
+        self._topics.create = value
+
+    # --- configuration -------------------------------------------------------------
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         """Base consumer config: ours, then ``settings.kafka.consumer``, then overrides."""
-        config = self._common()
-        config.update({"enable.partition.eof": False, "auto.offset.reset": "earliest"})
-        config.update(self.settings.consumer)
-        config.update(overrides)
-        return config
-
-    def _private_consumer_config(self, purpose: str) -> dict[str, Any]:
-        return self.consumer_config(**{
-            "group.id": f"channelcast-{purpose}-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False, "enable.auto.offset.store": False})
+        return consumer_config(self.settings, **overrides)
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -124,19 +103,13 @@ class KafkaBroker:
             return
         config = producer_defaults(self.settings.brokers, self._timeout)
         config.update(self.settings.producer)
-        try:
+        with kafka_errors("creating the producer", settings="kafka.producer"):
             self._publisher = KafkaPublisher(config, flush_timeout=self._timeout)
-        except KafkaException as exc:
-            raise config_error(exc, "kafka.producer") from exc
         try:
-            self._meta = Consumer(self._private_consumer_config("meta"))
-        except KafkaException as exc:
-            await self._release()
-            raise config_error(exc, "kafka.consumer") from exc
-        try:
+            self._history.open()
             await asyncio.to_thread(self._publisher.list_topics_blocking, self._timeout)
             # Creates the declared topics, or (ensure_topics=False) checks they exist.
-            await self._ensure_specs(self.strategy.topics())
+            await self._topics.ensure(self.strategy.topics())
         except BaseException:
             await self._release()
             raise
@@ -146,6 +119,7 @@ class KafkaBroker:
         if self._closed:
             return
         self._closed = True
+        self._history.stop()
         if self._pending:
             self._flush_pending()
         if self._sending:  # publish() calls already accepted go out before the producer
@@ -166,9 +140,7 @@ class KafkaBroker:
             self._fanout = None
         if self._publisher is not None:
             await self._publisher.close()
-        if self._meta is not None:
-            meta, self._meta = self._meta, None
-            await asyncio.to_thread(meta.close)
+        await self._history.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -188,49 +160,6 @@ class KafkaBroker:
     async def ping(self) -> None:
         publisher = self._publisher_or_fail()
         await asyncio.to_thread(publisher.list_topics_blocking, self._timeout)
-
-    # --- topics ---------------------------------------------------------------------
-    async def _ensure_specs(self, specs: Iterable[TopicSpec]) -> None:
-        wanted = [s for s in specs if s.name not in self._partitions]
-        if not wanted:
-            return
-        async with self._topics_lock:
-            counts = await asyncio.to_thread(self._ensure_blocking, wanted)
-            self._partitions.update(counts)
-
-    def _ensure_blocking(self, specs: list[TopicSpec]) -> dict[str, int]:
-        # A short-lived admin client: a long-lived one that is never polled would queue
-        # its log lines for the broker's whole life.
-        admin = KafkaAdmin(self.settings.brokers, timeout_s=self._timeout)
-        names = [s.name for s in specs]
-        have = admin.partitions(names)
-        missing = [s for s in specs if s.name not in have]
-        if missing and not self.ensure_topics:
-            raise PublishError(
-                f"topic {missing[0].name!r} does not exist (create it first, e.g. with "
-                "`channelcast topics apply`, or use ensure_topics=True)")
-        if missing:
-            admin.create_topics(missing,
-                                default_replication_factor=self.settings.replication_factor)
-            have = admin.partitions(names)
-        return have
-
-    async def _ensure_topics_for(self, channels: Iterable[ChannelName]) -> None:
-        channels = list(channels)
-        missing = self.strategy.topics_for(channels) - self._partitions.keys()
-        if not missing:
-            return
-        specs: dict[str, TopicSpec] = {s.name: s for s in self.strategy.topics(channels)}
-        default = self.settings.default_partitions
-        await self._ensure_specs(
-            specs.get(name) or TopicSpec(TopicName(name), default) for name in missing)
-
-    async def _ensure_worker_topics(self, topics: Sequence[str], dead_letter: str) -> None:
-        declared: dict[str, TopicSpec] = {s.name: s for s in self.strategy.topics()}
-        specs = [declared.get(t) or TopicSpec(TopicName(t), 1) for t in topics
-                 if t in declared]
-        specs.append(TopicSpec(TopicName(dead_letter), 1, self.settings.replication_factor))
-        await self._ensure_specs(specs)
 
     # --- publish ----------------------------------------------------------------------
     async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
@@ -256,18 +185,18 @@ class KafkaBroker:
             task.add_done_callback(self._sending.discard)
 
     async def _send_pending(self, batch: list[_Pending]) -> None:
-        results: list[Position | BrokerError | MessageTooLarge] = []
+        results: list[Position | Translated] = []
         try:
             if self._publisher is None:
                 raise BrokerClosed("the Kafka broker is closed")
             unknown = [channel for o, channel, _ in batch if o[0] not in self._partitions]
             if unknown:
-                await self._ensure_topics_for(unknown)
+                await self._topics.ensure_for_channels(unknown)
                 mismatched = [item for item in batch
                               if item[0][1] >= self._partitions[item[0][0]]]
                 for (topic, partition, *_), _channel, future in mismatched:
                     if not future.done():
-                        future.set_exception(self._partition_mismatch(topic, partition))
+                        future.set_exception(self._topics.mismatch(topic, partition))
                 if mismatched:
                     gone = {id(item) for item in mismatched}
                     batch = [item for item in batch if id(item) not in gone]
@@ -292,7 +221,7 @@ class KafkaBroker:
         route = self.strategy.route(env.channel)
         count = self._partitions.get(route.topic)
         if count is not None and route.partition >= count:
-            raise self._partition_mismatch(route.topic, route.partition)
+            raise self._topics.mismatch(route.topic, route.partition)
         return (route.topic, route.partition, route.key, value,
                 {HEADER_CHANNEL: route.key, HEADER_EVENT: env.event, HEADER_ID: env.id})
 
@@ -310,16 +239,11 @@ class KafkaBroker:
                 unknown.append(env.channel)
             outgoing.append(message)
         if unknown:
-            await self._ensure_topics_for(unknown)
+            await self._topics.ensure_for_channels(unknown)
             for topic, partition, *_ in outgoing:
                 if partition >= self._partitions[topic]:
-                    raise self._partition_mismatch(topic, partition)
+                    raise self._topics.mismatch(topic, partition)
         return await publisher.send(outgoing)
-
-    def _partition_mismatch(self, topic: str, partition: int) -> PublishError:
-        return PublishError(
-            f"topic {topic!r} has {self._partitions[topic]} partitions but the strategy "
-            f"routes to partition {partition}: fix the topic mapping or the topic")
 
     # --- fan-out ---------------------------------------------------------------------
     def subscribe(self, channels: Iterable[str], *,
@@ -328,12 +252,12 @@ class KafkaBroker:
         self._publisher_or_fail()
         names = frozenset(validate_channel(c) for c in channels)
         positions = {validate_channel(c): p for c, p in (since or {}).items()}
-        sub = KafkaSubscription(self, names, positions, max_queue)
+        sub = KafkaSubscription(names, positions, max_queue, strategy=self.strategy,
+                                topics=self._topics, history=self._history,
+                                fanout=self._fanout_consumer,
+                                on_close=self._subscriptions.discard)
         self._subscriptions.add(sub)
         return sub
-
-    def _forget_subscription(self, sub: KafkaSubscription) -> None:
-        self._subscriptions.discard(sub)
 
     def _fanout_consumer(self) -> FanoutConsumer:
         self._publisher_or_fail()
@@ -341,91 +265,26 @@ class KafkaBroker:
             # It failed for good (its subscriptions were told); new ones get a new one.
             self._fanout = None
         if self._fanout is None:
-            self._fanout = FanoutConsumer(self._private_consumer_config("fanout"),
+            self._fanout = FanoutConsumer(private_consumer_config(self.settings, "fanout"),
                                           self.strategy, self._timeout,
                                           asyncio.get_running_loop())
         return self._fanout
 
-    def _watermarks_blocking(self, topic: str, partition: int) -> tuple[int, int]:
-        with self._meta_lock:
-            if self._meta is None:
-                raise BrokerClosed("the Kafka broker is closed")
-            try:
-                return read_watermarks(self._meta, topic, partition, self._timeout)
-            finally:
-                # Nothing else polls this consumer: serve its queued log lines.
-                self._meta.poll(0)
-
     async def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
         """(low, high): the oldest kept offset and one past the newest."""
         self._publisher_or_fail()
-        return await asyncio.to_thread(self._watermarks_blocking, topic, partition)
-
-    async def _read_history(self, channel: ChannelName, since: Position,
-                            until: int) -> list[Record]:
-        route = self.strategy.route(channel)
-        if (since.topic, since.partition) != (route.topic, route.partition):
-            raise HistoryUnavailable(
-                f"position {since} is not in channel {channel!r}'s partition "
-                f"{route.topic}:{route.partition} (was the topic mapping changed?)")
-        start = since.offset + 1
-        if start >= until:
-            return []
-        low, _high = await self.watermarks(route.topic, route.partition)
-        if start < low:
-            raise HistoryUnavailable(
-                f"history of {channel!r} after {since} is gone: the oldest kept offset "
-                f"is {low}")
-        return await asyncio.to_thread(self._read_range_blocking, channel, route.topic,
-                                       route.partition, start, until)
-
-    def _read_range_blocking(self, channel: str, topic: str, partition: int, start: int,
-                             until: int) -> list[Record]:
-        consumer = Consumer(self._private_consumer_config("history"))
-        out: list[Record] = []
-        try:
-            consumer.assign([TopicPartition(topic, partition, start)])
-            next_offset = start
-            deadline = time.monotonic() + self._timeout  # moves on with every progress
-            while next_offset < until:
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(
-                        f"reading history of {topic}:{partition} [{start}, {until}) stalled "
-                        f"at offset {next_offset} for {self._timeout}s", retriable=True)
-                messages = take_available(consumer, 0.2, 1000)
-                if messages:
-                    deadline = time.monotonic() + self._timeout
-                for msg in messages:
-                    err = msg.error()
-                    if err is not None:
-                        if err.fatal() or not err.retriable():
-                            raise translate(err, f"reading history of {topic}:{partition}")
-                        continue
-                    offset = coords(msg)[2]
-                    if offset >= until:
-                        next_offset = until
-                        break
-                    next_offset = offset + 1
-                    try:
-                        envelope = decode(msg.value())
-                    except MessageError:
-                        continue  # not a channelcast message: not part of any channel
-                    if envelope.channel == channel:
-                        out.append(Record(envelope, Position(topic, partition, offset)))
-        finally:
-            consumer.close()
-        return out
+        return await self._history.watermarks(topic, partition)
 
     async def history(self, channel: str, since: Position) -> list[Record]:
         name = validate_channel(channel)
-        await self._ensure_topics_for([name])
+        await self._topics.ensure_for_channels([name])
         route = self.strategy.route(name)
         _low, high = await self.watermarks(route.topic, route.partition)
-        return await self._read_history(name, since, high)
+        return await self._history.read(name, since, high)
 
     async def end_position(self, channel: str) -> Position:
         name = validate_channel(channel)
-        await self._ensure_topics_for([name])
+        await self._topics.ensure_for_channels([name])
         route = self.strategy.route(name)
         _low, high = await self.watermarks(route.topic, route.partition)
         return Position(route.topic, route.partition, high - 1)
@@ -439,12 +298,18 @@ class KafkaBroker:
         self._publisher_or_fail()
         s = self.settings
         return KafkaWorker(
-            self, group, ChannelRouter(channels or {}, topics or {}),
+            group, ChannelRouter(channels or {}, topics or {}),
             s.manual_commit if manual_commit is None else manual_commit,
             retry or RetryPolicy(s.max_attempts, s.retry_backoff_ms / 1000,
                                  s.retry_backoff_max_ms / 1000),
             dead_letter_topic or s.dead_letter_topic,
-            self.consumer_config())
+            self.consumer_config(),
+            strategy=self.strategy, topics=self._topics, send=self._send_dead_letters,
+            running=self._workers, timeout_s=self._timeout)
+
+    async def _send_dead_letters(self, messages: Sequence[Outgoing]) -> list[Position]:
+        # Looked up on each call: a worker outliving close() gets BrokerClosed.
+        return await self._publisher_or_fail().send(messages)
 
 
 def from_settings(settings: Settings) -> KafkaBroker:

@@ -1,11 +1,39 @@
-"""The one place where confluent-kafka errors become channelcast errors.
+"""The one map from confluent-kafka failures to channelcast errors.
 
-Classification uses the error object's own flags and codes (``retriable()``, ``fatal()``,
-``code()``), never its message text. Every translated error keeps the original as
-``__cause__`` (``raise translate(exc) from exc``).
+Owns every decision about what a Kafka failure *means*: :func:`translate` (an error value
+for a failure) and :func:`kafka_errors` (a ``with`` block that raises the translated
+error ``from`` the original), plus :func:`has_code` for the few call sites whose control
+flow depends on one code (a topic that already exists, no committed offset, ...). Every
+module of the adapter (and the benchmark's raw loops) goes through it; none classifies
+a Kafka error by itself.
+
+Classification uses the error object's own ``code()``, ``retriable()`` and ``fatal()``,
+never its message text. It must never import the rest of the adapter (everything else
+imports it), never log and never retry: it only names what happened.
+
+The map, first match wins::
+
+    not a Kafka error
+      TimeoutError (a client future)      BrokerUnavailable, retriable
+      anything else                       ``refused``, not retriable
+    MSG_SIZE_TOO_LARGE                    MessageTooLarge
+    fatal()                               ``refused``, never retriable (client unusable)
+    _UNREACHABLE codes                    BrokerUnavailable, retriable
+    _INVALID_ARG creating a client        ConfigError naming the settings table
+    INVALID_REPLICATION_FACTOR            ConfigError("replication_factor")
+    _TOPIC_REJECTED codes                 ConfigError("topic")
+    _DENIED codes                         ``refused``, not retriable
+    anything else                         ``refused``, retriable if ``retriable()`` or
+                                          a _LEADERSHIP code
+
+``refused`` is PublishError unless the caller says otherwise (admin and raw-log calls
+pass BrokerError: they publish nothing).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -17,7 +45,16 @@ from channelcast.errors import (
     PublishError,
 )
 
-# Codes that mean "cannot reach the cluster (in time)", as opposed to "it said no".
+__all__ = ["Translated", "has_code", "kafka_error_of", "kafka_errors", "translate"]
+
+Translated = BrokerError | MessageTooLarge | ConfigError
+"""What :func:`translate` returns."""
+
+# "Cannot reach the cluster (in time)", as opposed to "it answered no". The union of the
+# two sets that had drifted apart: the publish path's also held _MSG_TIMED_OUT (a message
+# not acknowledged within message.timeout.ms: from the client's side the cluster did not
+# answer in time), the admin path's lacked it only because admin calls produce nothing.
+# One set, so "is Kafka down?" has one answer whichever call noticed.
 _UNREACHABLE = frozenset({
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
@@ -28,17 +65,40 @@ _UNREACHABLE = frozenset({
     KafkaError.REQUEST_TIMED_OUT,
 })
 
-# Leadership in motion (a topic created a moment ago, a broker restarting). Some client
-# calls (e.g. watermark queries) report these without setting the retriable flag.
+# Leadership in motion (a topic created a moment ago, a broker restarting, a partition
+# moving). Some calls (watermark queries, admin offset lists) report these without
+# setting the retriable flag; trying again shortly does help. The union of the publish
+# path's set and the admin path's "settling" set.
 _LEADERSHIP = frozenset({
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+})
+
+# The cluster refused a topic as asked (partition count, topic config, a create policy).
+_TOPIC_REJECTED = frozenset({
+    KafkaError.INVALID_PARTITIONS,
+    KafkaError.INVALID_CONFIG,
+    KafkaError.TOPIC_EXCEPTION,
+    KafkaError.POLICY_VIOLATION,
+})
+
+# Credentials or ACLs: trying again with the same client cannot help.
+_DENIED = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.DELEGATION_TOKEN_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._AUTHENTICATION,
 })
 
 
 def kafka_error_of(exc: BaseException | KafkaError) -> KafkaError | None:
-    """The KafkaError inside a KafkaException (or the error itself)."""
+    """The KafkaError inside a KafkaException (or the error itself); None for others."""
     if isinstance(exc, KafkaError):
         return exc
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
@@ -46,37 +106,59 @@ def kafka_error_of(exc: BaseException | KafkaError) -> KafkaError | None:
     return None
 
 
-def translate(exc: BaseException | KafkaError, doing: str) -> BrokerError | MessageTooLarge:
+def has_code(exc: BaseException | KafkaError, *codes: int) -> bool:
+    """Whether ``exc`` is (or wraps) a KafkaError with one of ``codes``."""
+    err = kafka_error_of(exc)
+    return err is not None and err.code() in codes
+
+
+def translate(exc: BaseException | KafkaError, doing: str, *, settings: str | None = None,
+              refused: type[BrokerError] = PublishError) -> Translated:
     """A channelcast error for a confluent-kafka failure while ``doing`` something.
 
-    Unreachable/timeout codes -> BrokerUnavailable; an oversize message -> MessageTooLarge;
-    anything else -> PublishError. ``retriable`` comes from the error's own flag; a
-    ``fatal()`` error is never retriable (the client instance is unusable).
+    ``doing`` is a phrase ("publishing", "creating topic x"); every message starts with
+    it. ``settings``: the settings table the failing client was configured from
+    ("kafka.producer"); given, a configuration the client refused (``_INVALID_ARG``)
+    becomes a ConfigError naming it. ``refused``: the BrokerError subclass for a failure
+    with no more specific class. The caller raises the result ``from exc``. The table in
+    the module docstring is the whole map.
     """
     err = kafka_error_of(exc)
     if err is None:
-        return PublishError(f"{doing} failed: {exc}")
+        if isinstance(exc, TimeoutError):  # a client future not done in time
+            return BrokerUnavailable(f"{doing} failed: no answer from Kafka in time",
+                                     retriable=True)
+        return refused(f"{doing} failed: {exc}")
     code = err.code()
-    fatal = err.fatal()
-    retriable = (bool(err.retriable()) or code in _LEADERSHIP) and not fatal
-    text = f"{doing} failed: {err.name()}: {err.str()}" + (" (fatal)" if fatal else "")
+    text = f"{doing} failed: {err.name()}: {err.str()}"
     if code == KafkaError.MSG_SIZE_TOO_LARGE:
         return MessageTooLarge(text)
-    if code in _UNREACHABLE and not fatal:
-        return BrokerUnavailable(text, retriable=True)
-    return PublishError(text, retriable=retriable)
+    if err.fatal():
+        return refused(f"{text} (fatal: this Kafka client cannot be used any more)")
+    if code in _UNREACHABLE:
+        return BrokerUnavailable(
+            f"{doing} failed: Kafka is unreachable ({err.name()}: {err.str()})",
+            retriable=True)
+    if code == KafkaError._INVALID_ARG and settings is not None:
+        return ConfigError(settings, f"{doing} failed: librdkafka rejected the settings: "
+                                     f"{err.str()}")
+    if code == KafkaError.INVALID_REPLICATION_FACTOR:
+        return ConfigError("replication_factor", text)
+    if code in _TOPIC_REJECTED:
+        return ConfigError("topic", text)
+    if code in _DENIED:
+        return refused(f"{text} (access denied: check the client's credentials and ACLs)")
+    return refused(text, retriable=bool(err.retriable()) or code in _LEADERSHIP)
 
 
-def config_error(exc: BaseException, key: str, doing: str = "creating a Kafka client",
-                 ) -> ConfigError | BrokerError | MessageTooLarge:
-    """A client refused its configuration (``_INVALID_ARG``): a ConfigError naming the
-    settings table it came from; anything else is translated as usual."""
-    err = kafka_error_of(exc)
-    if err is not None and err.code() == KafkaError._INVALID_ARG:
-        return ConfigError(key, f"librdkafka rejected the settings: {err.str()}")
-    return translate(exc, doing)
-
-
-def is_no_offset(exc: BaseException) -> bool:
-    err = kafka_error_of(exc)
-    return err is not None and err.code() == KafkaError._NO_OFFSET
+@contextmanager
+def kafka_errors(doing: str, *, settings: str | None = None,
+                 refused: type[BrokerError] = PublishError) -> Iterator[None]:
+    """``with kafka_errors("creating topics"): ...``: a KafkaException (or a client
+    future's TimeoutError) raised inside leaves as :func:`translate`'s error, raised
+    ``from`` the original. Anything else passes through untouched. Arguments as for
+    :func:`translate`."""
+    try:
+        yield
+    except (KafkaException, TimeoutError) as exc:
+        raise translate(exc, doing, settings=settings, refused=refused) from exc

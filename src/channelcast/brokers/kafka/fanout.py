@@ -11,6 +11,11 @@ close never overlap); the event loop talks to it through a command queue.
 Overflow: each subscription has a bounded inbox. When one is full the consumer thread
 waits for room, which pauses delivery to every subscription of this broker (backpressure,
 nothing is dropped). Slow *clients* are the gateway's business, not this layer's.
+
+Owns the subscription (backlog, then live records) and the shared consumer thread. A
+subscription is handed what it needs to open (:class:`ChannelTopics`,
+:class:`ChannelHistory`, a provider of the fan-out consumer, a close callback); this
+module never imports the broker and never reaches into it.
 """
 
 from __future__ import annotations
@@ -20,76 +25,41 @@ import contextlib
 import logging
 import queue
 import threading
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Protocol, Self
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from channelcast.brokers.base import HEADER_CHANNEL
+from channelcast.brokers.kafka.client import (
+    TP,
+    finish,
+    header,
+    read_watermarks,
+    take_available,
+)
 from channelcast.brokers.kafka.errors import translate
 from channelcast.errors import BrokerClosed, BrokerError, BrokerUnavailable, MessageError
 from channelcast.message import Record, decode_record
 from channelcast.strategies import TopicStrategy
 from channelcast.types import ChannelName, Position
 
-if TYPE_CHECKING:
-    from channelcast.brokers.kafka.broker import KafkaBroker
-
 log = logging.getLogger("channelcast.kafka")
 
-TP = tuple[str, int]
+
+class ChannelTopics(Protocol):
+    """Makes sure the topics of some channels exist (the broker's TopicEnsurer)."""
+
+    async def ensure_for_channels(self, channels: Iterable[ChannelName]) -> None: ...
 
 
-def _finish(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class ChannelHistory(Protocol):
+    """Reads a channel's records after a position (the broker's HistoryReader)."""
 
-
-def header(msg: Message, name: str) -> str | None:
-    """A header's value as text (consumed messages carry headers as a list of pairs)."""
-    headers = msg.headers()
-    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
-    for key, value in pairs:
-        if key == name and value is not None:
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return None
-
-
-def take_available(consumer: Consumer, wait: float, limit: int) -> list[Message]:
-    """Up to ``limit`` messages: wait at most ``wait`` for the first, not for the rest.
-
-    ``consume(n, timeout)`` waits until it has n messages or the timeout passed, which at
-    low rates delays every delivery by the whole timeout.
-    """
-    first = consumer.poll(wait)
-    if first is None:
-        return []
-    return [first, *consumer.consume(limit - 1, timeout=0)]
-
-
-def read_watermarks(consumer: Consumer, topic: str, partition: int,
-                    timeout: float) -> tuple[int, int]:
-    """(low, high) of one partition, asked of the leader (blocking).
-
-    Retriable errors (a topic created a moment ago has no known leader yet, a broker is
-    restarting) are retried until ``timeout``; then, or for any other error, the
-    translated error is raised.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        left = max(0.5, deadline - time.monotonic())
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=left, cached=False)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = translate(exc, f"reading offsets of {topic}:{partition}")
-            if not getattr(error, "retriable", False) or time.monotonic() >= deadline:
-                raise error from exc
-        time.sleep(0.1)
+    async def read(self, channel: ChannelName, since: Position,
+                   until: int) -> list[Record]: ...
 
 
 class _Inbox:
@@ -106,7 +76,7 @@ class _Inbox:
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            self._loop.call_soon_threadsafe(_finish, waiter)
+            self._loop.call_soon_threadsafe(finish, waiter)
 
     def put_many(self, records: list[Record], stopping: threading.Event,
                  while_full: Callable[[], None]) -> None:
@@ -192,10 +162,20 @@ class KafkaSubscription:
     every message published afterwards is guaranteed to reach it.
     """
 
-    def __init__(self, broker: KafkaBroker, channels: frozenset[ChannelName],
-                 since: Mapping[ChannelName, Position], max_queue: int) -> None:
+    def __init__(self, channels: frozenset[ChannelName],
+                 since: Mapping[ChannelName, Position], max_queue: int, *,
+                 strategy: TopicStrategy, topics: ChannelTopics, history: ChannelHistory,
+                 fanout: Callable[[], FanoutConsumer],
+                 on_close: Callable[[KafkaSubscription], None]) -> None:
+        """``topics`` and ``history`` serve the opening; ``fanout()`` returns the
+        consumer to register with (raising BrokerClosed once the broker is closed);
+        ``on_close(self)`` is called once, when the subscription closes."""
         self.channels = channels
-        self._broker = broker
+        self._strategy = strategy
+        self._topics = topics
+        self._history = history
+        self._fanout = fanout
+        self._on_close = on_close
         self._since = dict(since)
         self._inbox = _Inbox(asyncio.get_running_loop(), max_queue)
         self._taken: deque[Record | BaseException] = deque()  # from the inbox, not yet read
@@ -208,7 +188,7 @@ class KafkaSubscription:
         # the shared consumer may be behind the end when this subscription joins.
         self._floor: dict[str, int] = {}
         for channel, position in since.items():
-            route = broker.strategy.route(channel)
+            route = strategy.route(channel)
             if (route.topic, route.partition) == (position.topic, position.partition):
                 self._floor[channel] = position.offset
         self._opening = asyncio.ensure_future(self._open())
@@ -218,19 +198,18 @@ class KafkaSubscription:
         return self._inbox
 
     async def _open(self) -> None:
-        broker = self._broker
-        await broker._ensure_topics_for(self.channels)
+        await self._topics.ensure_for_channels(self.channels)
         if self._closed:
             return
-        self._consumer = broker._fanout_consumer()
+        self._consumer = self._fanout()
         live_from = await self._consumer.register(self)
         self._registered = True
         backlog: list[Record] = []
         for channel, position in self._since.items():
-            route = broker.strategy.route(channel)
+            route = self._strategy.route(channel)
             until = live_from[(route.topic, route.partition)]
             try:
-                backlog.extend(await broker._read_history(channel, position, until))
+                backlog.extend(await self._history.read(channel, position, until))
             except BrokerError as exc:
                 self._error = exc
         backlog.sort(key=lambda r: (r.position.topic, r.position.partition, r.position.offset))
@@ -291,7 +270,7 @@ class KafkaSubscription:
         self._closed = True
         self._inbox.close()
         self._taken.clear()
-        self._broker._forget_subscription(self)
+        self._on_close(self)
         if not self._opening.done():
             try:
                 await asyncio.shield(self._opening)

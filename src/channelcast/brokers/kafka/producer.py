@@ -1,10 +1,14 @@
 """The publishing half of the Kafka adapter: one confluent Producer and its poll thread.
 
-Delivery reports are served by a dedicated thread (``poll()`` in a loop) and resolved on
-the event loop with ``loop.call_soon_threadsafe``: one call per *batch*, not per message,
-so ``publish_many`` costs one future however many messages it carries. The event loop
-never blocks on librdkafka: a full local queue (BufferError) is waited out with
-``asyncio.sleep``.
+Owns the producer, our producer defaults (:func:`producer_defaults`) and the delivery
+bookkeeping. Delivery reports are served by a dedicated thread (``poll()`` in a loop) and
+resolved on the event loop with ``loop.call_soon_threadsafe``: one call per *batch*, not
+per message, so ``publish_many`` costs one future however many messages it carries.
+
+It must never block the event loop on librdkafka (a full local queue, BufferError, is
+waited out with ``asyncio.sleep``), never drop a delivery error (each becomes the
+translated error of its message), and never know about envelopes, channels or the
+broker: it sends :data:`Outgoing` tuples.
 """
 
 from __future__ import annotations
@@ -19,14 +23,13 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from channelcast.brokers.kafka.errors import translate
-from channelcast.errors import BrokerClosed, BrokerError, MessageTooLarge
+from channelcast.brokers.kafka.client import finish, librdkafka_log
+from channelcast.brokers.kafka.errors import Translated, kafka_errors, translate
+from channelcast.errors import BrokerClosed
 from channelcast.message import new_position
 from channelcast.types import Position
 
 log = logging.getLogger("channelcast.kafka")
-librdkafka_log = logging.getLogger("channelcast.kafka.librdkafka")
-"""librdkafka's own log lines (connection failures while a broker restarts, ...)."""
 
 Headers = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
 """What produce() takes; a dict of str/bytes is not even tracked by the garbage collector
@@ -109,27 +112,13 @@ class _Batch:
         self.failed[index] = exc
         self.expected -= 1
         if self.delivered >= self.expected:
-            _finish(self.future)
+            finish(self.future)
 
     def produced_only(self, count: int) -> None:
         """produce() failed after ``count`` messages: wait for those alone."""
         self.expected = count
         if self.delivered >= count:
-            _finish(self.future)
-
-
-def coords(msg: Message) -> tuple[str, int, int]:
-    """(topic, partition, offset) of a delivered or consumed (non-error) message."""
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None
-    assert partition is not None
-    assert offset is not None
-    return topic, partition, offset
-
-
-def _finish(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+            finish(self.future)
 
 
 def _finish_all(futures: list[asyncio.Future[None]]) -> None:
@@ -222,12 +211,12 @@ class KafkaPublisher:
                 in zip(messages, batch.partitions, batch.offsets, strict=True)]
 
     async def send_each(self, messages: Sequence[Outgoing]
-                        ) -> list[Position | BrokerError | MessageTooLarge]:
+                        ) -> list[Position | Translated]:
         """Produce ``messages`` (independent publishes) and wait for all; per message its
         position or the (translated) error that message alone met."""
         batch = await self._produce(messages, each=True)
         failed = batch.failed
-        results: list[Position | BrokerError | MessageTooLarge] = []
+        results: list[Position | Translated] = []
         for index, (m, partition, offset) in enumerate(
                 zip(messages, batch.partitions, batch.offsets, strict=True)):
             why = failed.get(index)
@@ -320,8 +309,6 @@ class KafkaPublisher:
 
     def list_topics_blocking(self, timeout: float) -> None:
         """Raise BrokerUnavailable (or another translated error) if there is no metadata."""
-        try:
+        with kafka_errors("connecting to Kafka"):
             self.producer.list_topics(timeout=timeout)
-        except KafkaException as exc:
-            raise translate(exc, "connecting to Kafka") from exc
 

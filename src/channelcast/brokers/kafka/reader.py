@@ -3,13 +3,17 @@
 Used by migration (copy legacy topics) and monitoring (sample recent keys). Unlike the
 broker's subscriptions this reads *any* topic byte-for-byte, with no consumer group and no
 commits: positions are the caller's business (migration keeps them in its checkpoint).
-Blocking; one :class:`LogReader` per thread. Errors leave as channelcast errors.
+Blocking; one :class:`LogReader` per thread.
+
+It never decodes envelopes and never joins a group; Kafka errors leave it only as
+channelcast errors, through :mod:`channelcast.brokers.kafka.errors`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -17,13 +21,13 @@ from typing import Any, Self
 from confluent_kafka import (
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
 
-from channelcast.brokers.kafka.admin import translate_admin_error
+from channelcast.brokers.kafka.client import coords
+from channelcast.brokers.kafka.errors import has_code, kafka_errors, translate
 from channelcast.errors import BrokerError, PublishError
 
 __all__ = ["LogReader", "LogWriter", "RawMessage", "read_ranges"]
@@ -54,8 +58,13 @@ def _raw(msg: Message) -> RawMessage:
     for name, raw in (found.items() if isinstance(found, dict) else found):
         headers[name] = raw.encode() if isinstance(raw, str) else (raw or b"")
     _, ts = msg.timestamp()
-    return RawMessage(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
-                      msg.key(), msg.value(), headers, int(ts))
+    return RawMessage(*coords(msg), msg.key(), msg.value(), headers, int(ts))
+
+
+def _reading_errors(doing: str) -> AbstractContextManager[None]:
+    """Kafka failures of a raw read as channelcast errors (a refusal is a BrokerError:
+    nothing is being published)."""
+    return kafka_errors(doing, refused=BrokerError)
 
 
 class LogReader:
@@ -75,7 +84,8 @@ class LogReader:
         }
         conf.update(config or {})
         self.timeout_s = timeout_s
-        self._consumer = Consumer(conf)
+        with _reading_errors("creating the log reader"):
+            self._consumer = Consumer(conf)
         self._closed = False
 
     def __enter__(self) -> Self:
@@ -87,43 +97,35 @@ class LogReader:
 
     def assign(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Read these partitions, each from the given offset (replaces earlier assignment)."""
-        try:
+        with _reading_errors("assigning partitions"):
             self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
-        except KafkaException as exc:
-            raise translate_admin_error(exc, "assigning partitions") from exc
 
     def add(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Also read these partitions (keeps the current ones and their positions)."""
         if not offsets:
             return
-        try:
+        with _reading_errors("assigning partitions"):
             self._consumer.incremental_assign(
                 [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
-        except KafkaException as exc:
-            raise translate_admin_error(exc, "assigning partitions") from exc
 
     def positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every assigned partition (-1001 if none read yet)."""
-        try:
+        with _reading_errors("reading positions"):
             parts = self._consumer.position(self._consumer.assignment())
-        except KafkaException as exc:
-            raise translate_admin_error(exc, "reading positions") from exc
         return {(tp.topic, tp.partition): int(tp.offset) for tp in parts}
 
     def poll(self, max_messages: int = 500, timeout_s: float = 0.5) -> list[RawMessage]:
         """Up to ``max_messages`` in log order per partition; [] when nothing came in time."""
-        try:
+        with _reading_errors("reading"):
             batch = self._consumer.consume(max_messages, timeout=timeout_s)
-        except KafkaException as exc:
-            raise translate_admin_error(exc, "reading") from exc
         out: list[RawMessage] = []
         for msg in batch:
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if has_code(err, KafkaError._PARTITION_EOF):
                     continue
-                raise translate_admin_error(KafkaException(err),
-                                            f"reading {msg.topic()}[{msg.partition()}]")
+                raise translate(err, f"reading {msg.topic()}[{msg.partition()}]",
+                                refused=BrokerError)
             out.append(_raw(msg))
         return out
 
@@ -177,7 +179,9 @@ class LogWriter:
     """An idempotent producer that writes to explicit partitions and waits for acks.
 
     :meth:`write` queues; :meth:`flush` waits and returns the stored offsets in write
-    order, or raises PublishError if any write failed (nothing is silently dropped).
+    order, or raises the translated error if any write failed (BrokerUnavailable when
+    writes were not acknowledged in time, else PublishError, MessageTooLarge, ...):
+    nothing is silently dropped.
     Idempotence keeps the per-partition order of writes even across internal retries.
     """
 
@@ -193,7 +197,8 @@ class LogWriter:
         }
         conf.update(config or {})
         self.timeout_s = timeout_s
-        self._producer = Producer(conf)
+        with kafka_errors("creating the log writer", refused=BrokerError):
+            self._producer = Producer(conf)
         self._results: list[Delivered | None] = []
         self._errors: list[KafkaError] = []
 
@@ -219,24 +224,22 @@ class LogWriter:
 
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, partition=partition,
-                                       headers=list(headers), on_delivery=acked,
-                                       timestamp=max(0, timestamp_ms))
+                with kafka_errors(f"writing to {topic}[{partition}]"):
+                    self._producer.produce(topic, value=value, key=key, partition=partition,
+                                           headers=list(headers), on_delivery=acked,
+                                           timestamp=max(0, timestamp_ms))
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
-            except KafkaException as exc:
-                raise PublishError(f"writing to {topic}[{partition}] failed: {exc}") from exc
 
     def flush(self) -> list[Delivered]:
         remaining = self._producer.flush(self.timeout_s)
         results, errors = self._results, self._errors
         self._results, self._errors = [], []
         if errors:
-            err = errors[0]
-            raise translate_admin_error(KafkaException(err), "writing to the target") \
-                if err.code() != KafkaError._MSG_TIMED_OUT else PublishError(
-                    f"{len(errors)} write(s) not acknowledged in time", retriable=True)
+            # The first failure says why; the count says how many writes it cost.
+            raise translate(errors[0], f"writing to the target ({len(errors)} of "
+                                       f"{len(results)} write(s) not acknowledged)")
         if remaining or any(r is None for r in results):
             raise PublishError(f"{remaining} write(s) not acknowledged within "
                                f"{self.timeout_s}s", retriable=True)

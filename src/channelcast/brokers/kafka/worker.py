@@ -17,6 +17,11 @@ messages when a worker dies.
 
 Overflow: at most ``MAX_PENDING`` fetched-but-unprocessed messages per partition; above
 that the partition is paused until the handler catches up.
+
+A worker is handed what it needs (:class:`WorkerTopics`, a :data:`DeadLetterSend`, the
+broker's registry of running workers, a timeout); this module never imports the broker
+and never reaches into it, and never drops a message: it is processed, dead-lettered, or
+left uncommitted for the next owner.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, MutableSet, Sequence
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from channelcast.brokers.base import (
     HEADER_CHANNEL,
@@ -44,22 +50,29 @@ from channelcast.brokers.base import (
     WorkerStats,
     handle_with_retries,
 )
-from channelcast.brokers.kafka.errors import config_error, is_no_offset
-from channelcast.brokers.kafka.fanout import header, take_available
-from channelcast.brokers.kafka.producer import coords
+from channelcast.brokers.kafka.client import TP, coords, header, take_available
+from channelcast.brokers.kafka.errors import has_code, translate
+from channelcast.brokers.kafka.producer import Outgoing
 from channelcast.errors import BrokerClosed, BrokerError, MessageError
 from channelcast.message import Record, decode
+from channelcast.strategies import TopicStrategy
 from channelcast.types import Position
-
-if TYPE_CHECKING:
-    from channelcast.brokers.kafka.broker import KafkaBroker
 
 log = logging.getLogger("channelcast.kafka")
 
-TP = tuple[str, int]
 MAX_PENDING = 5000
 RESUME_BELOW = 1000
 COMMIT_INTERVAL_S = 0.05
+
+DeadLetterSend = Callable[[Sequence[Outgoing]], Awaitable[list[Position]]]
+"""Produces messages and waits for their acknowledgement (raising BrokerClosed once the
+broker is closed): how a worker writes to its dead-letter topic."""
+
+
+class WorkerTopics(Protocol):
+    """Makes sure a worker's topics exist (the broker's TopicEnsurer)."""
+
+    async def ensure_for_worker(self, topics: Sequence[str], dead_letter: str) -> None: ...
 
 
 class _Partition:
@@ -73,11 +86,19 @@ class _Partition:
 class KafkaWorker:
     """One consumer-group member. ``await run()`` until ``stop()``."""
 
-    def __init__(self, broker: KafkaBroker, group: str, router: ChannelRouter,
-                 manual_commit: bool, retry: RetryPolicy, dead_letter_topic: str,
-                 config: dict[str, Any]) -> None:
+    def __init__(self, group: str, router: ChannelRouter, manual_commit: bool,
+                 retry: RetryPolicy, dead_letter_topic: str, config: dict[str, Any], *,
+                 strategy: TopicStrategy, topics: WorkerTopics, send: DeadLetterSend,
+                 running: MutableSet[KafkaWorker], timeout_s: float) -> None:
+        """``topics`` creates the worker's topics before it joins; ``send`` writes to the
+        dead-letter topic; ``running`` holds this worker while ``run()`` runs (the broker
+        stops them on close); ``timeout_s`` bounds finishing a revoked partition."""
         self.group = group
-        self._broker = broker
+        self._strategy = strategy
+        self._topics = topics
+        self._send = send
+        self._running = running
+        self._timeout = timeout_s
         self._router = router
         self._manual = manual_commit
         self._retry = retry
@@ -111,10 +132,9 @@ class KafkaWorker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        broker = self._broker
-        subs = broker.strategy.subscription_topics(self._router.patterns)
+        subs = self._strategy.subscription_topics(self._router.patterns)
         topics = sorted(set(subs) | set(self._router.topics))
-        await broker._ensure_worker_topics(
+        await self._topics.ensure_for_worker(
             [t for t in topics if not t.startswith("^")], self._dlq)
         finished: asyncio.Future[BaseException | None] = loop.create_future()
 
@@ -128,7 +148,7 @@ class KafkaWorker:
 
         self._thread = threading.Thread(target=body, name=f"channelcast-worker-{self.group}",
                                         daemon=True)
-        broker._workers.add(self)
+        self._running.add(self)
         self._thread.start()
         try:
             error = await asyncio.shield(finished)
@@ -137,12 +157,13 @@ class KafkaWorker:
             await finished
             raise
         finally:
-            broker._workers.discard(self)
+            self._running.discard(self)
             await self._revoke(list(self._parts))
             self._exited.set()
         if error is not None:
             if isinstance(error, KafkaException):
-                raise config_error(error, "kafka.consumer", f"worker {self.group!r}") from error
+                raise translate(error, f"worker {self.group!r}",
+                                settings="kafka.consumer") from error
             raise error
 
     async def stop(self) -> None:
@@ -217,7 +238,7 @@ class KafkaWorker:
             else:
                 consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            if not is_no_offset(exc):
+            if not has_code(exc, KafkaError._NO_OFFSET):
                 log.warning("worker %s: commit failed: %s", self.group, exc)
             return
         if not asynchronous:
@@ -255,7 +276,7 @@ class KafkaWorker:
             return
         future = asyncio.run_coroutine_threadsafe(self._revoke(tps), self._loop)
         try:
-            future.result(timeout=self._broker.settings.timeout_s + 5)
+            future.result(timeout=self._timeout + 5)
         except Exception as exc:
             log.warning("worker %s: finishing revoked partitions: %r", self.group, exc)
 
@@ -289,7 +310,7 @@ class KafkaWorker:
             part.wakeup.set()
         tasks = [part.task for _tp, part in parts if part.task is not None]
         if tasks:
-            _done, running = await asyncio.wait(tasks, timeout=self._broker.settings.timeout_s)
+            _done, running = await asyncio.wait(tasks, timeout=self._timeout)
             for task in running:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -347,7 +368,7 @@ class KafkaWorker:
         delay = self._retry.initial_backoff_s or 0.1
         while True:
             try:
-                await self._broker._publisher_or_fail().send([outgoing])
+                await self._send([outgoing])
                 break
             except BrokerClosed:
                 raise

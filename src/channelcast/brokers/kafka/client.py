@@ -1,0 +1,127 @@
+"""What every confluent-kafka client of the adapter shares: configuration and message helpers.
+
+Owns the base client configuration (ours, then ``settings.kafka.consumer``, then
+overrides), the librdkafka log channel, and the small blocking helpers the fan-out
+consumer, the workers, the history reader and the broker all use on consumed messages
+(:func:`header`, :func:`coords`, :func:`take_available`, :func:`read_watermarks`).
+
+Everything else in the adapter may import it; it imports nothing of the adapter except
+:mod:`~channelcast.brokers.kafka.errors`, holds no state and starts no thread. Its
+functions block (they are called on client threads or through ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from channelcast.brokers.kafka.errors import translate
+from channelcast.errors import BrokerError
+
+if TYPE_CHECKING:
+    from channelcast.config import KafkaSettings
+
+__all__ = [
+    "TP",
+    "consumer_config",
+    "coords",
+    "finish",
+    "header",
+    "librdkafka_log",
+    "private_consumer_config",
+    "read_watermarks",
+    "take_available",
+]
+
+TP = tuple[str, int]
+"""(topic, partition)."""
+
+librdkafka_log = logging.getLogger("channelcast.kafka.librdkafka")
+"""librdkafka's own log lines (connection failures while a broker restarts, ...)."""
+
+
+def consumer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """Base consumer config: ours, then ``settings.consumer``, then ``overrides``."""
+    timeout_ms = max(1000, int(settings.timeout_s * 1000))
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.brokers, "logger": librdkafka_log,
+        "socket.connection.setup.timeout.ms": timeout_ms,
+        "reconnect.backoff.max.ms": 1000,
+        "enable.partition.eof": False, "auto.offset.reset": "earliest"}
+    config.update(settings.consumer)
+    config.update(overrides)
+    return config
+
+
+def private_consumer_config(settings: KafkaSettings, purpose: str) -> dict[str, Any]:
+    """A consumer that never joins a group's rebalance and never commits (assign() only);
+    its throw-away group id names the ``purpose`` for anyone listing groups."""
+    return consumer_config(settings, **{
+        "group.id": f"channelcast-{purpose}-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False, "enable.auto.offset.store": False})
+
+
+def finish(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it is already done (cancelled meanwhile)."""
+    if not future.done():
+        future.set_result(None)
+
+
+def header(msg: Message, name: str) -> str | None:
+    """A header's value as text (consumed messages carry headers as a list of pairs)."""
+    headers = msg.headers()
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in pairs:
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
+def coords(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a delivered or consumed (non-error) message."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None
+    assert partition is not None
+    assert offset is not None
+    return topic, partition, offset
+
+
+def take_available(consumer: Consumer, wait: float, limit: int) -> list[Message]:
+    """Up to ``limit`` messages: wait at most ``wait`` seconds for the first, not for the
+    rest.
+
+    ``consume(n, timeout)`` waits until it has n messages or the timeout passed, which at
+    low rates delays every delivery by the whole timeout.
+    """
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, timeout=0)]
+
+
+def read_watermarks(consumer: Consumer, topic: str, partition: int,
+                    timeout: float) -> tuple[int, int]:
+    """(low, high) offsets of one partition, asked of the leader (blocking).
+
+    Errors the map calls retriable (a topic created a moment ago has no known leader yet,
+    a broker is restarting) are retried until ``timeout`` seconds passed; then, or for any
+    other error, the translated error is raised.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(0.5, deadline - time.monotonic())
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=left, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = translate(exc, f"reading offsets of {topic}:{partition}")
+            if (not isinstance(error, BrokerError) or not error.retriable
+                    or time.monotonic() >= deadline):
+                raise error from exc
+        time.sleep(0.1)

@@ -1,0 +1,152 @@
+"""History on Kafka: a channel's records between two offsets, and partition watermarks.
+
+Owns one long-lived metadata consumer (watermark queries, serialised by a lock) and the
+short-lived assign()-only consumers that read a range of a partition and keep the
+records of one channel. Blocking reads run in worker threads; the event loop never waits
+on librdkafka.
+
+It never joins a consumer group, never commits, and never imports the broker, the
+fan-out consumer or the workers: subscriptions are handed this object to read their
+backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from confluent_kafka import Consumer, TopicPartition
+
+from channelcast.brokers.kafka.client import (
+    coords,
+    private_consumer_config,
+    read_watermarks,
+    take_available,
+)
+from channelcast.brokers.kafka.errors import kafka_errors, translate
+from channelcast.errors import BrokerClosed, BrokerUnavailable, HistoryUnavailable, MessageError
+from channelcast.message import Record, decode
+from channelcast.strategies import TopicStrategy
+from channelcast.types import ChannelName, Position
+
+if TYPE_CHECKING:
+    from channelcast.config import KafkaSettings
+
+__all__ = ["HistoryReader"]
+
+
+class HistoryReader:
+    """Reads partition watermarks and channel history. ``open()`` before use;
+    ``stop()`` refuses new reads, ``close()`` also releases the metadata consumer."""
+
+    def __init__(self, settings: KafkaSettings, strategy: TopicStrategy) -> None:
+        self.settings = settings
+        self.strategy = strategy
+        self._timeout = settings.timeout_s
+        self._meta: Consumer | None = None
+        self._meta_lock = threading.Lock()
+        self._stopped = False
+
+    def open(self) -> None:
+        """Create the metadata consumer. A setting librdkafka refuses is a ConfigError
+        naming ``kafka.consumer``."""
+        with kafka_errors("creating the metadata consumer", settings="kafka.consumer"):
+            self._meta = Consumer(private_consumer_config(self.settings, "meta"))
+        self._stopped = False
+
+    def stop(self) -> None:
+        """From now on every read raises BrokerClosed (the broker is closing)."""
+        self._stopped = True
+
+    async def close(self) -> None:
+        self._stopped = True
+        if self._meta is not None:
+            meta, self._meta = self._meta, None
+            await asyncio.to_thread(meta.close)
+
+    def _watermarks_blocking(self, topic: str, partition: int) -> tuple[int, int]:
+        with self._meta_lock:
+            if self._meta is None:
+                raise BrokerClosed("the Kafka broker is closed")
+            try:
+                return read_watermarks(self._meta, topic, partition, self._timeout)
+            finally:
+                # Nothing else polls this consumer: serve its queued log lines.
+                self._meta.poll(0)
+
+    async def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        """(low, high): the oldest kept offset and one past the newest. Raises
+        BrokerClosed once stopped, else what :func:`read_watermarks` raises."""
+        if self._stopped:
+            raise BrokerClosed("the Kafka broker is closed")
+        return await asyncio.to_thread(self._watermarks_blocking, topic, partition)
+
+    async def read(self, channel: ChannelName, since: Position, until: int) -> list[Record]:
+        """The records of ``channel`` after ``since`` and before offset ``until`` of its
+        partition, in offset order.
+
+        Raises HistoryUnavailable when ``since`` is not in the channel's partition (the
+        topic mapping changed) or retention removed part of the range, BrokerUnavailable
+        when the read stalls for the configured timeout.
+        """
+        route = self.strategy.route(channel)
+        if (since.topic, since.partition) != (route.topic, route.partition):
+            raise HistoryUnavailable(
+                f"position {since} is not in channel {channel!r}'s partition "
+                f"{route.topic}:{route.partition} (was the topic mapping changed?)")
+        start = since.offset + 1
+        if start >= until:
+            return []
+        low, _high = await self.watermarks(route.topic, route.partition)
+        if start < low:
+            raise HistoryUnavailable(
+                f"history of {channel!r} after {since} is gone: the oldest kept offset "
+                f"is {low}")
+        return await asyncio.to_thread(self._read_range_blocking, channel, route.topic,
+                                       route.partition, start, until)
+
+    def _read_range_blocking(self, channel: str, topic: str, partition: int, start: int,
+                             until: int) -> list[Record]:
+        doing = f"reading history of {topic}:{partition}"
+        with kafka_errors(doing):
+            consumer = Consumer(private_consumer_config(self.settings, "history"))
+            try:
+                return self._read_range(consumer, doing, channel, topic, partition, start,
+                                        until)
+            finally:
+                consumer.close()
+
+    def _read_range(self, consumer: Consumer, doing: str, channel: str, topic: str,
+                    partition: int, start: int, until: int) -> list[Record]:
+        out: list[Record] = []
+        consumer.assign([TopicPartition(topic, partition, start)])
+        next_offset = start
+        deadline = time.monotonic() + self._timeout  # moves on with every progress
+        while next_offset < until:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"reading history of {topic}:{partition} [{start}, {until}) stalled "
+                    f"at offset {next_offset} for {self._timeout}s", retriable=True)
+            messages = take_available(consumer, 0.2, 1000)
+            if messages:
+                deadline = time.monotonic() + self._timeout
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal() or not err.retriable():
+                        raise translate(err, doing)
+                    continue
+                offset = coords(msg)[2]
+                if offset >= until:
+                    next_offset = until
+                    break
+                next_offset = offset + 1
+                try:
+                    envelope = decode(msg.value())
+                except MessageError:
+                    continue  # not a channelcast message: not part of any channel
+                if envelope.channel == channel:
+                    out.append(Record(envelope, Position(topic, partition, offset)))
+        return out
