@@ -16,7 +16,8 @@ Every error the package raises on purpose derives from :class:`ChannelcastError`
     │   ├── PublishError                     the broker refused or lost a publish
     │   ├── HistoryUnavailable               asked-for offsets were removed by retention
     │   └── BrokerClosed                     the broker was used after close()
-    └── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
+    ├── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
+    └── RequestRefused                       the gateway refuses an HTTP request (status, code)
 
 Errors from dependencies (confluent-kafka) are translated in exactly one place, the Kafka
 adapter, with ``raise ... from exc``.
@@ -94,3 +95,14 @@ class BrokerClosed(BrokerError):
 
 class AuthError(ChannelcastError, PermissionError):
     """A signature is missing, malformed, stale or wrong."""
+
+
+class RequestRefused(ChannelcastError):
+    """The gateway refuses an HTTP request for a reason no other error names (draining,
+    no authorizer, a denied subscription, a body over the limit...). ``status`` is the
+    HTTP status, ``code`` the error code of the JSON error body (docs/protocol.md)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -19,13 +19,9 @@ from websockets.protocol import State
 
 from channelcast.brokers import Broker
 from channelcast.config import Settings
-from channelcast.gateway.app import (
-    ABORT_EXTENSION,
-    DIRECT_EXTENSION,
-    Authorizer,
-    Gateway,
-    create_app,
-)
+from channelcast.gateway.app import create_app
+from channelcast.gateway.node import Authorizer, Gateway
+from channelcast.gateway.websocket import ABORT_EXTENSION, DIRECT_EXTENSION
 
 log = logging.getLogger("channelcast.gateway")
 
