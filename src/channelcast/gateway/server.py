@@ -1,5 +1,4 @@
-"""Running the gateway on uvicorn: bounded socket buffers, the direct write path, and a
-graceful shutdown that happens in the right order.
+"""The gateway on uvicorn: bounded socket buffers, direct writes, ordered graceful shutdown.
 
 On SIGINT/SIGTERM: stop listening, tell every client (``closing`` frame / SSE event), flush
 their send buffers (up to ``flush_s``), close them with 1001, then stop the hub and broker.

@@ -1,5 +1,6 @@
-"""One client connection: runs the protocol's actions against the hub and owns the bounded
-send buffer and the writer task. Transports (WebSocket, SSE) only move text.
+"""One client connection: runs its protocol's actions, owns its send buffer and writer task.
+
+The actions run against the hub; transports (WebSocket, SSE) only move text.
 
 Send buffer: at most ``send_queue`` frames wait for a client. When it is full:
 
