@@ -17,7 +17,8 @@ Every error the package raises on purpose derives from :class:`ChannelcastError`
     │   ├── HistoryUnavailable               asked-for offsets were removed by retention
     │   └── BrokerClosed                     the broker was used after close()
     ├── MissingDependency (ImportError)      an optional package or program is not installed
-    └── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
+    ├── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
+    └── RequestRefused                       the gateway refuses an HTTP request (status, code)
 
 Errors from dependencies (confluent-kafka) are translated in exactly one place, the Kafka
 adapter, with ``raise ... from exc``.
@@ -100,3 +101,14 @@ class MissingDependency(ChannelcastError, ImportError):
 
 class AuthError(ChannelcastError, PermissionError):
     """A signature is missing, malformed, stale or wrong."""
+
+
+class RequestRefused(ChannelcastError):
+    """The gateway refuses an HTTP request for a reason no other error names (draining,
+    no authorizer, a denied subscription, a body over the limit...). ``status`` is the
+    HTTP status, ``code`` the error code of the JSON error body (docs/protocol.md)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -4,6 +4,12 @@ Envelope (the original's shape): ``{id, type, channel, event, data, timestamp}``
 compact JSON object. ``id`` is a 26-character ULID (48-bit millisecond time + 80 random
 bits, Crockford base32): unique and sortable by creation time. ``timestamp`` is Unix
 milliseconds. Encoding and decoding are pure functions; nothing here does I/O.
+
+Event names (:func:`validate_event`): 1 to :data:`MAX_EVENT_NAME` characters, and the
+prefix :data:`RESERVED_EVENT_PREFIX` belongs to channelcast's own messages (the gateway's
+presence operations), which are envelopes of type :data:`INTERNAL`. ``encode`` applies
+these rules, so every publish through a broker gets them; ``decode`` accepts whatever was
+stored.
 """
 
 from __future__ import annotations
@@ -30,6 +36,16 @@ from channelcast.types import ChannelName, JSONValue, Position
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """Kafka's default ``message.max.bytes`` is 1,048,588; stay below it with headroom."""
+MAX_EVENT_NAME = 200
+"""The longest event name, in characters."""
+RESERVED_EVENT_PREFIX = "channelcast:"
+"""Events that start with this are channelcast's own; only :data:`INTERNAL` envelopes
+may carry them."""
+MESSAGE = "message"
+"""The envelope type of every application message."""
+INTERNAL = "internal"
+"""The envelope type of channelcast's own messages (presence operations): the only type
+whose event may start with :data:`RESERVED_EVENT_PREFIX`. Never shown to clients."""
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CROCKFORD_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
@@ -96,12 +112,29 @@ def new_id(now_ms: int | None = None) -> str:
     return prefix + pairs[low >> 10] + pairs[low & 1023]
 
 
+def validate_event(name: object, *, internal: bool = False) -> str:
+    """``name`` if it is a usable event name; raises MessageError naming the broken rule:
+    a non-empty string of at most :data:`MAX_EVENT_NAME` characters, not starting with
+    :data:`RESERVED_EVENT_PREFIX` unless ``internal`` (channelcast's own messages)."""
+    if not isinstance(name, str) or not name:
+        raise MessageError(f"event must be a non-empty string, got {name!r:.60}")
+    if len(name) > MAX_EVENT_NAME:
+        raise MessageError(f"event must be at most {MAX_EVENT_NAME} characters,"
+                           f" got {len(name)}")
+    if not internal and name.startswith(RESERVED_EVENT_PREFIX):
+        raise MessageError(f"event must not start with {RESERVED_EVENT_PREFIX!r}: the prefix"
+                           " is reserved for channelcast's own messages")
+    return name
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Envelope:
     """One published message. Immutable.
 
     ``id`` and ``timestamp`` default to a new ULID and the current Unix milliseconds (one
-    clock reading for both).
+    clock reading for both). ``type`` is :data:`MESSAGE`; :data:`INTERNAL` marks
+    channelcast's own messages, the only ones allowed a reserved event (see
+    :func:`validate_event`; checked when encoded).
     """
 
     channel: ChannelName
@@ -113,7 +146,7 @@ class Envelope:
 
     def __init__(self, channel: ChannelName, event: str, data: JSONValue,
                  id: str | None = None, timestamp: int | None = None,
-                 type: str = "message") -> None:
+                 type: str = MESSAGE) -> None:
         # Hand-written (the generated one calls a default factory per field): this runs
         # once per published message.
         if id is None or timestamp is None:
@@ -212,12 +245,16 @@ _ORJSON_OPTS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLA
 _orjson_dumps = orjson.dumps
 
 
-def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
+           check_event: bool = True) -> bytes:
     """Envelope -> compact UTF-8 JSON.
 
-    Raises InvalidChannel, MessageError (other bad envelope fields), SerializationError or
-    MessageTooLarge, so that whatever encodes also decodes: ``decode(encode(e)) == e``
-    for JSON-native data.
+    Raises InvalidChannel, MessageError (other bad envelope fields, or an event that breaks
+    :func:`validate_event`'s rules), SerializationError or MessageTooLarge, so that
+    whatever encodes also decodes: ``decode(encode(e)) == e`` for JSON-native data.
+    ``check_event=False`` skips the event name rules (not the field types): only for
+    verbatim copies of messages already stored, which were accepted when first published
+    (the migration off legacy topics).
 
     The output is ``json.dumps(envelope.to_dict(), separators=(",", ":"),
     ensure_ascii=False, allow_nan=False)``: byte for byte, except that a float may be
@@ -235,6 +272,8 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> by
             and type(kind) is str and kind and type(ts) is int):
         _check_fields(envelope)  # raises, unless str or int subclasses
         plain = False
+    if check_event and (len(event) > MAX_EVENT_NAME or event.startswith(RESERVED_EVENT_PREFIX)):
+        validate_event(event, internal=kind == INTERNAL)  # raises, unless internal
     raw: bytes | None = None
     if plain:
         try:
@@ -344,7 +383,7 @@ def decode(raw: bytes | None) -> Envelope:
         channel, event, mid, ts = obj["channel"], obj["event"], obj["id"], obj["timestamp"]
     except KeyError as exc:
         raise MalformedMessage(f"message lacks field {exc.args[0]!r}") from exc
-    kind = obj.get("type", "message")
+    kind = obj.get("type", MESSAGE)
     # json.loads makes plain str and int (never subclasses): type() checks are exact.
     if not (type(event) is str and event and type(mid) is str and mid
             and type(kind) is str and kind and type(channel) is str and channel):

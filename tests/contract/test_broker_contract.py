@@ -12,10 +12,11 @@ from channelcast.errors import (
     BrokerClosed,
     HistoryUnavailable,
     InvalidChannel,
+    MessageError,
     MessageTooLarge,
     SerializationError,
 )
-from channelcast.message import Envelope, Record
+from channelcast.message import INTERNAL, MAX_EVENT_NAME, Envelope, Record
 from channelcast.types import ChannelName, Position
 from tests.contract.conftest import Names
 
@@ -114,6 +115,26 @@ async def test_bad_input_is_rejected_and_nothing_is_stored(broker: Broker) -> No
     assert await broker.end_position("room.x") == before
     after = await broker.publish("room.x", "e", 2)  # and the broker still works
     assert after.offset == before.offset + 1
+
+
+async def test_reserved_and_overlong_events_are_refused_but_internal_ones_pass(
+        broker: Broker) -> None:
+    before = await broker.publish("room.r", "e", 0)
+    with pytest.raises(MessageError, match="reserved"):
+        await broker.publish("room.r", "channelcast:presence", {"op": "sync"})
+    with pytest.raises(MessageError, match="reserved"):
+        await broker.publish_many([*envelopes("room.r", 2), Envelope(
+            channel=ChannelName("room.r"), event="channelcast:anything", data=1)])
+    with pytest.raises(MessageError, match=f"at most {MAX_EVENT_NAME} characters"):
+        await broker.publish("room.r", "e" * (MAX_EVENT_NAME + 1), 1)
+    assert await broker.end_position("room.r") == before  # nothing stored
+    # channelcast's own messages (the gateway's presence) go through as internal envelopes.
+    internal = Envelope(channel=ChannelName("room.r"), event="channelcast:presence",
+                        data={"op": "sync"}, type=INTERNAL)
+    [position] = await broker.publish_many([internal])
+    assert position.offset == before.offset + 1
+    [stored] = await broker.history("room.r", before)
+    assert stored.envelope == internal
 
 
 async def test_use_after_close_raises_broker_closed(broker: Broker) -> None:

@@ -14,8 +14,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from channelcast.brokers import Broker
 from channelcast.brokers.memory import MemoryBroker
 from channelcast.config import GatewaySettings, Settings
-from channelcast.gateway.app import Authorizer, Gateway
 from channelcast.gateway.auth import sign_request
+from channelcast.gateway.node import Authorizer, Gateway
 from channelcast.gateway.server import GatewayServer, build_server
 
 

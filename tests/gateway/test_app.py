@@ -9,7 +9,18 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from channelcast.errors import (
+    AuthError,
+    BrokerClosed,
+    InvalidChannel,
+    InvalidPosition,
+    MessageTooLarge,
+    RequestRefused,
+)
+from channelcast.gateway.api import MAX_PUBLISH_BODY
+from channelcast.gateway.app import ERROR_STATUS, status_of
 from channelcast.gateway.auth import channel_auth, sign_request
+from channelcast.gateway.node import AuthGrant, AuthRequest
 from tests.gateway.conftest import (
     running_gateway,
     settings_with,
@@ -334,3 +345,88 @@ async def test_frames_beyond_the_websocket_limit_close_with_1009() -> None:
             assert client.ws.close_code == 1009
         async with ws_client(gw.ws_url) as other:  # the server is fine
             assert (await other.subscribe("ok"))["type"] == "subscribed"
+
+
+def error_of(r: httpx.Response) -> tuple[int, str]:
+    body = r.json()
+    assert body["type"] == "error", body
+    assert isinstance(body["data"]["message"], str)
+    assert body["data"]["message"]
+    return r.status_code, body["data"]["code"]
+
+
+async def test_every_refusal_has_its_status_code_and_error_body() -> None:
+    async def presence_without_user(req: AuthRequest) -> AuthGrant:
+        return AuthGrant()  # a presence channel needs a user_id: the grant cannot be signed
+
+    async with running_gateway(settings_with(max_subscriptions=2),
+                               authorizer=presence_without_user) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url) as http:
+        settings = gw.settings()
+        too_big = b"x" * (MAX_PUBLISH_BODY + 1)
+        cases: list[tuple[httpx.Response, tuple[int, str], str]] = [
+            (await http.post("/api/publish", content=too_big), (413, "body_too_large"), ""),
+            (await http.post("/auth", content=too_big), (413, "body_too_large"), ""),
+            (await http.post("/auth", content=b"[1]"), (400, "bad_request"), "not an object"),
+            (await http.post("/auth", json={"channel": "a"}), (400, "bad_request"),
+             "connection_id"),
+            (await http.post("/auth", json={"connection_id": "n.1", "channel": "no way"}),
+             (400, "invalid_channel"), ""),
+            (await http.post("/auth", json={"connection_id": "n.1", "channel": "presence-a"}),
+             (403, "auth_failed"), "user_id"),
+            (await http.post("/api/publish", **signed_post_args(settings, {
+                "channel": "a", "event": "x" * 201})), (400, "bad_message"),
+             "message.event must be at most 200"),
+            (await http.post("/api/publish", **signed_post_args(settings, {"messages": [
+                {"channel": "a", "event": "e"}, {"channel": "a", "event": "channelcast:x"}]})),
+             (400, "bad_message"), "messages[1].event must not start with 'channelcast:'"),
+            (await http.post("/api/publish", **signed_post_args(settings, {
+                "channel": "a b", "event": "e"})), (400, "invalid_channel"), "message:"),
+            (await http.get("/sse"), (400, "invalid_channel"), "give channels"),
+            (await http.get("/sse?channels=a,b,c"), (400, "too_many_subscriptions"), ""),
+            (await http.get("/sse?channels=a,presence-b"), (403, "auth_required"), ""),
+            (await http.get("/sse?channels=a", headers={"Last-Event-ID": "x:y"}),
+             (400, "invalid_position"), "bad Last-Event-ID"),
+        ]
+        for response, expected, text in cases:
+            assert error_of(response) == expected, (expected, response.text)
+            assert text in response.json()["data"]["message"], response.text
+        await gw.gateway.broker.close()
+        r = await http.post("/api/publish", **signed_post_args(settings, {
+            "channel": "a", "event": "e"}))
+        assert error_of(r) == (503, "broker_error")
+        await gw.gateway.drain("bye")
+        assert error_of(await http.get("/sse?channels=a")) == (503, "shutting_down")
+
+
+async def test_auth_without_a_hook_is_404() -> None:
+    async with running_gateway(settings_with(demo=False)) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url) as http:
+        r = await http.post("/auth", json={"connection_id": "n.1", "channel": "private-a"})
+        assert error_of(r) == (404, "no_authorizer")
+
+
+def test_the_error_table_maps_each_error_class_once_and_in_order() -> None:
+    assert status_of(InvalidChannel("x")) == (400, "invalid_channel")
+    assert status_of(InvalidPosition("x")) == (400, "invalid_position")
+    assert status_of(MessageTooLarge("x")) == (400, "bad_message")  # a MessageError
+    assert status_of(AuthError("x")) == (401, "auth_failed")
+    assert status_of(BrokerClosed("x")) == (503, "broker_error")  # a BrokerError
+    assert status_of(RequestRefused(418, "teapot", "x")) == (418, "teapot")
+    # Every class in the table is reachable: none is shadowed by an earlier superclass.
+    for i, (cls, _, _) in enumerate(ERROR_STATUS):
+        assert not any(issubclass(cls, earlier) for earlier, _, _ in ERROR_STATUS[:i])
+
+
+def test_the_single_module_names_are_still_importable_from_app() -> None:
+    from channelcast.gateway import api, app, node, sse
+
+    assert app.Gateway is node.Gateway
+    assert app.AuthRequest is node.AuthRequest
+    assert app.AuthGrant is node.AuthGrant
+    assert app.Authorizer is node.Authorizer
+    assert app.demo_authorizer is node.demo_authorizer
+    assert app.parse_publish is api.parse_publish
+    assert app.parse_cursor is sse.parse_cursor
+    assert app.format_cursor is sse.format_cursor
+    assert callable(app.create_app)

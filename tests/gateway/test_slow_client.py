@@ -19,7 +19,7 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from channelcast.gateway.app import Gateway
+from channelcast.gateway.node import Gateway
 from tests.gateway.conftest import running_gateway, settings_with
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]

@@ -173,7 +173,7 @@ def test_large_heartbeats_go_in_parts_and_apply_once_complete() -> None:
 @given(st.text(max_size=80))
 def test_sse_cursor_parsing_fails_only_with_position_or_channel_errors(text: str) -> None:
     from channelcast.errors import InvalidChannel, InvalidPosition
-    from channelcast.gateway.app import format_cursor, parse_cursor
+    from channelcast.gateway.sse import format_cursor, parse_cursor
 
     channels = [ChannelName("a"), ChannelName("b")]
     try:
@@ -185,7 +185,7 @@ def test_sse_cursor_parsing_fails_only_with_position_or_channel_errors(text: str
 
 
 def test_sse_cursor_round_trip() -> None:
-    from channelcast.gateway.app import format_cursor, parse_cursor
+    from channelcast.gateway.sse import format_cursor, parse_cursor
 
     one = {ChannelName("a"): Position("t", 1, 5)}
     assert format_cursor(one) == "t:1:5"

@@ -1,26 +1,32 @@
 """The fan-out write path: batched direct writes, the shared frame bytes, per-batch metrics.
 
-Session tests use a fake transport (no sockets); the last test runs the real uvicorn
-protocol through the gateway and reads the frames with a real WebSocket client."""
+Session tests use a fake transport (no sockets); the others run the real uvicorn protocol
+through the gateway and read the frames with a real WebSocket client, on the direct path
+and on the fallback to the ASGI send (an untested uvicorn, a missing attribute)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
+import uvicorn
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from channelcast.brokers.memory import MemoryBroker
+from channelcast.gateway import server as server_module
 from channelcast.gateway.hub import Hub
 from channelcast.gateway.metrics import GatewayMetrics
-from channelcast.gateway.protocol import ClientProtocol, Credentials
-from channelcast.gateway.server import text_frame
+from channelcast.gateway.protocol import CLOSE_INTERNAL_ERROR, ClientProtocol, Credentials
+from channelcast.gateway.server import TESTED_UVICORN, text_frame, uvicorn_problem
 from channelcast.gateway.session import DROP_OLDEST, DirectTransport, Outbox, Outgoing, Session
+from channelcast.gateway.websocket import WebSocketTransport
 from channelcast.message import Envelope, Record
 from channelcast.types import ChannelName, Position
-from tests.gateway.conftest import running_gateway, settings_with, ws_client
+from tests.gateway.conftest import Client, Running, running_gateway, settings_with, ws_client
 
 C = ChannelName("c")
 
@@ -194,3 +200,149 @@ def test_take_stops_at_the_room_and_keeps_the_bound_on_what_is_left() -> None:
     assert json.loads(rest[0].text)["data"]["count"] == 1
     assert [o.text for o in rest[1:]] == ["m3", "m4", "m5"]
     assert box.take(1 << 20) == []
+
+
+# --- uvicorn internals: the version/attribute guard and failing writers ---------------------
+
+
+def test_the_installed_uvicorn_is_in_the_tested_range_and_others_are_named() -> None:
+    assert uvicorn_problem() is None  # pyproject.toml pins the range the tests run on
+    lo, hi = TESTED_UVICORN
+    assert uvicorn_problem(f"{lo[0]}.{lo[1]}.0") is None
+    assert uvicorn_problem(f"{hi[0]}.{hi[1] - 1}.9") is None
+    for version in ("0.51.0", f"{hi[0]}.{hi[1]}.0", f"{hi[0]}.{hi[1]}.0rc1", "1.0", "dev"):
+        problem = uvicorn_problem(version)
+        assert problem is not None
+        assert version in problem
+        assert "outside the tested range" in problem
+
+
+async def publish_and_receive(gw: Running, client: Client, count: int) -> list[int]:
+    await client.send({"type": "subscribe", "channel": "guarded"})
+    await client.expect("subscribed")
+    await gw.gateway.broker.publish_many(
+        [Envelope(channel=ChannelName("guarded"), event="e", data={"seq": i, "pad": "z" * 200})
+         for i in range(count)])
+    seqs = []
+    while len(seqs) < count:
+        frame = await asyncio.wait_for(client.recv(), 10)
+        assert frame["type"] == "message", frame
+        seqs.append(frame["data"]["seq"])
+    return seqs
+
+
+@pytest.mark.timeout(60)
+async def test_an_untested_uvicorn_version_falls_back_to_the_asgi_send_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(uvicorn, "__version__", "0.51.0")
+    with caplog.at_level(logging.WARNING, logger="channelcast.gateway"):
+        async with running_gateway(settings_with()) as gw, ws_client(gw.ws_url) as client:
+            assert await publish_and_receive(gw, client, 300) == list(range(300))
+            session = next(iter(gw.gateway.sessions))
+            assert isinstance(session.transport, WebSocketTransport)
+            assert session.transport.room() == 0  # no direct path offered
+            assert session.transport._write is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("uvicorn 0.51.0 is outside the tested range" in w and "ASGI send" in w
+               for w in warnings), warnings
+
+
+@pytest.mark.timeout(60)
+async def test_a_protocol_without_the_attributes_falls_back_per_connection_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(server_module, "DIRECT_PATH_ATTRIBUTES",
+                        (*server_module.DIRECT_PATH_ATTRIBUTES, "not_in_any_uvicorn"))
+    monkeypatch.setattr(server_module, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="channelcast.gateway"):
+        async with running_gateway(settings_with()) as gw, ws_client(gw.ws_url) as client:
+            assert await publish_and_receive(gw, client, 300) == list(range(300))
+            session = next(iter(gw.gateway.sessions))
+            assert session.transport.room() == 0  # type: ignore[attr-defined]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"uvicorn {uvicorn.__version__}" in w and "not_in_any_uvicorn" in w
+               for w in warnings), warnings
+
+
+@pytest.mark.timeout(60)
+async def test_the_tested_uvicorn_offers_the_direct_path_without_warnings(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="channelcast.gateway"):
+        async with running_gateway(settings_with()) as gw, ws_client(gw.ws_url) as client:
+            assert await publish_and_receive(gw, client, 300) == list(range(300))
+            session = next(iter(gw.gateway.sessions))
+            assert session.transport.room() > 0  # type: ignore[attr-defined]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def read_until_closed(client: Client) -> None:
+    while True:
+        await client.recv(10)
+
+
+@pytest.mark.timeout(60)
+async def test_a_failing_writer_warns_with_the_connection_id_and_closes_1011(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """What uvicorn 0.51 did to the direct path (an attribute error in the writer), made
+    visible: a WARNING and a closed connection instead of a client that hears nothing."""
+    def broken_room() -> int:
+        raise AttributeError("'Protocol' object has no attribute 'disconnected'")
+
+    with caplog.at_level(logging.WARNING, logger="channelcast.gateway"):
+        async with running_gateway(settings_with()) as gw, ws_client(gw.ws_url) as client:
+            await client.send({"type": "subscribe", "channel": "broken"})
+            await client.expect("subscribed")
+            session = next(iter(gw.gateway.sessions))
+            session.transport._room = broken_room  # type: ignore[attr-defined]
+            await gw.gateway.broker.publish("broken", "e", 1)
+            with pytest.raises(ConnectionClosed):
+                await read_until_closed(client)
+            assert client.ws.close_code == CLOSE_INTERNAL_ERROR
+            await asyncio.wait_for(session.closed.wait(), 5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(session.connection_id in w and "AttributeError" in w and "1011" in w
+               for w in warnings), warnings
+
+
+class FailingDirect(FakeDirect):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(budget=1 << 20)
+        self.error = error
+        self.closed_with: list[int] = []
+
+    def send_now(self, items: list[Outgoing]) -> None:
+        raise self.error
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed_with.append(code)
+
+
+async def test_a_client_that_went_away_stops_the_writer_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    transport = FailingDirect(ConnectionResetError("gone"))
+    session = make_session(transport)
+    with caplog.at_level(logging.DEBUG, logger="channelcast.gateway"):
+        session.start(greet=False)
+        session.deliver(C, record(1), "m1")
+        await asyncio.wait_for(session.closed.wait(), 5)
+    assert transport.closed_with == []  # the endpoint notices the disconnect itself
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("went away" in r.getMessage() for r in caplog.records)
+    await session.aclose()
+
+
+async def test_any_other_writer_failure_is_a_warning_and_a_1011_close(
+        caplog: pytest.LogCaptureFixture) -> None:
+    transport = FailingDirect(RuntimeError("unexpected ASGI message"))
+    session = make_session(transport)
+    with caplog.at_level(logging.WARNING, logger="channelcast.gateway"):
+        session.start(greet=False)
+        session.deliver(C, record(1), "m1")
+        await asyncio.wait_for(session.closed.wait(), 5)
+    assert transport.closed_with == [CLOSE_INTERNAL_ERROR]
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert session.connection_id in warning.getMessage()
+    assert "RuntimeError: unexpected ASGI message" in warning.getMessage()
+    assert session.outbox_closed
+    session.deliver(C, record(2), "m2")  # ignored from now on
+    assert len(session.outbox) == 0
+    await session.aclose()

@@ -10,9 +10,10 @@ import pytest
 from channelcast.brokers import create_broker
 from channelcast.brokers.memory import MemoryBroker
 from channelcast.config import KafkaSettings, Settings
-from channelcast.errors import ConfigError, HistoryUnavailable
-from channelcast.message import Record
+from channelcast.errors import ConfigError, HistoryUnavailable, MessageError
+from channelcast.message import INTERNAL, Envelope, Record
 from channelcast.strategies import OneTopicPerChannel
+from channelcast.types import ChannelName
 
 
 async def test_bounded_history_drops_the_oldest() -> None:
@@ -41,6 +42,23 @@ async def test_a_full_subscription_makes_publish_wait() -> None:
         assert (await sub.__anext__()).envelope.data == 1
         await asyncio.wait_for(third, 1)
         assert [(await sub.__anext__()).envelope.data for _ in range(2)] == [2, 3]
+        await sub.close()
+
+
+async def test_reserved_events_are_refused_and_no_subscriber_sees_them() -> None:
+    async with MemoryBroker() as broker:
+        sub = broker.subscribe(["room.1"])
+        with pytest.raises(MessageError, match="reserved"):
+            await broker.publish("room.1", "channelcast:presence", {"op": "join"})
+        with pytest.raises(MessageError, match="reserved"):
+            await broker.publish_many([Envelope(ChannelName("room.1"), "ok", 1),
+                                       Envelope(ChannelName("room.1"), "channelcast:x", 2)])
+        assert (await broker.end_position("room.1")).offset == -1
+        # The internal route: the gateway's presence operations.
+        await broker.publish_many([Envelope(ChannelName("room.1"), "channelcast:presence",
+                                            {"op": "sync"}, type=INTERNAL)])
+        got = await asyncio.wait_for(sub.__anext__(), 1)
+        assert (got.envelope.event, got.envelope.type) == ("channelcast:presence", INTERNAL)
         await sub.close()
 
 

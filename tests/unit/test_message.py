@@ -18,7 +18,17 @@ from channelcast.errors import (
     MessageTooLarge,
     SerializationError,
 )
-from channelcast.message import Envelope, Record, decode, encode, new_id
+from channelcast.message import (
+    INTERNAL,
+    MAX_EVENT_NAME,
+    RESERVED_EVENT_PREFIX,
+    Envelope,
+    Record,
+    decode,
+    encode,
+    new_id,
+    validate_event,
+)
 from channelcast.types import ChannelName, Position
 from tests.conftest import has_float
 
@@ -98,6 +108,55 @@ def test_encode_refuses_envelopes_decode_would_reject(fields: dict[str, object],
 def test_encode_refuses_invalid_channels(channel: object) -> None:
     with pytest.raises(InvalidChannel):
         encode(envelope(channel=channel))
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    (None, "non-empty string"), (3, "non-empty string"), ("", "non-empty string"),
+    ("x" * (MAX_EVENT_NAME + 1), f"at most {MAX_EVENT_NAME} characters, got 201"),
+    ("channelcast:presence", "reserved"), ("channelcast:", "reserved"),
+])
+def test_validate_event_names_the_broken_rule(name: object, rule: str) -> None:
+    with pytest.raises(MessageError, match=rule):
+        validate_event(name)
+
+
+def test_validate_event_accepts_the_limits_and_lifts_only_the_prefix_rule_for_internal() -> None:
+    assert validate_event("x" * MAX_EVENT_NAME) == "x" * MAX_EVENT_NAME
+    assert validate_event("Channelcast:x") == "Channelcast:x"  # the prefix is case-sensitive
+    assert validate_event("app.channelcast:x") == "app.channelcast:x"
+    assert validate_event("channelcast:presence", internal=True) == "channelcast:presence"
+    with pytest.raises(MessageError, match="at most"):
+        validate_event("channelcast:" + "x" * MAX_EVENT_NAME, internal=True)
+
+
+def test_encode_applies_the_event_rules_to_every_envelope_but_internal_ones() -> None:
+    reserved = f"{RESERVED_EVENT_PREFIX}presence"
+    with pytest.raises(MessageError, match="reserved"):
+        encode(envelope(event=reserved))
+    with pytest.raises(MessageError, match="reserved"):
+        encode(envelope(event=reserved, type="other"))
+    with pytest.raises(MessageError, match="at most"):
+        encode(envelope(event="e" * (MAX_EVENT_NAME + 1)))
+    with pytest.raises(MessageError, match="at most"):
+        encode(envelope(event="e" * (MAX_EVENT_NAME + 1), type=INTERNAL))
+    internal = envelope(event=reserved, type=INTERNAL)
+    assert decode(encode(internal)) == internal
+    longest = envelope(event="e" * MAX_EVENT_NAME)
+    assert decode(encode(longest)) == longest
+
+
+def test_stored_messages_decode_and_copy_verbatim_whatever_their_event() -> None:
+    # A presence operation of an older node: type "message" with the reserved event.
+    old = good_wire(event="channelcast:presence")
+    env = decode(old)
+    assert env.event == "channelcast:presence"
+    with pytest.raises(MessageError, match="reserved"):
+        encode(env)
+    assert encode(env, check_event=False) == old
+    long_event = decode(good_wire(event="e" * 300))
+    assert decode(encode(long_event, check_event=False)) == long_event
+    with pytest.raises(MessageError, match="'event'"):  # field types are still checked
+        encode(envelope(event=""), check_event=False)
 
 
 @settings(deadline=None)
@@ -245,6 +304,11 @@ class Count(int):
 def test_template_encoding_is_exactly_json_dumps(event: str, mid: str, kind: str,
                                                  data: object) -> None:
     env = envelope(event=event, id=mid, type=kind, data=data)
+    if len(event) > MAX_EVENT_NAME or (event.startswith(RESERVED_EVENT_PREFIX)
+                                       and kind != INTERNAL):
+        with pytest.raises(MessageError, match="event must"):
+            encode(env)
+        return
     try:
         expected = dumps(env)
     except UnicodeEncodeError:  # lone surrogates: not UTF-8

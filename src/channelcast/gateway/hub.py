@@ -11,7 +11,8 @@ the buffered live records newer than the last replayed offset are handed over in
 synchronous step, and only then does the listener go live.
 
 Presence: see :mod:`channelcast.gateway.presence`. The hub applies its own node's joins and
-leaves at once and publishes them; it ignores its own echoes.
+leaves at once and publishes them (as ``internal`` envelopes: the only way through the
+reserved event prefix); it ignores its own echoes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from channelcast.gateway.presence import (
     sync_op,
 )
 from channelcast.gateway.protocol import dumps
-from channelcast.message import Record
+from channelcast.message import INTERNAL, Envelope, Record
 from channelcast.types import ChannelName, Position
 
 log = logging.getLogger("channelcast.gateway")
@@ -98,6 +99,8 @@ class _Feed:
 
 
 def is_internal(record: Record) -> bool:
+    """A presence operation (by event: nodes before the ``internal`` type sent them as
+    ordinary messages, and no other publisher may use the reserved prefix)."""
     return record.envelope.event == PRESENCE_EVENT
 
 
@@ -339,7 +342,8 @@ class Hub:
         """Publish presence operations in order (the parts of one heartbeat, say)."""
         for op in ops:
             try:
-                await self.broker.publish(channel, PRESENCE_EVENT, op)
+                await self.broker.publish_many(
+                    [Envelope(channel, PRESENCE_EVENT, op, type=INTERNAL)])
             except Exception as exc:
                 log.warning("could not publish presence %s on %s: %s", op.get("op"), channel,
                             exc)

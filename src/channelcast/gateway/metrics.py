@@ -1,5 +1,6 @@
-"""Prometheus metrics of one gateway, in its own registry (so several apps can share a
-process, e.g. in tests). Served at ``/metrics``.
+"""Prometheus metrics of one gateway node, in its own registry, served at ``/metrics``.
+
+Its own registry, so several apps can share a process (e.g. in tests).
 
 Deliveries are counted in a plain int (:attr:`GatewayMetrics.delivered`, event-loop thread
 only) and read when scraped: a ``Counter.inc()`` takes a lock, and at one per message per

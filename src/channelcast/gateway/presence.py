@@ -1,8 +1,9 @@
 """Presence bookkeeping for one presence channel on one node. Sans-I/O: no awaits, no clock.
 
 Every gateway node publishes presence operations on the presence channel itself, as
-messages with the reserved event :data:`PRESENCE_EVENT` (clients never see them as
-messages; the publish API refuses the ``channelcast:`` prefix):
+envelopes of type ``internal`` with the reserved event :data:`PRESENCE_EVENT` (clients
+never see them as messages; every other publisher is refused the ``channelcast:`` prefix,
+see :func:`channelcast.message.validate_event`):
 
 * ``join``/``leave``: one connection of this node entered or left the channel.
 * ``heartbeat``: this node's full list of connections in the channel (replaces what others
@@ -22,13 +23,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from channelcast.message import RESERVED_EVENT_PREFIX
 from channelcast.types import JSONValue
 
-PRESENCE_EVENT = "channelcast:presence"
+PRESENCE_EVENT = f"{RESERVED_EVENT_PREFIX}presence"
 HEARTBEAT_PART_SIZE = 500
 """Connections per heartbeat message (about 100 bytes each with small user_info)."""
 MAX_HEARTBEAT_PARTS = 10_000
-RESERVED_EVENT_PREFIX = "channelcast:"
 MAX_USER_ID = 128
 
 

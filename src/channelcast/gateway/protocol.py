@@ -42,6 +42,7 @@ SUBSCRIPTION_LOST = "subscription_lost"
 
 # WebSocket close codes.
 CLOSE_GOING_AWAY = 1001  # graceful server shutdown
+CLOSE_INTERNAL_ERROR = 1011  # the server failed to write to this connection
 CLOSE_TRY_AGAIN_LATER = 1013  # connected while the server is shutting down
 CLOSE_SLOW_CLIENT = 4008  # send buffer full with slow_client_policy = "disconnect"
 

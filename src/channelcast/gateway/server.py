@@ -1,33 +1,60 @@
-"""Running the gateway on uvicorn, with a graceful shutdown that happens in the right order.
+"""The gateway on uvicorn: bounded socket buffers, direct writes, ordered graceful shutdown.
 
 On SIGINT/SIGTERM: stop listening, tell every client (``closing`` frame / SSE event), flush
 their send buffers (up to ``flush_s``), close them with 1001, then stop the hub and broker.
 Plain uvicorn would close WebSockets with 1012 before the app hears about it.
+
+uvicorn internals: the WebSocket protocol below subclasses uvicorn's sans-I/O protocol and
+reads some of its attributes (:data:`DIRECT_PATH_ATTRIBUTES`) for the direct write path
+(:data:`~channelcast.gateway.websocket.DIRECT_EXTENSION`), and :class:`GatewayServer`
+clears uvicorn's captured signals. These are not public APIs: pyproject.toml pins uvicorn
+to :data:`TESTED_UVICORN`, ``build_server`` checks the installed version at start-up and
+each connection checks the attributes at its handshake. Outside the range, or with an
+attribute missing, a WARNING names the version and frames take the public ASGI path
+(``websocket.send``): slower, same behaviour. Never a silent writer that delivers nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from uvicorn.protocols.utils import ClientDisconnected
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
 from channelcast.brokers import Broker
 from channelcast.config import Settings
-from channelcast.gateway.app import (
-    ABORT_EXTENSION,
-    DIRECT_EXTENSION,
-    Authorizer,
-    Gateway,
-    create_app,
-)
+from channelcast.gateway.app import create_app
+from channelcast.gateway.node import Authorizer, Gateway
+from channelcast.gateway.websocket import ABORT_EXTENSION, DIRECT_EXTENSION
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 log = logging.getLogger("channelcast.gateway")
+
+TESTED_UVICORN = ((0, 53), (0, 55))
+"""The uvicorn versions (from, before) the direct write path is tested with; keep in step
+with pyproject.toml. Before 0.53 the protocol has no ``disconnected`` attribute."""
+DIRECT_PATH_ATTRIBUTES = ("transport", "conn", "handshake_complete", "close_sent",
+                          "disconnected", "writable")
+"""What the direct path reads on uvicorn's WebSocket protocol instance."""
+
+
+def uvicorn_problem(version: str | None = None) -> str | None:
+    """Why the direct path must not be used with this uvicorn (default: the installed one),
+    or None when its version is in :data:`TESTED_UVICORN`."""
+    version = uvicorn.__version__ if version is None else version
+    (lo_major, lo_minor), (hi_major, hi_minor) = TESTED_UVICORN
+    tested = f">={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or not ((lo_major, lo_minor) <= (int(match[1]), int(match[2]))
+                             < (hi_major, hi_minor)):
+        return f"uvicorn {version} is outside the tested range {tested}"
+    return None
 
 
 class GatewayServer(uvicorn.Server):
@@ -35,6 +62,11 @@ class GatewayServer(uvicorn.Server):
         super().__init__(config)
         self.gateway = gateway
         self.flush_s = flush_s
+        self._signals_kept = isinstance(getattr(self, "_captured_signals", None), list)
+        if not self._signals_kept:
+            log.warning("uvicorn %s has no Server._captured_signals: after a graceful "
+                        "shutdown on a signal, uvicorn re-raises it (exit code not 0)",
+                        uvicorn.__version__)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -45,7 +77,8 @@ class GatewayServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         # We shut down gracefully on the signal; do not re-raise it afterwards (exit 0).
-        self._captured_signals.clear()
+        if self._signals_kept:
+            self._captured_signals.clear()
 
     @property
     def port(self) -> int:
@@ -85,11 +118,29 @@ def text_frame(text: str) -> bytes:
     return frame
 
 
-def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]:
+_warned: set[tuple[str, ...]] = set()
+
+
+def _missing_direct_attributes(protocol: object) -> list[str]:
+    """The :data:`DIRECT_PATH_ATTRIBUTES` this protocol instance lacks (WARNING once)."""
+    missing = [name for name in DIRECT_PATH_ATTRIBUTES if not hasattr(protocol, name)]
+    if missing and tuple(missing) not in _warned:
+        _warned.add(tuple(missing))
+        log.warning("uvicorn %s: its WebSocket protocol has no %s; serving WebSocket frames "
+                    "through the ASGI send instead of the direct write path",
+                    uvicorn.__version__, ", ".join(missing))
+    return missing
+
+
+def bounded_websocket_protocol(send_buffer_bytes: int, *,
+                               direct: bool = True) -> type[WebSocketsSansIOProtocol]:
     """uvicorn's WebSocket protocol with a fixed kernel send buffer and transport high-water
     mark, so a client that stops reading fills *our* bounded send queue (and meets the
     slow-client policy) after about ``2 * send_buffer_bytes`` instead of megabytes of OS
-    autotuned buffers. 0 keeps the OS defaults."""
+    autotuned buffers. 0 keeps the OS defaults. With ``direct``, each connection whose
+    protocol has the :data:`DIRECT_PATH_ATTRIBUTES` offers the direct write path.
+    Raises ImportError if this uvicorn has no sans-I/O WebSocket protocol."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         def connection_made(self, transport: Any) -> None:
@@ -102,10 +153,14 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
 
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
+            scope = getattr(self, "scope", None)
+            if scope is None:  # the handshake was refused: there is no ASGI connection
+                return
             # Lets the app cut a connection whose close frame cannot get through.
-            self.scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
-            self.scope["extensions"][DIRECT_EXTENSION] = {"room": self.direct_room,
-                                                          "write": self.direct_write}
+            scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+            if direct and not _missing_direct_attributes(self):
+                scope["extensions"][DIRECT_EXTENSION] = {"room": self.direct_room,
+                                                         "write": self.direct_write}
 
         def direct_room(self) -> int:
             """Bytes that may be written before the transport pauses; 0 when it is paused
@@ -123,9 +178,10 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
 
         def direct_write(self, texts: list[str]) -> None:
             """Write these text frames in one ``transport.write``. Without extensions
-            (compression), the frame bytes are the same for every client: built once."""
+            (compression), the frame bytes are the same for every client: built once.
+            Raises ConnectionResetError once the connection is closing."""
             if self.close_sent or self.disconnected or self.transport.is_closing():
-                raise ClientDisconnected()
+                raise ConnectionResetError("the WebSocket connection is closing")
             conn = self.conn
             if conn.extensions:
                 for text in texts:
@@ -138,14 +194,33 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
     return BoundedWebSocketProtocol
 
 
+def websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol] | str:
+    """What ``build_server`` gives uvicorn as ``ws``, after checking the installed uvicorn
+    (a WARNING for anything but the tested setup): the bounded protocol with the direct
+    path; without it outside :data:`TESTED_UVICORN`; uvicorn's own choice if it has no
+    sans-I/O protocol to subclass."""
+    problem = uvicorn_problem()
+    if problem is not None:
+        log.warning("%s: serving WebSocket frames through the ASGI send instead of the "
+                    "direct write path", problem)
+    try:
+        return bounded_websocket_protocol(send_buffer_bytes, direct=problem is None)
+    except ImportError:
+        log.warning("uvicorn %s has no sans-I/O WebSocket protocol: its default WebSockets, "
+                    "without bounded socket buffers", uvicorn.__version__)
+        return "auto"
+
+
 def build_server(settings: Settings, *, host: str | None = None, port: int | None = None,
                  broker: Broker | None = None, authorizer: Authorizer | None = None,
                  log_level: str = "info") -> GatewayServer:
+    """The configured uvicorn server (not started): bounded socket buffers, the direct write
+    path when this uvicorn is the tested one, the ordered graceful shutdown."""
     app = create_app(settings, broker=broker, authorizer=authorizer)
     g = settings.gateway
     config = uvicorn.Config(
         app, host=host or g.host, port=g.port if port is None else port,
-        ws=bounded_websocket_protocol(g.send_buffer_bytes),
+        ws=websocket_protocol(g.send_buffer_bytes),
         ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
         ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="on",
         timeout_graceful_shutdown=10, log_level=log_level, access_log=False)

@@ -1,5 +1,6 @@
-"""One client connection: runs the protocol's actions against the hub and owns the bounded
-send buffer and the writer task. Transports (WebSocket, SSE) only move text.
+"""One client connection: runs its protocol's actions, owns its send buffer and writer task.
+
+The actions run against the hub; transports (WebSocket, SSE) only move text.
 
 Send buffer: at most ``send_queue`` frames wait for a client. When it is full:
 
@@ -16,6 +17,11 @@ write synchronously (:class:`DirectTransport`), it hands over as many queued fra
 below the transport's high-water mark in one call, so a burst costs one wake-up and one
 socket write per session rather than one per frame; frames that do not fit stay in the
 outbox, where the policy above still applies to them.
+
+A writer stops quietly when its client went away (the transport raises an OSError, such as
+ConnectionError). Any other failure is logged at WARNING with the connection id and the
+connection is closed with 1011 ("internal error"): never a client left connected that
+nothing writes to.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from channelcast.gateway.metrics import GatewayMetrics
 from channelcast.gateway.presence import PresenceDiff
 from channelcast.gateway.protocol import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_SLOW_CLIENT,
     RECOVERY_FAILED,
     SUBSCRIBE_FAILED,
@@ -71,7 +78,10 @@ class Outgoing:
 
 
 class Transport(Protocol):
-    async def send(self, item: Outgoing) -> None: ...
+    async def send(self, item: Outgoing) -> None:
+        """Write one frame, waiting while the client is not reading; raises an OSError
+        (e.g. ConnectionError) once the client is gone."""
+        ...
 
     async def close(self, code: int, reason: str) -> None:
         """Close with this code; must give up (and cut the connection) within seconds."""
@@ -88,7 +98,7 @@ class DirectTransport(Transport, Protocol):
         ...
 
     def send_now(self, items: list[Outgoing]) -> None:
-        """Write these frames at once, in order; raises OSError if the client is gone."""
+        """Write these frames at once, in order; raises an OSError if the client is gone."""
         ...
 
 
@@ -263,10 +273,22 @@ class Session:
                 await transport.send(item)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the client went away mid-send
-            log.debug("writer of %s stopped: %s", self.connection_id, exc)
+        except OSError as exc:  # the client went away mid-send
+            log.debug("writer of %s stopped: the client went away (%s)", self.connection_id, exc)
+        except Exception as exc:
+            log.warning("writer of %s failed (%s: %s); closing the connection with %d",
+                        self.connection_id, type(exc).__name__, exc, CLOSE_INTERNAL_ERROR,
+                        exc_info=exc)
+            await self._close_failed()
         finally:
             self.closed.set()
+
+    async def _close_failed(self) -> None:
+        """After a writer failure: take no more frames, close with 1011."""
+        self._closing = True
+        self.outbox.finish()
+        with contextlib.suppress(Exception):
+            await self.transport.close(CLOSE_INTERNAL_ERROR, "internal error")
 
     async def __aenter__(self) -> Session:
         self.start()

@@ -517,7 +517,8 @@ def _copy(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpoin
                     if ahead > 0.002:
                         time.sleep(ahead)
                 route = strategy.route(env.channel)
-                writer.write(route.topic, route.partition, route.key, encode(env, max_bytes),
+                writer.write(route.topic, route.partition, route.key,  # a verbatim copy:
+                             encode(env, max_bytes, check_event=False),  # no event rules
                              [(HEADER_CHANNEL, env.channel.encode()),
                               (HEADER_EVENT, env.event.encode()), (HEADER_ID, env.id.encode())],
                              msg.timestamp_ms)  # keep the legacy create time (retention)

@@ -1,0 +1,184 @@
+"""The HTTP API: publish (signed, and the demo's unsigned one), channel auth, health, metrics.
+
+Endpoints validate and raise channelcast errors; they never build an error response:
+:mod:`.app` maps every error to its status and JSON body in one table. The body shapes are
+in docs/protocol.md (publish) and docs/gateway.md (auth, health, metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from channelcast.channels import validate_channel
+from channelcast.errors import (
+    AuthError,
+    ChannelcastError,
+    InvalidChannel,
+    MessageError,
+    RequestRefused,
+)
+from channelcast.gateway.auth import channel_auth
+from channelcast.gateway.metrics import CONTENT_TYPE_LATEST
+from channelcast.gateway.node import AuthRequest, Gateway, gateway_of
+from channelcast.gateway.protocol import AUTH_FAILED
+from channelcast.message import Envelope, validate_event
+from channelcast.types import ChannelName
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_PUBLISH_BODY = 10 * 1024 * 1024
+"""Bytes; a larger request body is refused (413) before it is read to the end."""
+MAX_BATCH = 1000
+"""Messages per publish request."""
+
+# Error codes of the HTTP API (besides the client protocol's, which it shares).
+BAD_MESSAGE = "bad_message"
+BAD_REQUEST = "bad_request"
+BODY_TOO_LARGE = "body_too_large"
+BROKER_ERROR = "broker_error"
+NO_AUTHORIZER = "no_authorizer"
+
+
+def parse_publish(body: bytes) -> list[Envelope]:
+    """The publish API body -> envelopes; raises MessageError/InvalidChannel naming the item
+    (``message`` or ``messages[i]``, e.g. ``messages[3].event must ...``)."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise MessageError(f"body is not JSON: {exc}") from exc
+    if isinstance(obj, dict) and "messages" in obj:
+        items = obj["messages"]
+        if not isinstance(items, list) or not items:
+            raise MessageError("'messages' must be a non-empty list")
+        if len(items) > MAX_BATCH:
+            raise MessageError(f"a batch holds at most {MAX_BATCH} messages")
+    else:
+        items = [obj]
+    batch = isinstance(obj, dict) and "messages" in obj
+    out = []
+    for i, item in enumerate(items):
+        where = f"messages[{i}]" if batch else "message"
+        if not isinstance(item, dict):
+            raise MessageError(f"{where} must be an object {{channel, event, data}}")
+        try:
+            channel = validate_channel(item.get("channel"))
+        except InvalidChannel as exc:
+            raise InvalidChannel(f"{where}: {exc}") from None
+        try:
+            event = validate_event(item.get("event"))
+        except MessageError as exc:
+            raise MessageError(f"{where}.{exc}") from None
+        out.append(Envelope(channel=channel, event=event, data=item.get("data")))
+    return out
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body; raises RequestRefused (413) once it is over MAX_PUBLISH_BODY."""
+    try:
+        size = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        size = 0
+    if size > MAX_PUBLISH_BODY:
+        raise _too_large()
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_PUBLISH_BODY:
+            raise _too_large()
+    return body
+
+
+def _too_large() -> RequestRefused:
+    return RequestRefused(413, BODY_TOO_LARGE, f"body over {MAX_PUBLISH_BODY} bytes")
+
+
+async def _publish(gw: Gateway, body: bytes) -> Response:
+    envelopes = parse_publish(body)
+    started = time.perf_counter()
+    positions = await gw.broker.publish_many(envelopes)
+    gw.metrics.publish_latency.observe(time.perf_counter() - started)
+    gw.metrics.publishes.inc(len(positions))
+    return JSONResponse({"positions": [str(p) for p in positions],
+                         "ids": [e.id for e in envelopes]})
+
+
+async def publish_endpoint(request: Request) -> Response:
+    """``POST /api/publish``: ``{"positions": [...], "ids": [...]}`` once acknowledged.
+    Raises AuthError (signature), MessageError, InvalidChannel, BrokerError, RequestRefused."""
+    gw = gateway_of(request)
+    body = await read_body(request)
+    gw.verifier.verify(request.headers, body)
+    return await _publish(gw, body)
+
+
+async def demo_publish_endpoint(request: Request) -> Response:
+    """``POST /demo/publish``: the same without a signature (only with ``gateway.demo``)."""
+    return await _publish(gateway_of(request), await read_body(request))
+
+
+def _auth_params(body: bytes) -> tuple[str, ChannelName, dict[str, Any]]:
+    """``/auth``'s JSON body -> (connection_id, channel, all params); raises
+    RequestRefused (400 bad_request) or InvalidChannel."""
+    try:
+        params = json.loads(body)
+        if not isinstance(params, dict):
+            raise ValueError("not an object")
+        connection_id = params.get("connection_id")
+        if not isinstance(connection_id, str) or not connection_id:
+            raise ValueError("connection_id is missing")
+    except ValueError as exc:
+        raise RequestRefused(400, BAD_REQUEST,
+                             f"want JSON {{connection_id, channel}}: {exc}") from exc
+    return connection_id, validate_channel(params.get("channel")), params
+
+
+async def auth_endpoint(request: Request) -> Response:
+    """``POST /auth``: the application's authorizer decides, the gateway signs
+    (``{"auth": ..., "channel_data": ...}``). A no is RequestRefused (403 auth_failed)."""
+    gw = gateway_of(request)
+    if gw.authorizer is None:
+        raise RequestRefused(404, NO_AUTHORIZER, "this gateway has no authorizer hook")
+    connection_id, channel, params = _auth_params(await read_body(request))
+    grant = await gw.authorizer(AuthRequest(connection_id, channel, params, request))
+    if grant is None:
+        raise RequestRefused(403, AUTH_FAILED, f"not allowed to subscribe to {channel!r}")
+    g = gw.settings.gateway
+    try:
+        signed = channel_auth(g.app_key, g.app_secret, connection_id, channel,
+                              user_id=grant.user_id, user_info=grant.user_info)
+    except AuthError as exc:  # the grant cannot be signed (presence without user_id)
+        raise RequestRefused(403, AUTH_FAILED, str(exc)) from exc
+    return JSONResponse(signed)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """200 when accepting and the broker answers a ping within 3 s, else 503."""
+    gw = gateway_of(request)
+    if not gw.accepting:
+        return JSONResponse({"status": "shutting down"}, status_code=503)
+    try:
+        await asyncio.wait_for(gw.broker.ping(), 3.0)
+    except (ChannelcastError, TimeoutError, OSError) as exc:
+        return JSONResponse({"status": "broker unreachable", "error": str(exc)},
+                            status_code=503)
+    return JSONResponse({"status": "ready", "broker": gw.settings.broker_kind})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(gateway_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def index(request: Request) -> Response:
+    if not gateway_of(request).settings.gateway.demo:
+        return JSONResponse({"service": "channelcast gateway", "demo": "disabled"})
+    return FileResponse(STATIC_DIR / "index.html")

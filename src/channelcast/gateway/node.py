@@ -1,0 +1,113 @@
+"""One gateway node: its broker, hub, sessions and authorizer hook, started and drained together.
+
+This module composes the parts and owns their lifecycle (``start``, ``drain``, ``close``);
+it never reads a request or writes a frame: the transports (:mod:`.websocket`, :mod:`.sse`)
+and the HTTP API (:mod:`.api`) do, and find their node with :func:`gateway_of`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from channelcast.brokers import Broker
+from channelcast.config import Settings
+from channelcast.gateway.auth import RequestVerifier
+from channelcast.gateway.hub import Hub
+from channelcast.gateway.metrics import GatewayMetrics
+from channelcast.gateway.protocol import ClientProtocol, Credentials
+from channelcast.gateway.session import Session, Transport
+from channelcast.types import ChannelName
+
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection, Request
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """What the authorizer hook is asked: may this connection subscribe to this channel?
+    ``params`` is the JSON body posted to ``/auth``; ``request`` the HTTP request itself."""
+
+    connection_id: str
+    channel: ChannelName
+    params: dict[str, Any]
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class AuthGrant:
+    """A yes from the authorizer; presence channels need a ``user_id``."""
+
+    user_id: str | None = None
+    user_info: Any = None
+
+
+Authorizer = Callable[[AuthRequest], Awaitable[AuthGrant | None]]
+"""The application's hook behind ``POST /auth``: a grant, or None for no (403)."""
+
+
+async def demo_authorizer(req: AuthRequest) -> AuthGrant | None:
+    """Allows everything; the user is whatever the page says. For the demo only."""
+    name = req.params.get("user_id")
+    user_id = name if isinstance(name, str) and name.strip() else req.connection_id
+    return AuthGrant(user_id=user_id[:64], user_info={"name": user_id[:64]})
+
+
+@dataclass(eq=False)
+class Gateway:
+    """One node: broker, hub, sessions. ``drain()`` is the graceful half of shutdown."""
+
+    settings: Settings
+    broker: Broker
+    authorizer: Authorizer | None = None
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    hub: Hub = field(init=False)
+    sessions: set[Session] = field(default_factory=set)
+    accepting: bool = True
+
+    def __post_init__(self) -> None:
+        g = self.settings.gateway
+        self.hub = Hub(self.broker, presence_ttl_s=g.presence_ttl_s, metrics=self.metrics)
+        self.credentials = Credentials(g.app_key, g.app_secret)
+        self.verifier = RequestVerifier(g.app_key, g.app_secret)
+        if self.authorizer is None and g.demo:
+            self.authorizer = demo_authorizer
+
+    async def start(self) -> None:
+        await self.broker.start()
+        await self.hub.start()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def drain(self, reason: str = "server shutting down", flush_s: float = 5.0) -> None:
+        """Stop accepting, tell every client, flush their buffers, close them (1001)."""
+        self.accepting = False
+        await asyncio.gather(*(s.shutdown(reason, flush_s) for s in list(self.sessions)),
+                             return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drain()
+        await self.hub.close()
+        await self.broker.close()
+
+    def new_session(self, transport: Transport) -> Session:
+        """A session for one new connection over ``transport``, with this node's limits."""
+        g = self.settings.gateway
+        protocol = ClientProtocol(Session.new_connection_id(self.hub.node_id), self.credentials,
+                                  max_subscriptions=g.max_subscriptions,
+                                  max_frame_bytes=g.max_frame_bytes)
+        return Session(self.hub, protocol, transport, send_queue=g.send_queue,
+                       slow_client_policy=g.slow_client_policy, metrics=self.metrics)
+
+
+def gateway_of(conn: HTTPConnection) -> Gateway:
+    """The node serving this request or WebSocket (``create_app`` puts it in the app state)."""
+    gw: Gateway = conn.app.state.gateway
+    return gw

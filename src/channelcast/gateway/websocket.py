@@ -1,0 +1,96 @@
+"""The WebSocket transport and the ``/ws`` endpoint: frames in to the session, frames out.
+
+Outgoing frames take Starlette's ``send_text`` or, when the server offers the
+:data:`DIRECT_EXTENSION` (channelcast's uvicorn protocol, :mod:`.server`), a synchronous
+write straight into the connection. The protocol itself is in :mod:`.protocol` and the send
+buffer in :mod:`.session`; this module never parses a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from channelcast.gateway.node import gateway_of
+from channelcast.gateway.protocol import CLOSE_TRY_AGAIN_LATER
+from channelcast.gateway.session import Outgoing
+
+CLOSE_GRACE_S = 5.0
+"""How long a close frame may wait behind unread data before the connection is aborted."""
+ABORT_EXTENSION = "channelcast.abort"
+"""ASGI scope extension our uvicorn protocol adds: ``{"abort": callable}``."""
+DIRECT_EXTENSION = "channelcast.direct"
+"""ASGI scope extension our uvicorn protocol adds: ``{"room": () -> int, "write":
+(list[str]) -> None}``, a synchronous way to write text frames past the ASGI send stack
+(which cost more per frame than the socket write in the fan-out profile)."""
+
+
+def _no_room() -> int:
+    return 0
+
+
+class WebSocketTransport:
+    """Frames go through Starlette's ``send_text``, or, when the server offers the
+    :data:`DIRECT_EXTENSION`, straight into the connection (see ``room``/``send_now``).
+    Both raise ConnectionError (an OSError) once the client is gone."""
+
+    def __init__(self, websocket: WebSocket, grace_s: float = CLOSE_GRACE_S) -> None:
+        self.websocket = websocket
+        self.grace_s = grace_s
+        direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+        self._room: Callable[[], int] = direct["room"] if direct else _no_room
+        self._write: Callable[[list[str]], None] | None = direct["write"] if direct else None
+
+    async def send(self, item: Outgoing) -> None:
+        try:
+            await self.websocket.send_text(item.text)
+        except WebSocketDisconnect as exc:
+            raise ConnectionResetError(f"client went away ({exc.code})") from exc
+
+    def room(self) -> int:
+        return self._room()
+
+    def send_now(self, items: list[Outgoing]) -> None:
+        assert self._write is not None, "send_now without room"
+        self._write([item.text for item in items])
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send the close frame; if a client that does not read keeps it stuck behind
+        unread data for ``grace_s``, abort the TCP connection instead."""
+        try:
+            await asyncio.wait_for(self.websocket.close(code, reason), self.grace_s)
+        except Exception:
+            abort = self.websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {})
+            if "abort" in abort:
+                abort["abort"]()
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """``WS /ws``: one session per connection, until either side closes."""
+    gw = gateway_of(websocket)
+    await websocket.accept()
+    if not gw.accepting:
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
+        return
+    session = gw.new_session(WebSocketTransport(websocket))
+    gw.sessions.add(session)
+    gw.metrics.connections.labels("ws").inc()
+    session.start()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes")
+            if data is not None and not session.outbox_closed:
+                await session.handle(data)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        gw.sessions.discard(session)
+        gw.metrics.connections.labels("ws").dec()
+        await session.aclose()
