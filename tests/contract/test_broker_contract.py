@@ -133,8 +133,11 @@ async def test_reserved_and_overlong_events_are_refused_but_internal_ones_pass(
                         data={"op": "sync"}, type=INTERNAL)
     [position] = await broker.publish_many([internal])
     assert position.offset == before.offset + 1
-    [stored] = await broker.history("room.r", before)
+    # Marked internal, and left out of history unless asked for.
+    assert await broker.history("room.r", before) == []
+    [stored] = await broker.history("room.r", before, include_internal=True)
     assert stored.envelope == internal
+    assert stored.internal
 
 
 async def test_use_after_close_raises_broker_closed(broker: Broker) -> None:
