@@ -113,6 +113,14 @@ def new_id(now_ms: int | None = None) -> str:
     return prefix + pairs[low >> 10] + pairs[low & 1023]
 
 
+def ulid_at(ms: int, rand: int) -> str:
+    """The ULID of Unix millisecond ``ms`` and the 80-bit number ``rand`` (for ids derived
+    deterministically from something else; :func:`new_id` makes fresh ones)."""
+    return (_digits(ms & ((1 << 48) - 1), _TIME_SHIFTS)
+            + _digits((rand >> 20) & _HIGH_MASK, _HIGH_SHIFTS)
+            + _digits(rand & _LOW_MAX, (10, 0)))
+
+
 def validate_event(name: object, *, internal: bool = False) -> str:
     """``name`` if it is a usable event name; raises MessageError naming the broken rule:
     a non-empty string of at most :data:`MAX_EVENT_NAME` characters, not starting with
@@ -434,20 +442,25 @@ _scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 
 
 def _parse(raw: bytes) -> Any:
-    """``json.loads(raw)`` with the constants rejected.
+    """``json.loads(raw)`` for UTF-8 JSON, with the constants rejected.
 
-    The fast route takes UTF-8 text with nothing around the value (what encode() makes);
-    anything else (whitespace, UTF-16/32, a BOM, encoded surrogates, errors) takes
-    json.loads's own route, so exactly the same inputs parse, with the same errors.
+    JSON exchanged between systems is UTF-8 (RFC 8259 8.1): anything else fails with a
+    message that says so (not UTF-16/32 guesses; a UTF-8 byte order mark is ignored). The
+    fast route takes text with nothing around the value (what encode() makes); anything
+    else (whitespace, errors) takes the decoder's full route, with its own errors.
     """
     try:
         text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8: byte 0x{raw[exc.start]:02x} at position {exc.start}"
+                         ) from None
+    try:
         obj, end = _scan(text, 0)
         if end == len(text):
             return obj
-    except (UnicodeDecodeError, ValueError, StopIteration):
+    except (ValueError, StopIteration):
         pass
-    return _loads(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    return _loads(text[1:] if text.startswith("\ufeff") else text)
 
 
 def _envelope(channel: str, event: str, data: JSONValue, mid: str, ts: int,
