@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from channelcast.channels import validate_channel
 from channelcast.errors import ChannelcastError, MessageError
 from channelcast.message import MESSAGE, Envelope, Record, encode, new_position, ulid_at
@@ -101,12 +103,14 @@ def is_ours(value: bytes | None, headers: HeaderPairs | None) -> bool:
 
 def to_record(value: bytes | None, key: bytes | None, headers: HeaderPairs | None,
               topic: str, partition: int, offset: int, timestamp_ms: int,
-              epoch: str | None = None, channel: ChannelName | None = None
-              ) -> Record | Skipped:
+              epoch: str | None = None, channel: ChannelName | None = None, *,
+              keep_headers: bool = True) -> Record | Skipped:
     """The message a stored record carries, or why it carries none.
 
     ``channel`` may be given when the caller already found it (:func:`channel_of`).
     ``timestamp_ms`` is the record's own timestamp (Kafka's CreateTime/LogAppendTime).
+    ``keep_headers=False`` leaves ``Record.headers`` empty for channelcast's own records
+    (the fan-out path does not need them and saves building a dict per record).
     """
     if channel is None:
         channel = channel_of(key, headers)
@@ -119,7 +123,8 @@ def to_record(value: bytes | None, key: bytes | None, headers: HeaderPairs | Non
             internal = len(headers) > 3 and any(
                 k == "channelcast.internal" for k, _v in headers[3:])
             return Record.from_value(value, channel, position, event, mid,
-                                     internal=internal, headers=_as_text(headers))
+                                     internal=internal,
+                                     headers=_as_text(headers) if keep_headers else None)
     return _foreign(value, channel, headers, topic, partition, offset, timestamp_ms,
                     position)
 
@@ -151,11 +156,18 @@ def parse_strict(value: bytes) -> Any:
         raise ValueError(f"not UTF-8 JSON: byte 0x{value[exc.start]:02x} at position "
                          f"{exc.start} is not UTF-8") from None
     try:
-        return _DECODER.decode(text)
+        obj = _DECODER.decode(text)
     except RecursionError:
         raise ValueError("not JSON: nested too deeply") from None
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
+    try:  # json takes escaped lone surrogates; orjson refuses them (nothing else here)
+        orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):
+            raise ValueError(f"not JSON a client can read: a string holds a lone surrogate "
+                             f"({exc})") from None
+    return obj
 
 
 def normalise_timestamp(ts: object, fallback_ms: int) -> int:

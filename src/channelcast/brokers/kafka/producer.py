@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -148,7 +148,10 @@ def _hand_over(futures: list[asyncio.Future[None]]) -> None:
 class KafkaPublisher:
     """Owns the Producer; ``send`` produces a batch and waits for every acknowledgement."""
 
-    def __init__(self, config: dict[str, Any], flush_timeout: float) -> None:
+    def __init__(self, config: dict[str, Any], flush_timeout: float,
+                 epochs: Mapping[str, str] | None = None) -> None:
+        """``epochs`` (topic -> epoch, the broker's topic table) stamps positions."""
+        self._epochs: Mapping[str, str] = {} if epochs is None else epochs
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_error)
         self._flush_timeout = flush_timeout
@@ -207,7 +210,9 @@ class KafkaPublisher:
         batch = await self._produce(messages, each=False)
         if batch.error is not None:
             raise translate(batch.error, "publishing")
-        return [new_position(m[0], partition, offset) for m, partition, offset
+        epochs = self._epochs
+        return [new_position(m[0], partition, offset, epochs.get(m[0]))
+                for m, partition, offset
                 in zip(messages, batch.partitions, batch.offsets, strict=True)]
 
     async def send_each(self, messages: Sequence[Outgoing]
@@ -221,7 +226,8 @@ class KafkaPublisher:
                 zip(messages, batch.partitions, batch.offsets, strict=True)):
             why = failed.get(index)
             if why is None:
-                results.append(new_position(m[0], partition, offset))
+                results.append(new_position(m[0], partition, offset,
+                                            self._epochs.get(m[0])))
             else:
                 results.append(translate(why, "publishing"))
         return results
