@@ -50,11 +50,14 @@ def fetch(quiet: bool = False) -> Path:
     stamp = HOME / "libs.sha256"
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == digest and any(LIBS.glob("kafka_*.jar")):
+        if not PROBE_CLASSES.exists():
+            _archive_probe_classes()
         return LIBS
     if shutil.which("mvn") is None:
         raise KafkaLocalError("Maven (mvn) is not installed; it is needed to fetch the Kafka jars")
     if LIBS.exists():
         shutil.rmtree(LIBS)
+    PROBE_CLASSES.unlink(missing_ok=True)  # archived from the old jars
     LIBS.mkdir(parents=True)
     if not quiet:
         print(f"fetching Kafka jars with Maven into {LIBS} ...", file=sys.stderr)
@@ -63,6 +66,7 @@ def fetch(quiet: bool = False) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise KafkaLocalError(f"mvn failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    _archive_probe_classes()
     stamp.write_text(digest)
     return LIBS
 
@@ -214,8 +218,8 @@ class Cluster:
         """Block until each node answers Metadata and reports every expected broker.
 
         Raises KafkaLocalError when a node exits, or when ``timeout`` seconds pass first
-        (with the last answer or error). Kafka's own client asks (a JVM, about 1.5 s), so
-        it is asked only once every node accepts connections, and all nodes at once.
+        (with the last answer or error). Kafka's own client asks (a JVM, 0.7-1.5 s), so it
+        is asked only once every node accepts connections, and all nodes at once.
         """
         deadline = time.monotonic() + timeout
         wanted = nodes or list(self.nodes)
@@ -325,6 +329,10 @@ PROBE_CLASS = "org.apache.kafka.tools.BrokerApiVersionsCommand"
 an ApiVersions request to every broker the answer lists; one block per broker on stdout."""
 PROBE_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 """A short-lived client: the quick compiler only and the simplest collector start faster."""
+PROBE_CLASSES = HOME / "probe-classes.jsa"
+"""The classes the probe loads, archived when the jars are fetched (Java's application
+class-data sharing): the probe maps them instead of reading the jars, 0.6 s instead of
+1.2 s here. The JVM ignores an archive that does not match its jars or its version."""
 _PROBE_BROKER = re.compile(r"^(\S+:\d+) \(id: (-?\d+)\b[^)]*\) -> (ERROR: .*|\()$", re.M)
 
 
@@ -336,9 +344,10 @@ def probe_brokers(ports: list[int], host: str = "127.0.0.1",
     when every one of them also answered ApiVersions; else a KafkaLocalError saying why (no
     answer, a broker in error, no answer within ``timeout`` seconds).
     """
+    cds = (f"-XX:SharedArchiveFile={PROBE_CLASSES}",) if PROBE_CLASSES.exists() else ()
     procs = {port: subprocess.Popen(
         java_command(PROBE_CLASS, "--bootstrap-server", f"{host}:{port}", heap="128m",
-                     jvm_options=PROBE_JVM_OPTIONS),
+                     jvm_options=(*PROBE_JVM_OPTIONS, *cds)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         for port in ports}
     deadline = time.monotonic() + timeout
@@ -353,6 +362,23 @@ def probe_brokers(ports: list[int], host: str = "127.0.0.1",
             continue
         answers[port] = _parse_probe(out, err, proc.returncode, f"{host}:{port}")
     return answers
+
+
+def _archive_probe_classes() -> None:
+    """Write PROBE_CLASSES: one probe run against a closed port loads nearly every class a
+    real one does. Best effort: without the archive the probe is only slower."""
+    partial = PROBE_CLASSES.with_name(f"{PROBE_CLASSES.name}.{os.getpid()}")
+    try:
+        subprocess.run(
+            java_command(PROBE_CLASS, "--bootstrap-server", "127.0.0.1:1", heap="128m",
+                         jvm_options=(*PROBE_JVM_OPTIONS, f"-XX:ArchiveClassesAtExit={partial}")),
+            capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        if partial.exists():
+            os.replace(partial, PROBE_CLASSES)
+    except (KafkaLocalError, OSError, subprocess.SubprocessError):
+        pass
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _parse_probe(out: str, err: str, code: int, where: str) -> dict[int, str] | KafkaLocalError:
