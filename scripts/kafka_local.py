@@ -46,7 +46,8 @@ class KafkaLocalError(RuntimeError):
 
 
 def fetch(quiet: bool = False) -> Path:
-    """Resolve the pinned Kafka jars into .kafka/libs; a no-op when the pom is unchanged."""
+    """Resolve the pinned Kafka jars into .kafka/libs (and the probe's class archive); a
+    no-op when the pom is unchanged and both are there."""
     stamp = HOME / "libs.sha256"
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == digest and any(LIBS.glob("kafka_*.jar")):
