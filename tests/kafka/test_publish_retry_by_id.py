@@ -40,7 +40,9 @@ OUTAGE_S = 6.0
 
 @pytest.fixture
 def retry_cluster() -> Iterator[kafka_local.Cluster]:
-    with private_cluster("publish-retry", 46092) as cluster:
+    # Below Linux's ephemeral range (32768-60999): no client connection can be holding
+    # the port when the cluster binds it (46092 once was, and start-up failed).
+    with private_cluster("publish-retry", 31092) as cluster:
         yield cluster
 
 
