@@ -57,6 +57,7 @@ from channelcast.message import (
     Record,
     encode,
     new_position,
+    validate_message_id,
 )
 from channelcast.strategies import GroupedTopics, TopicSpec, TopicStrategy, create_strategy
 from channelcast.types import ChannelName, JSONValue, Position, TopicName
@@ -327,15 +328,19 @@ class MemoryBroker:
             value, env.channel, env.event, env.id, env.type == INTERNAL, headers)
 
     # --- publish -----------------------------------------------------------------
-    async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
-        envelope = Envelope(channel=validate_channel(channel), event=event, data=data)
+    async def publish(self, channel: str, event: str, data: JSONValue, *,
+                      id: str | None = None) -> Position:
+        envelope = Envelope(channel=validate_channel(channel), event=event, data=data, id=id)
         return (await self.publish_many([envelope]))[0]
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
         self._check_open()
-        # Encode (which validates) all first, so a bad message fails the batch before any
-        # is stored.
-        encoded = [(env, encode(env, self.max_message_bytes)) for env in envelopes]
+        # Check the ids and encode (which validates the rest) all first, so a bad message
+        # fails the batch before any is stored.
+        encoded = []
+        for env in envelopes:
+            validate_message_id(env.id)
+            encoded.append((env, encode(env, self.max_message_bytes)))
         positions = []
         for env, value in encoded:
             route = self.strategy.route(env.channel)
