@@ -8,10 +8,11 @@ same shapes (docs/brokers.md, "Records from other producers"):
   order, and a value that starts like :func:`~channelcast.message.encode`'s output) pass
   through as bytes: nothing is decoded.
 * **Records other producers wrote**: the channel is the ``channel`` header, else the
-  record key (UTF-8). A JSON object in the original envelope shape (``channel``, ``event``
-  and ``data`` keys; optional ``id``, ``type``, ``timestamp``) keeps its event, data and
-  id; its timestamp is normalised to Unix milliseconds (seconds and fractional seconds,
-  e.g. PHP's ``microtime(true)``, are scaled). Any other JSON value becomes the data of a
+  ``channel`` of a value in the original envelope shape (a JSON object with ``channel``,
+  ``event`` and ``data`` keys; optional ``id``, ``type``, ``timestamp``), else the record
+  key (UTF-8). An envelope keeps its event, data and id; its timestamp is normalised to
+  Unix milliseconds (seconds and fractional seconds, e.g. PHP's ``microtime(true)``, are
+  scaled). Any other JSON value becomes the data of a
   message whose event is the ``event`` header, else :data:`DEFAULT_EVENT`; the id is the
   ``id`` header, else derived from the record's coordinates (a ULID of the record's
   timestamp, the same on every node), and the timestamp is the record's. The result is
@@ -113,7 +114,8 @@ def to_record(value: bytes | None, key: bytes | None, headers: HeaderPairs | Non
     (the fan-out path does not need them and saves building a dict per record).
     """
     if channel is None:
-        channel = channel_of(key, headers)
+        name = header_text(headers, "channel")
+        channel = _valid(name) if name is not None else None
     position = new_position(topic, partition, offset, epoch)
     if is_ours(value, headers):
         assert value is not None
@@ -125,8 +127,15 @@ def to_record(value: bytes | None, key: bytes | None, headers: HeaderPairs | Non
             return Record.from_value(value, channel, position, event, mid,
                                      internal=internal,
                                      headers=_as_text(headers) if keep_headers else None)
-    return _foreign(value, channel, headers, topic, partition, offset, timestamp_ms,
+    return _foreign(value, channel, key, headers, topic, partition, offset, timestamp_ms,
                     position)
+
+
+def _valid(name: object) -> ChannelName | None:
+    try:
+        return validate_channel(name)
+    except ChannelcastError:
+        return None
 
 
 def _as_text(headers: HeaderPairs) -> dict[str, str]:
@@ -191,12 +200,9 @@ def derived_id(topic: str, partition: int, offset: int, timestamp_ms: int) -> st
     return ulid_at(max(0, timestamp_ms), int.from_bytes(digest.digest(), "big"))
 
 
-def _foreign(value: bytes | None, channel: ChannelName | None, headers: HeaderPairs | None,
-             topic: str, partition: int, offset: int, timestamp_ms: int,
-             position: Any) -> Record | Skipped:
-    if channel is None:
-        return Skipped("no channel: neither a 'channel' header nor a key that is a "
-                       "channel name")
+def _foreign(value: bytes | None, channel: ChannelName | None, key: bytes | None,
+             headers: HeaderPairs | None, topic: str, partition: int, offset: int,
+             timestamp_ms: int, position: Any) -> Record | Skipped:
     if value is None:
         return Skipped("no value")
     try:
@@ -206,8 +212,17 @@ def _foreign(value: bytes | None, channel: ChannelName | None, headers: HeaderPa
     event = header_text(headers, "event")
     mid = header_text(headers, "id")
     ts = timestamp_ms
-    if isinstance(obj, dict) and isinstance(obj.get("event"), str) and "data" in obj \
-            and "channel" in obj:
+    envelope = isinstance(obj, dict) and isinstance(obj.get("event"), str) \
+        and "data" in obj and "channel" in obj
+    if channel is None and envelope:
+        channel = _valid(obj["channel"])  # an envelope names its own channel
+    if channel is None:
+        channel = channel_of(key, None)
+    if channel is None:
+        return Skipped("no channel: no 'channel' header, no envelope naming one, and no "
+                       "key that is a channel name")
+    if envelope:
+        assert isinstance(obj, dict)
         event = obj["event"]
         data = obj["data"]
         if isinstance(obj.get("id"), str) and obj["id"]:

@@ -50,7 +50,7 @@ from channelcast.brokers.kafka.client import TP, finish, read_watermarks, take_a
 from channelcast.brokers.kafka.errors import translate
 from channelcast.brokers.kafka.topics import TopicChanges
 from channelcast.errors import BrokerClosed, BrokerError, BrokerUnavailable, HistoryUnavailable
-from channelcast.ingest import Skipped, channel_of, to_record
+from channelcast.ingest import Skipped, channel_of, header_text, to_record
 from channelcast.message import Record
 from channelcast.types import ChannelName, Position
 
@@ -656,16 +656,30 @@ class FanoutConsumer:
             if headers and headers[0][0] == "channel" and type(headers[0][1]) is bytes:
                 channel: str | None = headers[0][1].decode("utf-8", "replace")
             else:
-                channel = channel_of(msg.key(), headers)
-            subs = by_channel.get(channel)  # type: ignore[arg-type]
-            if not subs:
-                continue
-            record = to_record(msg.value(), msg.key(), headers, topic, partition, offset,
-                               msg.timestamp()[1], epochs.get(topic),
-                               channel,  # type: ignore[arg-type]
-                               keep_headers=False)
-            if isinstance(record, Skipped):
-                self._skipped(topic, partition, offset, record.reason)
+                channel = header_text(headers, "channel") if headers else None
+            subs: set[KafkaSubscription] | None = None
+            if channel is not None:
+                subs = by_channel.get(channel)
+                if not subs:
+                    continue
+                record = to_record(msg.value(), msg.key(), headers, topic, partition,
+                                   offset, msg.timestamp()[1], epochs.get(topic),
+                                   channel,  # type: ignore[arg-type]
+                                   keep_headers=False)
+            else:
+                # Another producer's record without a channel header: its value (an
+                # envelope naming its channel) or its key says which channel.
+                record = to_record(msg.value(), msg.key(), headers, topic, partition,
+                                   offset, msg.timestamp()[1], epochs.get(topic))
+                if not isinstance(record, Skipped):
+                    subs = by_channel.get(record.channel)
+                    if not subs:
+                        continue
+                elif channel_of(msg.key(), None) not in by_channel and msg.key() is not None:
+                    continue  # keyed for a channel nobody here reads: not ours to report
+            if isinstance(record, Skipped) or not subs:
+                if isinstance(record, Skipped):
+                    self._skipped(topic, partition, offset, record.reason)
                 continue
             internal = record.internal
             for sub in subs:

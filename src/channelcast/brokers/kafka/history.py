@@ -30,7 +30,7 @@ from channelcast.brokers.kafka.client import (
 from channelcast.brokers.kafka.errors import kafka_errors, translate
 from channelcast.brokers.kafka.topics import TopicEnsurer
 from channelcast.errors import BrokerClosed, BrokerUnavailable, HistoryUnavailable
-from channelcast.ingest import Skipped, channel_of, to_record
+from channelcast.ingest import Skipped, channel_of, header_text, to_record
 from channelcast.message import Record
 from channelcast.types import ChannelName, Position
 
@@ -180,13 +180,16 @@ class HistoryReader:
                 next_offset = offset + 1
                 headers = header_pairs(msg)
                 key = msg.key()
-                channel = channel_of(key, headers)
-                if channel is None or channel not in channels:
+                named = header_text(headers, "channel")
+                if named is not None and named not in channels:
                     continue
                 record = to_record(msg.value(), key, headers, topic, partition, offset,
-                                   msg.timestamp()[1], epoch, channel, keep_headers=True)
+                                   msg.timestamp()[1], epoch, keep_headers=True)
                 if isinstance(record, Skipped):
-                    self.skipped(topic, partition, offset, record.reason)
+                    if named is not None or channel_of(key, None) in channels:
+                        self.skipped(topic, partition, offset, record.reason)
+                    continue
+                if record.channel not in channels:
                     continue
                 if include_internal or not record.internal:
                     out.append(record)
