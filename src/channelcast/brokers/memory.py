@@ -264,6 +264,9 @@ class MemoryBroker:
         self.dead_letter_topic = dead_letter_topic
         self.epoch = new_epoch()
         """This instance's epoch: every position it hands out carries it."""
+        self.skipped_records = 0
+        """Always 0: only what ``publish`` encoded is ever stored here (the Kafka broker
+        counts records other producers wrote that carry no message)."""
         self._topics: dict[str, list[_Partition]] = {}
         self._specs: dict[str, int] = {
             spec.name: spec.partitions for spec in self.strategy.topics()}

@@ -162,7 +162,21 @@ class Hub:
     # --- attach / detach --------------------------------------------------------------
     async def attach(self, channel: ChannelName, listener: Listener, *,
                      since: Position | None = None, member: Member | None = None) -> None:
-        """Make ``listener`` receive ``channel``; raises BrokerError if the broker fails."""
+        """Make ``listener`` receive ``channel``; raises BrokerError if the broker fails.
+
+        If the feed ends while the listener is catching up (its broker subscription
+        failed: the topic was recreated, say), the attach starts over on a new feed; the
+        listener only ever sees the outcome."""
+        for attempt in range(3):
+            if await self._attach(channel, listener, since, member):
+                return
+            log.info("feed %s ended while %s was attaching; attaching again (attempt %d)",
+                     channel, listener.connection_id, attempt + 2)
+        raise BrokerError(f"could not attach to {channel!r}: its broker subscription kept "
+                          "ending while catching up")
+
+    async def _attach(self, channel: ChannelName, listener: Listener,
+                      since: Position | None, member: Member | None) -> bool:
         feed = await self._feed(channel)
         result = AttachResult(position=feed.position)
         attachment = _Attachment()
@@ -181,6 +195,9 @@ class Hub:
                 feed.listeners.pop(listener, None)
                 self._maybe_stop(channel)
                 raise
+            if self._feeds.get(channel) is not feed:  # the feed ended meanwhile
+                feed.listeners.pop(listener, None)
+                return False
             buffered = attachment.buffer
             last: Position | None = None  # nothing replayed: every buffered record is new
             if history is not None:
@@ -219,6 +236,7 @@ class Hub:
         attachment.buffer = None
         feed.listeners[listener] = attachment
         self.metrics.subscriptions.inc()
+        return True
 
     async def detach(self, channel: ChannelName, listener: Listener) -> None:
         """Stop delivering ``channel`` to ``listener``. Everything it must do happens before
@@ -330,7 +348,9 @@ class Hub:
         # Tell every listener plainly; they may resubscribe with their positions.
         del self._feeds[feed.channel]
         self.metrics.broker_subscriptions.set(len(self._feeds))
-        for listener in list(feed.listeners):
+        for listener, att in list(feed.listeners.items()):
+            if att.buffer is not None:
+                continue  # still attaching: its attach starts over and tells it the outcome
             self.metrics.subscriptions.dec()
             listener.subscription_lost(feed.channel, reason)
         feed.listeners.clear()

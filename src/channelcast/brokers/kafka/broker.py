@@ -78,6 +78,7 @@ class KafkaBroker:
         self._history = HistoryReader(self.settings, self._topics, self._skip)
         self._fanout: FanoutConsumer | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._following = asyncio.Lock()
         self.skipped_records = 0
         """Records of subscribed channels that carried no message (not JSON, no channel,
         ...): each is logged with its topic:partition:offset."""
@@ -132,14 +133,19 @@ class KafkaBroker:
         while True:
             await asyncio.sleep(self.settings.metadata_refresh_s)
             try:
-                changes = await self._topics.refresh()
-                if changes and self._fanout is not None and self._fanout.alive:
-                    await self._fanout.apply(changes)
+                await self._follow_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("re-reading the topics' metadata failed (tried again in %ss): "
                             "%s", self.settings.metadata_refresh_s, exc)
+
+    async def _follow_once(self) -> None:
+        """Re-read the topics' layouts now and let the fan-out consumer follow."""
+        async with self._following:
+            changes = await self._topics.refresh()
+            if changes and self._fanout is not None and self._fanout.alive:
+                await self._fanout.apply(changes)
 
     def _skip(self, topic: str, partition: int, offset: int, why: str) -> None:
         self.skipped_records += 1
@@ -326,6 +332,11 @@ class KafkaBroker:
                       include_internal: bool = False) -> list[Record]:
         name = validate_channel(channel)
         await self._topics.ensure_for_channels([name])
+        if since.epoch is not None:
+            # A recovery: make sure the topic's epoch is current (was it recreated since
+            # the last look?), so a position of the old topic is never read in the new.
+            await self._follow_once()
+            await self._topics.ensure_for_channels([name])
         topic, partition, _key = self._topics.route(name)
         _low, high = await self.watermarks(topic, partition)
         return await self._history.read(name, since, high, include_internal=include_internal)

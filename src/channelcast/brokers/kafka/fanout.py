@@ -495,13 +495,22 @@ class FanoutConsumer:
 
     def _offset_at(self, tp: TP, when_ms: int) -> int:
         """The first offset of ``tp`` with a timestamp at or after ``when_ms`` (the end
-        if there is none)."""
-        found = self._consumer.offsets_for_times(
-            [TopicPartition(tp[0], tp[1], max(0, when_ms))], timeout=self._timeout)
-        offset = found[0].offset if found else -1
-        if offset is None or offset < 0:
-            offset = read_watermarks(self._consumer, tp[0], tp[1], self._timeout)[1]
-        return int(offset)
+        if there is none). A partition the consumer's metadata does not know yet (the
+        topic grew a moment ago) is asked again until the timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._consumer.list_topics(tp[0], timeout=self._timeout)  # fresh metadata
+                found = self._consumer.offsets_for_times(
+                    [TopicPartition(tp[0], tp[1], max(0, when_ms))], timeout=self._timeout)
+                offset = found[0].offset if found else -1
+                if offset is None or offset < 0:
+                    offset = read_watermarks(self._consumer, tp[0], tp[1], self._timeout)[1]
+                return int(offset)
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _apply(self, changes: TopicChanges) -> None:
         for topic in sorted(changes.deleted | set(changes.recreated)):
@@ -516,25 +525,37 @@ class FanoutConsumer:
                 "of the old topic fails)"))
         now = time.monotonic()
         for topic, (old, new) in changes.grown.items():
-            since_ms = changes.previous_look_ms - MOVE_MARGIN_MS
-            for sub, tps in list(self._subs.items()):
-                for channel in sub.channels:
-                    t, p, _key = self._routes.route(channel)
-                    new_tp = (t, p)
-                    if t != topic or new_tp in tps:
-                        continue
-                    start = self._offset_at(new_tp, since_ms)
-                    if new_tp not in self._position:
-                        self._assign_at(new_tp, start)
-                    elif start < self._position[new_tp]:
-                        sub.behind.setdefault(new_tp, start)  # read the part already passed
-                    self._refs[new_tp] = self._refs.get(new_tp, 0) + 1
-                    tps.add(new_tp)
-                    for old_tp in [tp for tp in tps if tp[0] == topic and tp != new_tp]:
-                        self._grace.append((now + self._grace_s, sub, old_tp))
-                    log.info("channel %s moved to %s:%d (topic %s grew from %d to %d "
-                             "partitions); reading it there from offset %d", channel, t, p,
-                             topic, old, new, start)
+            try:
+                self._follow_growth(topic, old, new, changes.previous_look_ms, now)
+            except (KafkaException, BrokerError) as exc:
+                # Never silent: the subscriptions of the topic end; resubscribing follows
+                # the new layout.
+                self._end_topic(topic, BrokerUnavailable(
+                    f"topic {topic!r} grew from {old} to {new} partitions and its channels "
+                    f"could not be followed to their new partitions ({exc}); resubscribe",
+                    retriable=True))
+
+    def _follow_growth(self, topic: str, old: int, new: int, previous_look_ms: int,
+                       now: float) -> None:
+        since_ms = previous_look_ms - MOVE_MARGIN_MS
+        for sub, tps in list(self._subs.items()):
+            for channel in sub.channels:
+                t, p, _key = self._routes.route(channel)
+                new_tp = (t, p)
+                if t != topic or new_tp in tps:
+                    continue
+                start = self._offset_at(new_tp, since_ms)
+                if new_tp not in self._position:
+                    self._assign_at(new_tp, start)
+                elif start < self._position[new_tp]:
+                    sub.behind.setdefault(new_tp, start)  # read the part already passed
+                self._refs[new_tp] = self._refs.get(new_tp, 0) + 1
+                tps.add(new_tp)
+                for old_tp in [tp for tp in tps if tp[0] == topic and tp != new_tp]:
+                    self._grace.append((now + self._grace_s, sub, old_tp))
+                log.info("channel %s moved to %s:%d (topic %s grew from %d to %d "
+                         "partitions); reading it there from offset %d", channel, t, p,
+                         topic, old, new, start)
 
     def _end_grace(self) -> None:
         now = time.monotonic()

@@ -174,10 +174,15 @@ class TopicEnsurer:
         """Re-read every known topic's layout; update the table; report what changed."""
         names = sorted(self.partitions)
         changes = TopicChanges(previous_look_ms=self.last_look_ms)
-        if not names:
+        if not names and not self.deleted:
             return changes
         async with self._lock:
-            layouts = await asyncio.to_thread(self._layouts_blocking, names)
+            layouts = await asyncio.to_thread(self._layouts_blocking,
+                                              names + sorted(self.deleted))
+            for topic in sorted(self.deleted):
+                if topic in layouts:  # someone created it again: follow it
+                    self.deleted.discard(topic)
+                    log.warning("topic %r exists again (epoch %s)", topic, layouts[topic][1])
             for topic in names:
                 if topic not in layouts:
                     changes.deleted.add(topic)
