@@ -237,6 +237,7 @@ class KafkaSettings:
     max_message_bytes: Annotated[_Int, Field(ge=1024)] = 1_000_000
     producer: _Librdkafka = field(default_factory=dict)
     consumer: _Librdkafka = field(default_factory=dict)
+    metadata_refresh_s: _Positive = 10.0
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -255,6 +256,7 @@ class GatewaySettings:
     slow_client_policy: _Text = "drop-oldest"
     presence_ttl_s: _Positive = 15.0
     history_size: Annotated[_Int, Field(ge=1)] = 10000
+    history_bytes: Annotated[_Int, Field(ge=1024)] = 32 * 1024 * 1024
     demo: _Flag = True
     send_buffer_bytes: Annotated[_Int, Field(ge=0)] = 262144
 

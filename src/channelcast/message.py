@@ -19,8 +19,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -116,6 +117,14 @@ def new_id(now_ms: int | None = None) -> str:
     return prefix + pairs[low >> 10] + pairs[low & 1023]
 
 
+def ulid_at(ms: int, rand: int) -> str:
+    """The ULID of Unix millisecond ``ms`` and the 80-bit number ``rand`` (for ids derived
+    deterministically from something else; :func:`new_id` makes fresh ones)."""
+    return (_digits(ms & ((1 << 48) - 1), _TIME_SHIFTS)
+            + _digits((rand >> 20) & _HIGH_MASK, _HIGH_SHIFTS)
+            + _digits(rand & _LOW_MAX, (10, 0)))
+
+
 def validate_event(name: object, *, internal: bool = False) -> str:
     """``name`` if it is a usable event name; raises MessageError naming the broken rule:
     a non-empty string of at most :data:`MAX_EVENT_NAME` characters, not starting with
@@ -206,21 +215,117 @@ _set_channel, _set_event, _set_data, _set_id, _set_timestamp, _set_type = (
     for name in ("channel", "event", "data", "id", "timestamp", "type"))
 
 
-@dataclass(frozen=True, slots=True)
 class Record:
-    """An envelope as read back from the broker, with where it was stored."""
+    """A stored message as read back from the broker: its bytes, where it was stored, and
+    the few fields routing needs, with the envelope decoded only when asked for.
 
-    envelope: Envelope
+    ``value`` is the envelope's canonical encoding (:func:`encode`: compact UTF-8 JSON,
+    ``{"id","type","channel","event","data","timestamp"}`` in that order). Fan-out never
+    decodes it: a client frame is ``value`` with ``"position"`` added (:meth:`frame`).
+    ``envelope`` decodes ``value`` on first access (and caches it); a Record built from an
+    Envelope encodes it on first access to ``value``. ``headers`` are the record's broker
+    headers as text (``channel``, ``event``, ``id``, dead-letter details...); ``internal``
+    marks channelcast's own bookkeeping records (presence operations), which consumer APIs
+    leave out unless asked for. Immutable by convention: never assign to its attributes.
+    """
+
+    __slots__ = ("_envelope", "_frame", "_value", "channel", "event", "headers", "id",
+                 "internal", "position")
+
+    channel: ChannelName
     position: Position
+    event: str
+    id: str
+    internal: bool
+    headers: Mapping[str, str]
+
+    def __init__(self, envelope: Envelope, position: Position, *,
+                 headers: Mapping[str, str] | None = None, internal: bool | None = None
+                 ) -> None:
+        self._envelope: Envelope | None = envelope
+        self._value: bytes | None = None
+        self._frame: str | None = None
+        self.channel = envelope.channel
+        self.position = position
+        self.event = envelope.event
+        self.id = envelope.id
+        self.internal = envelope.type == INTERNAL if internal is None else internal
+        self.headers = _NO_HEADERS if headers is None else headers
+
+    @classmethod
+    def from_value(cls, value: bytes, channel: str, position: Position, event: str,
+                   id: str, *, internal: bool = False,
+                   headers: Mapping[str, str] | None = None) -> Record:
+        """A Record from canonical envelope bytes and the fields its headers gave, without
+        decoding. The caller vouches that ``value`` is :func:`encode`'s output for an
+        envelope with this channel, event and id."""
+        record = _new(cls)
+        record._envelope = None
+        record._value = value
+        record._frame = None
+        record.channel = ChannelName(channel)
+        record.position = position
+        record.event = event
+        record.id = id
+        record.internal = internal
+        record.headers = _NO_HEADERS if headers is None else headers
+        return record
 
     @property
-    def channel(self) -> ChannelName:
-        return self.envelope.channel
+    def envelope(self) -> Envelope:
+        """The decoded envelope (decoded once; raises MalformedMessage for bad bytes)."""
+        env = self._envelope
+        if env is None:
+            assert self._value is not None
+            env = self._envelope = decode(self._value)
+        return env
+
+    @property
+    def value(self) -> bytes:
+        """The canonical encoding of the envelope."""
+        raw = self._value
+        if raw is None:
+            assert self._envelope is not None
+            raw = self._value = encode(self._envelope, max_bytes=1 << 62, check_event=False)
+        return raw
+
+    def frame(self) -> str:
+        """The client frame: the envelope's JSON with ``"position"`` added as its last
+        key, i.e. ``dumps(record.to_dict())`` (floats aside, see :func:`encode`) built by
+        splicing text, not by re-encoding. Built once. Raises MalformedMessage if the
+        bytes are not UTF-8 or not a JSON object (never for what :func:`encode` wrote)."""
+        text = self._frame
+        if text is None:
+            raw = self.value
+            if raw[-1:] != b"}":
+                raise MalformedMessage("message is not a JSON object")
+            try:
+                body = raw[:-1].decode()
+            except UnicodeDecodeError as exc:
+                raise MalformedMessage(f"message is not UTF-8: {exc}") from exc
+            text = self._frame = f'{body},"position":"{self.position}"}}'
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         d = self.envelope.to_dict()
         d["position"] = str(self.position)
         return d
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (self.position == other.position and self.position.epoch ==
+                other.position.epoch and self.envelope == other.envelope)
+
+    def __hash__(self) -> int:
+        return hash((self.position, self.id))
+
+    def __repr__(self) -> str:
+        return (f"Record(channel={self.channel!r}, event={self.event!r}, id={self.id!r}, "
+                f"position={self.position})")
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 _quote: Callable[[str], str] = json.encoder.encode_basestring
@@ -369,20 +474,25 @@ _scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 
 
 def _parse(raw: bytes) -> Any:
-    """``json.loads(raw)`` with the constants rejected.
+    """``json.loads(raw)`` for UTF-8 JSON, with the constants rejected.
 
-    The fast route takes UTF-8 text with nothing around the value (what encode() makes);
-    anything else (whitespace, UTF-16/32, a BOM, encoded surrogates, errors) takes
-    json.loads's own route, so exactly the same inputs parse, with the same errors.
+    JSON exchanged between systems is UTF-8 (RFC 8259 8.1): anything else fails with a
+    message that says so (not UTF-16/32 guesses; a UTF-8 byte order mark is ignored). The
+    fast route takes text with nothing around the value (what encode() makes); anything
+    else (whitespace, errors) takes the decoder's full route, with its own errors.
     """
     try:
         text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8: byte 0x{raw[exc.start]:02x} at position {exc.start}"
+                         ) from None
+    try:
         obj, end = _scan(text, 0)
         if end == len(text):
             return obj
-    except (UnicodeDecodeError, ValueError, StopIteration):
+    except (ValueError, StopIteration):
         pass
-    return _loads(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    return _loads(text[1:] if text.startswith("\ufeff") else text)
 
 
 def _envelope(channel: str, event: str, data: JSONValue, mid: str, ts: int,
@@ -432,26 +542,28 @@ def decode(raw: bytes | None) -> Envelope:
     return _envelope(channel, event, obj.get("data"), mid, ts, kind)
 
 
-def decode_record(raw: bytes | None, topic: str, partition: int, offset: int) -> Record:
-    """``Record(decode(raw), Position(topic, partition, offset))``, built cheaply (the
-    fan-out consumer runs it once per consumed message)."""
-    record = _new(Record)
-    _set_envelope(record, decode(raw))
-    _set_position(record, new_position(topic, partition, offset))
+def decode_record(raw: bytes | None, topic: str, partition: int, offset: int,
+                  epoch: str | None = None) -> Record:
+    """``Record(decode(raw), Position(topic, partition, offset, epoch))``: a record whose
+    bytes are checked by decoding them (raises MalformedMessage)."""
+    env = decode(raw)
+    record = Record(env, new_position(topic, partition, offset, epoch))
+    record._value = raw
     return record
 
 
-def new_position(topic: str, partition: int, offset: int) -> Position:
-    """``Position(topic, partition, offset)`` for values known to be right, at a third
-    of the cost (publishers build one per acknowledged message)."""
+def new_position(topic: str, partition: int, offset: int,
+                 epoch: str | None = None) -> Position:
+    """``Position(topic, partition, offset, epoch)`` for values known to be right, at a
+    third of the cost (publishers build one per acknowledged message)."""
     position = _new(Position)
     _set_topic(position, topic)
     _set_partition(position, partition)
     _set_offset(position, offset)
+    _set_epoch(position, epoch)
     return position
 
 
 _new = object.__new__
-_set_envelope, _set_position = (Record.__dict__[n].__set__ for n in ("envelope", "position"))
-_set_topic, _set_partition, _set_offset = (
-    Position.__dict__[n].__set__ for n in ("topic", "partition", "offset"))
+_set_topic, _set_partition, _set_offset, _set_epoch = (
+    Position.__dict__[n].__set__ for n in ("topic", "partition", "offset", "epoch"))

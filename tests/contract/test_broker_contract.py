@@ -69,9 +69,9 @@ def same_partition_channels(broker: Broker, count: int) -> list[str]:
         i += 1
 
 
-def envelopes(channel: str, count: int, event: str = "e") -> list[Envelope]:
+def envelopes(channel: str, count: int, event: str = "e", start: int = 0) -> list[Envelope]:
     return [Envelope(channel=ChannelName(channel), event=event, data={"n": i})
-            for i in range(count)]
+            for i in range(start, start + count)]
 
 
 # --- publishing ----------------------------------------------------------------------
@@ -133,8 +133,11 @@ async def test_reserved_and_overlong_events_are_refused_but_internal_ones_pass(
                         data={"op": "sync"}, type=INTERNAL)
     [position] = await broker.publish_many([internal])
     assert position.offset == before.offset + 1
-    [stored] = await broker.history("room.r", before)
+    # Marked internal, and left out of history unless asked for.
+    assert await broker.history("room.r", before) == []
+    [stored] = await broker.history("room.r", before, include_internal=True)
     assert stored.envelope == internal
+    assert stored.internal
 
 
 async def test_use_after_close_raises_broker_closed(broker: Broker) -> None:
@@ -362,6 +365,28 @@ async def test_a_full_subscription_loses_nothing_and_blocks_no_one(broker: Broke
     await asyncio.wait_for(publishing, 10)
     assert [r.envelope.data["n"] for r in got] == list(range(30))
     await full.close()
+
+
+async def test_a_subscription_nobody_reads_stalls_no_other_channel(broker: Broker) -> None:
+    # Issue 13 case 1, at the broker: a leaked subscription (nobody reads it) whose queue
+    # is full must not stop delivery to any other channel, even in the same partition.
+    a, b = same_partition_channels(broker, 2)
+    leaked = broker.subscribe([a], max_queue=5)
+    live = broker.subscribe([b], max_queue=5)
+    await leaked.ready()
+    await live.ready()
+    for i in range(0, 600, 100):
+        await asyncio.wait_for(broker.publish_many(envelopes(a, 100, start=i)), 10)
+    await broker.publish(b, "e", {"n": "after"})
+    got = await asyncio.wait_for(live.__anext__(), 10)
+    assert got.envelope.data == {"n": "after"}
+    # The leaked one lost nothing: what it missed it reads from the log, in order.
+    assert [r.envelope.data["n"] for r in await take(leaked, 600)] == list(range(600))
+    await broker.publish(a, "e", {"n": "live again"})
+    assert (await asyncio.wait_for(leaked.__anext__(), 10)).envelope.data == {
+        "n": "live again"}
+    await leaked.close()
+    await live.close()
 
 
 async def test_a_slow_partition_does_not_hold_up_the_others(broker: Broker, unique: str) -> None:

@@ -89,3 +89,32 @@ async def test_reconnect_after_history_is_gone_is_told_recovery_failed() -> None
             assert error["channel"] == "short"
             # Nothing of the partial history is passed off as a recovery.
             assert [f for f in await drain_until_pong(client) if f["type"] == "message"] == []
+
+
+async def test_recovery_after_a_gateway_restart_fails_instead_of_replaying_a_gap() -> None:
+    # Issue 12 case 3 on the memory broker: a restarted gateway is a new log. A position
+    # from the old run must give recovered: false and recovery_failed, never a replay of
+    # whatever the new run stored at those offsets.
+    settings = settings_with()
+    async with running_gateway(settings) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url) as http:
+        async with ws_client(gw.ws_url) as client:
+            await client.subscribe("news.r")
+            await publish_batch(http, settings, "news.r", [1, 2, 3, 4, 5])
+            frames = [await client.expect("message") for _ in range(5)]
+    kept = frames[3]["position"]
+    assert "@" in kept  # it carries the run's epoch
+    async with running_gateway(settings) as gw, \
+            httpx.AsyncClient(base_url=gw.base_url) as http:
+        await publish_batch(http, settings, "news.r", list(range(8)))
+        async with ws_client(gw.ws_url) as client:
+            reply = await client.subscribe("news.r", since=kept)
+            assert reply["data"]["recovered"] is False
+            error = await client.expect("error")
+            assert error["data"]["code"] == "recovery_failed"
+            assert "another run" in error["data"]["message"]
+            assert [f for f in await drain_until_pong(client) if f["type"] == "message"] == []
+            # A position of this run still recovers.
+            await publish_batch(http, settings, "news.r", [99])
+            frame = await client.expect("message")
+            assert frame["data"] == 99

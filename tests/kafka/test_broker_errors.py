@@ -84,22 +84,6 @@ async def test_missing_topic_without_ensure_topics_is_a_clear_error(
 
 
 @pytest.mark.kafka
-@pytest.mark.timeout(60)
-async def test_topic_with_too_few_partitions_is_a_clear_error(
-        kafka_bootstrap: str, unique: str) -> None:
-    small = settings_for(kafka_bootstrap, unique, partitions=1)
-    async with KafkaBroker(small):
-        pass  # creates the topic with one partition
-    channel = next(f"c.{i}" for i in range(100)
-                   if KafkaBroker(settings_for(kafka_bootstrap, unique, partitions=8))
-                   .strategy.route(ChannelName(f"c.{i}")).partition > 0)
-    async with KafkaBroker(settings_for(kafka_bootstrap, unique, partitions=8)) as broker:
-        with pytest.raises(PublishError, match="partitions"):
-            await broker.publish(channel, "e", 1)
-    KafkaAdmin(kafka_bootstrap).delete_topics([small.default_topic])
-
-
-@pytest.mark.kafka
 @pytest.mark.timeout(90)
 async def test_history_removed_by_retention_is_unavailable(
         kafka_bootstrap: str, unique: str) -> None:

@@ -63,6 +63,9 @@ PLAIN = [
     KafkaError.TOPIC_ALREADY_EXISTS,
     KafkaError._NO_OFFSET,
     KafkaError._PARTITION_EOF,
+    # the fan-out consumer's offset left the log (auto.offset.reset = error)
+    KafkaError._AUTO_OFFSET_RESET,
+    KafkaError.OFFSET_OUT_OF_RANGE,
 ]
 OTHERS = [KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG,
           KafkaError.INVALID_REPLICATION_FACTOR]

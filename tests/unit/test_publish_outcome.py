@@ -12,12 +12,17 @@ import asyncio
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from channelcast.brokers.kafka.producer import _Batch, _batch_error
+from channelcast.brokers.kafka.producer import Outgoing, _Batch, _batch_error
 from channelcast.errors import BrokerUnavailable, PublishError, PublishOutcomeUnknown
 from channelcast.message import _ulid_state, new_id, ulid_from, validate_message_id
 
 TIMED_OUT = KafkaError(KafkaError._MSG_TIMED_OUT, "Local: Message timed out")
 NO_PARTITION = KafkaError(KafkaError._UNKNOWN_PARTITION, "Local: Unknown partition")
+
+
+def _messages(count: int) -> list[Outgoing]:
+    """A batch of ``count`` messages for topic 't' (errors name their topic)."""
+    return [("t", 0, b"k", b"{}", {}) for _ in range(count)]
 
 
 def test_ulid_from_spells_what_new_id_spells_for_the_same_bits() -> None:
@@ -46,7 +51,7 @@ async def test_nothing_acknowledged_and_nothing_sent_is_the_plain_refusal() -> N
     batch = await _batch(3)
     batch.delivered = 3
     batch.failed = {0: NO_PARTITION, 1: NO_PARTITION, 2: NO_PARTITION}
-    error = _batch_error(batch, 3)
+    error = _batch_error(batch, _messages(3))
     assert type(error) is PublishError
     assert "_UNKNOWN_PARTITION" in str(error)
 
@@ -55,7 +60,7 @@ async def test_a_lone_message_that_timed_out_is_outcome_unknown_with_its_own_tex
     batch = await _batch(1)
     batch.delivered = 1
     batch.failed = {0: TIMED_OUT}
-    error = _batch_error(batch, 1)
+    error = _batch_error(batch, _messages(1))
     assert type(error) is PublishOutcomeUnknown
     assert error.retriable
     assert "_MSG_TIMED_OUT" in str(error)
@@ -65,7 +70,7 @@ async def test_a_partly_acknowledged_batch_is_outcome_unknown() -> None:
     batch = await _batch(3)
     batch.delivered = 3
     batch.failed = {1: NO_PARTITION}  # two of three are stored
-    error = _batch_error(batch, 3)
+    error = _batch_error(batch, _messages(3))
     assert type(error) is PublishOutcomeUnknown
     assert "1 of 3 messages" in str(error)
     assert "2 were acknowledged" in str(error)
@@ -77,13 +82,13 @@ async def test_a_refusal_midway_after_acknowledged_messages_is_outcome_unknown()
     batch = await _batch(4)
     batch.delivered = 2  # messages 0 and 1 were produced and acknowledged
     batch.refused = refused  # produce() refused message 2; 3 was never tried
-    error = _batch_error(batch, 4)
+    error = _batch_error(batch, _messages(4))
     assert type(error) is PublishOutcomeUnknown
     assert "2 of 4 messages" in str(error)
 
     first = await _batch(4)
     first.refused = refused  # refused at once: nothing was sent
-    error = _batch_error(first, 4)
+    error = _batch_error(first, _messages(4))
     assert type(error) is PublishError
     assert not isinstance(error, PublishOutcomeUnknown)
 
@@ -91,5 +96,5 @@ async def test_a_refusal_midway_after_acknowledged_messages_is_outcome_unknown()
 async def test_a_refusal_by_produce_itself_is_never_outcome_unknown() -> None:
     batch = await _batch(1)
     batch.refused = KafkaException(TIMED_OUT)  # hypothetical: raised, not reported
-    error = _batch_error(batch, 1)
+    error = _batch_error(batch, _messages(1))
     assert type(error) is BrokerUnavailable

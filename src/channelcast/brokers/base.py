@@ -8,9 +8,17 @@ Two ways to consume:
 * **Workers** (:meth:`Broker.worker`): competing consumers in a group, at-least-once,
   manual commit after the handler succeeded, retries with backoff, then a dead-letter topic.
 
-Queues are bounded. A subscription whose queue is full applies backpressure to the
-broker's delivery (the consumer pauses; the memory broker's publish waits): nothing is
-dropped at this layer. Dropping for slow *clients* is the gateway's policy, not the broker's.
+Queues are bounded, and a slow subscription never delays anyone else. A subscription
+whose queue is full *falls behind*: live delivery to it stops (nothing waits for it:
+not the publishers, not the other subscriptions, not the shared Kafka consumer) and, once
+its reader has emptied the queue, it catches up by reading the missed records from the
+log itself, then goes live again. Nothing is dropped silently: if the log no longer holds
+what it missed (retention, the memory broker's bounded history), iteration raises
+HistoryUnavailable. Dropping for slow *clients* is the gateway's policy, not the broker's.
+
+Internal records (the gateway's presence bookkeeping, marked by the ``channelcast.internal``
+header) reach only subscriptions and history reads that ask for them
+(``include_internal=True``); workers never see them.
 
 This module holds types, protocols and the retry loop every backend's workers share;
 no I/O.
@@ -39,6 +47,9 @@ DEFAULT_SUBSCRIPTION_QUEUE = 10_000
 HEADER_CHANNEL = "channel"
 HEADER_EVENT = "event"
 HEADER_ID = "id"
+HEADER_INTERNAL = "channelcast.internal"
+"""Present (value ``1``) on channelcast's own bookkeeping records (envelope type
+``internal``): consumer APIs leave them out unless asked for."""
 # Dead-letter headers.
 HEADER_DLQ_ERROR = "dlq.error"
 HEADER_DLQ_ATTEMPTS = "dlq.attempts"
@@ -190,14 +201,21 @@ class Broker(Protocol):
 
     def subscribe(self, channels: Iterable[str], *,
                   since: Mapping[str, Position] | Mapping[ChannelName, Position] | None = None,
-                  max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE) -> Subscription:
-        """Fan-out subscription: from the end, or after ``since[channel]`` for listed channels."""
+                  max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE,
+                  include_internal: bool = False) -> Subscription:
+        """Fan-out subscription: from the end, or after ``since[channel]`` for listed
+        channels. ``max_queue`` bounds the records waiting to be read (see the module
+        docstring for what happens when it is full). ``include_internal`` also delivers
+        channelcast's internal records of these channels."""
         ...
 
-    async def history(self, channel: str, since: Position) -> list[Record]:
+    async def history(self, channel: str, since: Position, *,
+                      include_internal: bool = False) -> list[Record]:
         """The channel's records after ``since`` up to the current end.
 
-        Raises HistoryUnavailable if some of them are gone (retention, bounded history).
+        Raises HistoryUnavailable if some of them are gone (retention, bounded history),
+        if ``since`` is not in the channel's partition, or if it is of another epoch of
+        the log (the topic was recreated; the memory broker was restarted).
         """
         ...
 

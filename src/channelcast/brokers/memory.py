@@ -1,23 +1,34 @@
 """The embedded in-memory broker: Kafka's semantics inside one process.
 
 Topics have partitions and offsets (from the same strategy as Kafka), each partition keeps
-a bounded history (oldest dropped: its low watermark moves up), consumer groups share
-partitions among members and commit offsets, and a member that goes away without
-committing gets its messages redelivered to the others. It must never do network I/O.
+a bounded history (``history_size`` messages and ``history_bytes`` encoded bytes; the
+oldest go first and the low watermark moves up), consumer groups share partitions among
+members and commit offsets, and a member that goes away without committing gets its
+messages redelivered to the others. Positions carry the broker's *epoch*, a random id per
+instance: a position from an earlier run (a restarted gateway) is recognised as such. It
+must never do network I/O.
 
-Overflow: a fan-out subscription's queue is bounded; when it is full, ``publish`` waits
-(backpressure) rather than dropping.
+Stored messages stay encoded (the bytes :func:`~channelcast.message.encode` made); a
+subscriber decodes one only if it reads its envelope.
+
+Overflow: a fan-out subscription's queue is bounded. Publishing never waits for it: when
+it is full the subscription falls behind (stops receiving live records) and, once its
+reader emptied the queue, catches up from the partition's history, or raises
+HistoryUnavailable if the history no longer reaches back that far.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
+import os
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Self
 
 from channelcast.brokers.base import (
@@ -30,6 +41,7 @@ from channelcast.brokers.base import (
     HEADER_DLQ_TOPIC,
     HEADER_EVENT,
     HEADER_ID,
+    HEADER_INTERNAL,
     ChannelRouter,
     Handler,
     RetryPolicy,
@@ -40,10 +52,11 @@ from channelcast.channels import validate_channel
 from channelcast.errors import BrokerClosed, HistoryUnavailable
 from channelcast.message import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    INTERNAL,
     Envelope,
     Record,
-    decode,
     encode,
+    new_position,
     validate_message_id,
 )
 from channelcast.strategies import GroupedTopics, TopicSpec, TopicStrategy, create_strategy
@@ -52,13 +65,16 @@ from channelcast.types import ChannelName, JSONValue, Position, TopicName
 if TYPE_CHECKING:
     from channelcast.config import Settings
 
+log = logging.getLogger("channelcast.memory")
+
 DEFAULT_HISTORY = 10_000
+DEFAULT_HISTORY_BYTES = 32 * 1024 * 1024
+TP = tuple[str, int]
 
 
-@dataclass(slots=True)
-class _Stored:
-    record: Record
-    headers: dict[str, str]
+def new_epoch() -> str:
+    """A random epoch: 11 characters of URL-safe base64 (66 bits)."""
+    return base64.urlsafe_b64encode(os.urandom(9)).decode()[:11]
 
 
 @dataclass
@@ -66,29 +82,38 @@ class _Partition:
     topic: str
     index: int
     history: int
-    log: deque[_Stored] = field(default_factory=deque)
+    history_bytes: int
+    epoch: str
+    log: deque[Record] = field(default_factory=deque)
+    size: int = 0  # encoded bytes in ``log``
     next_offset: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     @property
     def low(self) -> int:
-        return self.log[0].record.position.offset if self.log else self.next_offset
+        return self.log[0].position.offset if self.log else self.next_offset
 
-    def append(self, envelope: Envelope, headers: dict[str, str]) -> Record:
-        record = Record(envelope, Position(self.topic, self.index, self.next_offset))
-        self.log.append(_Stored(record, headers))
+    def append(self, value: bytes, channel: str, event: str, mid: str, internal: bool,
+               headers: Mapping[str, str]) -> Record:
+        record = Record.from_value(
+            value, channel, new_position(self.topic, self.index, self.next_offset, self.epoch),
+            event, mid, internal=internal, headers=headers)
+        self.log.append(record)
+        self.size += len(value)
         self.next_offset += 1
-        if len(self.log) > self.history:
-            self.log.popleft()
+        log = self.log
+        while len(log) > self.history or (self.size > self.history_bytes and len(log) > 1):
+            self.size -= len(log.popleft().value)
         waiters, self.waiters = self.waiters, []
         for w in waiters:
             if not w.done():
                 w.set_result(None)
         return record
 
-    def read(self, offset: int, limit: int = 500) -> list[_Stored]:
+    def read(self, offset: int, limit: int = 500) -> list[Record]:
         start = max(offset, self.low) - self.low
-        return [self.log[i] for i in range(start, min(len(self.log), start + limit))]
+        log = self.log
+        return [log[i] for i in range(start, min(len(log), start + limit))]
 
     async def wait(self, seconds: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -98,21 +123,79 @@ class _Partition:
 
 
 class MemorySubscription:
+    """Records of some channels: the backlog (``since``) first, then live ones.
+
+    Live records are put into a bounded queue by ``publish``; when it is full the
+    subscription records where it fell behind per partition (``_behind``) and takes no more
+    live records of that partition until its reader has emptied the queue; then it reads
+    the missed ones from the partition's history (see the module docstring).
+    """
+
     def __init__(self, broker: MemoryBroker, channels: frozenset[ChannelName],
-                 backlog: list[Record], max_queue: int, error: Exception | None) -> None:
+                 backlog: list[Record], max_queue: int, error: Exception | None,
+                 include_internal: bool) -> None:
         self.channels = channels
+        self.include_internal = include_internal
         self._broker = broker
         self._backlog = deque(backlog)
-        self._queue: asyncio.Queue[Record | None] = asyncio.Queue(max_queue)
+        self._max_queue = max(1, max_queue)
+        self._queue: deque[Record] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._behind: dict[TP, int] = {}  # partition -> first offset not delivered
         self._error = error
         self._closed = False
 
     async def ready(self) -> None:
         """Always ready: registration is synchronous in memory."""
 
-    async def put(self, record: Record) -> None:
-        if not self._closed:
-            await self._queue.put(record)
+    @property
+    def lagging(self) -> bool:
+        """Whether it fell behind and has not caught up yet."""
+        return bool(self._behind)
+
+    def offer(self, record: Record) -> None:
+        """Publish side: queue one live record, or fall behind; never waits."""
+        if self._closed:
+            return
+        position = record.position
+        tp = (position.topic, position.partition)
+        behind = self._behind
+        if behind and tp in behind:
+            return  # it will read this one from the history
+        if len(self._queue) >= self._max_queue:
+            behind[tp] = position.offset
+            return
+        self._queue.append(record)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _catch_up(self) -> None:
+        """Refill the queue from the history of the partitions it fell behind on."""
+        for tp, offset in list(self._behind.items()):
+            part = self._broker.partitions(tp[0])[tp[1]]
+            if offset < part.low:
+                del self._behind[tp]
+                raise HistoryUnavailable(
+                    f"subscription to {sorted(self.channels)[:3]} fell behind at "
+                    f"{tp[0]}:{tp[1]}:{offset} and the memory history no longer reaches "
+                    f"back that far (oldest kept offset: {part.low}); resubscribe from your "
+                    "last position")
+            room = self._max_queue - len(self._queue)
+            while room > 0 and offset < part.next_offset:
+                chunk = part.read(offset, limit=min(room, 500))
+                for record in chunk:
+                    offset = record.position.offset + 1
+                    if record.channel in self.channels and (
+                            self.include_internal or not record.internal):
+                        self._queue.append(record)
+                        room -= 1
+            if offset >= part.next_offset:
+                del self._behind[tp]
+            else:
+                self._behind[tp] = offset
 
     def __aiter__(self) -> AsyncIterator[Record]:
         return self
@@ -123,21 +206,27 @@ class MemorySubscription:
             raise error
         if self._backlog:
             return self._backlog.popleft()
-        if self._closed and self._queue.empty():
-            raise StopAsyncIteration
-        record = await self._queue.get()
-        if record is None:
-            raise StopAsyncIteration
-        return record
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            if self._behind:
+                self._catch_up()
+                continue
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._broker._unsubscribe(self)
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
+        self._queue.clear()
+        self._behind.clear()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def __aenter__(self) -> Self:
         return self
@@ -155,10 +244,12 @@ class _Group:
 
 
 class MemoryBroker:
-    """In-process broker. ``history_size`` bounds every partition's log."""
+    """In-process broker. ``history_size`` and ``history_bytes`` bound every partition's
+    log (messages, encoded bytes)."""
 
     def __init__(self, strategy: TopicStrategy | None = None, *,
                  history_size: int = DEFAULT_HISTORY,
+                 history_bytes: int = DEFAULT_HISTORY_BYTES,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  manual_commit: bool = False,
                  retry: RetryPolicy | None = None,
@@ -166,10 +257,16 @@ class MemoryBroker:
         self.strategy: TopicStrategy = strategy or GroupedTopics(
             [], TopicSpec(TopicName("realtime"), 10))
         self.history_size = history_size
+        self.history_bytes = history_bytes
         self.max_message_bytes = max_message_bytes
         self.manual_commit = manual_commit
         self.retry = retry or RetryPolicy()
         self.dead_letter_topic = dead_letter_topic
+        self.epoch = new_epoch()
+        """This instance's epoch: every position it hands out carries it."""
+        self.skipped_records = 0
+        """Always 0: only what ``publish`` encoded is ever stored here (the Kafka broker
+        counts records other producers wrote that carry no message)."""
         self._topics: dict[str, list[_Partition]] = {}
         self._specs: dict[str, int] = {
             spec.name: spec.partitions for spec in self.strategy.topics()}
@@ -212,7 +309,8 @@ class MemoryBroker:
         parts = self._topics.get(topic)
         if parts is None:
             count = self._specs.get(topic, 1)
-            parts = [_Partition(topic, i, self.history_size) for i in range(count)]
+            parts = [_Partition(topic, i, self.history_size, self.history_bytes, self.epoch)
+                     for i in range(count)]
             self._topics[topic] = parts
         return parts
 
@@ -223,9 +321,14 @@ class MemoryBroker:
         part = self.partitions(topic)[partition]
         return part.low, part.next_offset
 
-    def _append(self, topic: str, partition: int, envelope: Envelope,
-                headers: dict[str, str]) -> Record:
-        return self.partitions(topic)[partition].append(envelope, headers)
+    def subscription_count(self) -> int:
+        """Live fan-out subscriptions (each counted once), for leak checks and metrics."""
+        return len({id(sub) for subs in self._subs.values() for sub in subs})
+
+    def _append(self, topic: str, partition: int, value: bytes, env: Envelope,
+                headers: Mapping[str, str]) -> Record:
+        return self.partitions(topic)[partition].append(
+            value, env.channel, env.event, env.id, env.type == INTERNAL, headers)
 
     # --- publish -----------------------------------------------------------------
     async def publish(self, channel: str, event: str, data: JSONValue, *,
@@ -235,38 +338,46 @@ class MemoryBroker:
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
         self._check_open()
-        # Validate and encode all first, so a bad message fails the batch before any is stored.
-        stored = []
+        # Check the ids and encode (which validates the rest) all first, so a bad message
+        # fails the batch before any is stored.
+        encoded = []
         for env in envelopes:
-            validate_channel(env.channel)
             validate_message_id(env.id)
-            stored.append(decode(encode(env, self.max_message_bytes)))
+            encoded.append((env, encode(env, self.max_message_bytes)))
         positions = []
-        for env in stored:
+        for env, value in encoded:
             route = self.strategy.route(env.channel)
-            record = self._append(route.topic, route.partition, env,
-                                  {HEADER_CHANNEL: env.channel, HEADER_EVENT: env.event,
-                                   HEADER_ID: env.id})
+            headers: dict[str, str] = {HEADER_CHANNEL: env.channel, HEADER_EVENT: env.event,
+                                       HEADER_ID: env.id}
+            if env.type == INTERNAL:
+                headers[HEADER_INTERNAL] = "1"
+            record = self._append(route.topic, route.partition, value, env,
+                                  MappingProxyType(headers))
             positions.append(record.position)
-            for sub in list(self._subs.get(env.channel, ())):
-                await sub.put(record)
+            subs = self._subs.get(env.channel)
+            if subs:
+                for sub in list(subs):
+                    if sub.include_internal or not record.internal:
+                        sub.offer(record)
         return positions
 
     # --- fan-out -----------------------------------------------------------------
     def subscribe(self, channels: Iterable[str], *,
                   since: Mapping[str, Position] | Mapping[ChannelName, Position] | None = None,
-                  max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE) -> MemorySubscription:
+                  max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE,
+                  include_internal: bool = False) -> MemorySubscription:
         self._check_open()
         names = frozenset(validate_channel(c) for c in channels)
         backlog: list[Record] = []
         error: Exception | None = None
         for channel, position in (since or {}).items():
             try:
-                backlog.extend(self._history(validate_channel(channel), position))
+                backlog.extend(self._history(validate_channel(channel), position,
+                                             include_internal))
             except HistoryUnavailable as exc:
                 error = exc
         backlog.sort(key=lambda r: (r.position.topic, r.position.partition, r.position.offset))
-        sub = MemorySubscription(self, names, backlog, max_queue, error)
+        sub = MemorySubscription(self, names, backlog, max_queue, error, include_internal)
         for name in names:
             self._subs.setdefault(name, set()).add(sub)
         return sub
@@ -279,28 +390,38 @@ class MemoryBroker:
                 if not subs:
                     del self._subs[name]
 
-    def _history(self, channel: ChannelName, since: Position) -> list[Record]:
+    def _history(self, channel: ChannelName, since: Position,
+                 include_internal: bool = False) -> list[Record]:
         route = self.strategy.route(channel)
         part = self.partitions(route.topic)[route.partition]
+        if since.epoch is not None and since.epoch != self.epoch:
+            raise HistoryUnavailable(
+                f"position {since} is from another run of the memory broker (epoch "
+                f"{since.epoch}; this one is {self.epoch}): its history is gone")
         if (since.topic, since.partition) != (route.topic, route.partition):
             raise HistoryUnavailable(
                 f"position {since} is not in channel {channel!r}'s partition "
                 f"{route.topic}:{route.partition} (was the topic mapping changed?)")
+        if since.offset > part.next_offset - 1:
+            raise HistoryUnavailable(
+                f"position {since} is ahead of the newest message of {channel!r} "
+                f"(offset {part.next_offset - 1}): it is not from this log")
         if since.offset + 1 < part.low:
             raise HistoryUnavailable(
                 f"history of {channel!r} after {since} is gone: the oldest kept offset "
                 f"is {part.low}")
-        return [s.record for s in part.read(since.offset + 1, limit=part.history)
-                if s.record.channel == channel]
+        return [r for r in part.read(since.offset + 1, limit=len(part.log))
+                if r.channel == channel and (include_internal or not r.internal)]
 
-    async def history(self, channel: str, since: Position) -> list[Record]:
+    async def history(self, channel: str, since: Position, *,
+                      include_internal: bool = False) -> list[Record]:
         self._check_open()
-        return self._history(validate_channel(channel), since)
+        return self._history(validate_channel(channel), since, include_internal)
 
     async def end_position(self, channel: str) -> Position:
         route = self.strategy.route(validate_channel(channel))
         part = self.partitions(route.topic)[route.partition]
-        return Position(route.topic, route.partition, part.next_offset - 1)
+        return Position(route.topic, route.partition, part.next_offset - 1, self.epoch)
 
     # --- workers -----------------------------------------------------------------
     def worker(self, group: str, *, channels: Mapping[str, Handler] | None = None,
@@ -413,11 +534,11 @@ class MemoryWorker:
                 await part.wait(0.5)
                 offset = max(offset, part.low)
                 continue
-            for stored in batch:
-                record = stored.record
+            for record in batch:
                 if not self._manual:
                     group.committed[tp] = record.position.offset + 1
-                await self._handle(record)
+                if not record.internal:
+                    await self._handle(record)
                 offset = record.position.offset + 1
                 if self._manual:
                     group.committed[tp] = offset
@@ -434,18 +555,24 @@ class MemoryWorker:
 
     def _count_failure(self, attempt: int, error: Exception) -> None:
         self._failed += 1
+        log.info("worker %s: handler failed (attempt %d of %d): %r", self.group, attempt,
+                 self._retry.max_attempts, error)
 
     def _dead_letter(self, record: Record, exc: Exception, attempts: int) -> None:
         self._dead += 1
-        env = record.envelope
-        self._broker._append(self._dlq, 0, env, {
-            HEADER_CHANNEL: env.channel, HEADER_EVENT: env.event, HEADER_ID: env.id,
+        position = record.position
+        headers = MappingProxyType({
+            HEADER_CHANNEL: record.channel, HEADER_EVENT: record.event, HEADER_ID: record.id,
             HEADER_DLQ_ERROR: f"{type(exc).__name__}: {exc}"[:1000],
             HEADER_DLQ_ATTEMPTS: str(attempts),
-            HEADER_DLQ_TOPIC: record.position.topic,
-            HEADER_DLQ_PARTITION: str(record.position.partition),
-            HEADER_DLQ_OFFSET: str(record.position.offset),
+            HEADER_DLQ_TOPIC: position.topic,
+            HEADER_DLQ_PARTITION: str(position.partition),
+            HEADER_DLQ_OFFSET: str(position.offset),
         })
+        self._broker.partitions(self._dlq)[0].append(
+            record.value, record.channel, record.event, record.id, False, headers)
+        log.warning("worker %s: dead-lettered %s to %s after %d attempts: %r", self.group,
+                    position, self._dlq, attempts, exc)
 
 
 def from_settings(settings: Settings) -> MemoryBroker:
@@ -453,6 +580,7 @@ def from_settings(settings: Settings) -> MemoryBroker:
     return MemoryBroker(
         create_strategy(k),
         history_size=settings.gateway.history_size,
+        history_bytes=settings.gateway.history_bytes,
         max_message_bytes=k.max_message_bytes,
         manual_commit=k.manual_commit,
         retry=RetryPolicy(k.max_attempts, k.retry_backoff_ms / 1000, k.retry_backoff_max_ms / 1000),

@@ -13,18 +13,44 @@ from channelcast.channels import validate_channel
 from channelcast.cli.options import ConfigOption, settings_from
 from channelcast.strategies import create_strategy
 
+Bootstrap = Annotated[str | None, typer.Option(
+    "--bootstrap", "-b", help="Also ask this Kafka cluster (HOST:PORT) how its topics "
+    "really look, and compare.")]
+
 
 def check(config: ConfigOption = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Validate the config and print it resolved (file + environment), or name the bad key."""
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+          bootstrap: Bootstrap = None) -> None:
+    """Validate the config and print it resolved (file + environment), or name the bad key.
+
+    With --bootstrap, also compare every declared topic's partition count with the
+    cluster's: a disagreement is printed and the exit code is 1 (channelcast, like every
+    Kafka client, routes by the real count, so the config's routes would be wrong).
+    """
     settings = settings_from(config)
     data = settings.to_dict(redact=True)  # a check's output gets pasted into tickets
+    problems: list[str] = []
+    if bootstrap:
+        from channelcast.brokers.kafka.admin import KafkaAdmin
+        from channelcast.ops.layout import layout_disagreements
+
+        admin = KafkaAdmin(bootstrap, timeout_s=settings.kafka.timeout_s)
+        problems = [str(d) for d in layout_disagreements(settings.kafka, admin)]
     if as_json:
         # Not sorted: the order of kafka.topic_mapping is meaningful (first match wins).
+        if bootstrap:
+            data = {"config": data, "cluster": bootstrap, "disagreements": problems}
         typer.echo(json.dumps(data, indent=2))
-        return
-    typer.echo(f"# resolved from {settings.source} + environment: OK")
-    typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(f"# resolved from {settings.source} + environment: OK")
+        typer.echo(json.dumps(data, indent=2))
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        if bootstrap and not problems:
+            typer.echo(f"# every declared topic on {bootstrap} has the configured "
+                       "partition count")
+    if problems:
+        raise typer.Exit(1)
 
 
 def route(channels: Annotated[list[str], typer.Argument(help="Channel names.")],
@@ -32,8 +58,14 @@ def route(channels: Annotated[list[str], typer.Argument(help="Channel names.")],
           strategy: Annotated[str | None, typer.Option(
               help="Override kafka.topic_strategy (grouped, one-per-channel).")] = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+          bootstrap: Bootstrap = None,
           ) -> None:
-    """Print the topic, partition and key each channel is published to."""
+    """Print the topic, partition and key each channel is published to.
+
+    With --bootstrap the partition is computed from the topic's real partition count on
+    that cluster (what channelcast and every Kafka client use); a difference from the
+    config's is marked.
+    """
     settings = settings_from(config)
     kafka = settings.kafka
     if strategy:
@@ -50,17 +82,32 @@ def route(channels: Annotated[list[str], typer.Argument(help="Channel names.")],
             raise ConfigError("--strategy", exc.problem) from None
     strat = create_strategy(kafka)
     rows: list[dict[str, str]] = []
-    for name in channels:
+    if bootstrap:
+        from channelcast.brokers.kafka.admin import KafkaAdmin
+        from channelcast.ops.layout import real_routes
+
+        admin = KafkaAdmin(bootstrap, timeout_s=kafka.timeout_s)
+        for rr in real_routes(kafka, channels, admin):
+            note = "" if rr.partitions is not None else " (no such topic)"
+            if rr.partition != rr.configured_partition:
+                note = f" (config says {rr.configured_partition}; topic has {rr.partitions})"
+            rows.append({"channel": rr.channel, "topic": rr.topic,
+                         "partition": str(rr.partition), "key": rr.key, "note": note})
+    for name in channels if not bootstrap else ():
         r = strat.route(validate_channel(name))
         rows.append({"channel": name, "topic": r.topic, "partition": str(r.partition),
-                     "key": r.key.decode()})
+                     "key": r.key.decode(), "note": ""})
     if as_json:
         for row in rows:
-            typer.echo(json.dumps(dict(row, partition=int(row["partition"]))))
+            out: dict[str, object] = dict(row, partition=int(row["partition"]))
+            if not row["note"]:
+                del out["note"]
+            typer.echo(json.dumps(out))
         return
-    table = Table("channel", "topic", "partition", "key", title=f"strategy: {strat.name}")
+    title = f"strategy: {strat.name}" + (f", partitions as on {bootstrap}" if bootstrap else "")
+    table = Table("channel", "topic", "partition", "key", title=title)
     for row in rows:
-        table.add_row(row["channel"], row["topic"], row["partition"], row["key"])
+        table.add_row(row["channel"], row["topic"], row["partition"] + row["note"], row["key"])
     Console().print(table)
 
 

@@ -1,9 +1,17 @@
 """Local fan-out: one broker subscription per channel per node, shared by every local client.
 
 A channel's *feed* starts with its first local listener and stops with its last. The feed's
-pump reads the broker subscription, encodes each message once and hands it to every
-listener through a synchronous, non-blocking ``deliver`` (each listener owns a bounded send
-buffer), so one slow client never delays the others or the pump.
+pump reads the broker subscription, builds each message's client frame once (the stored
+bytes with the position spliced in: :meth:`~channelcast.message.Record.frame`, never a
+decode and re-encode) and hands it to every listener through a synchronous, non-blocking
+``deliver`` (each listener owns a bounded send buffer), so one slow client never delays
+the others or the pump. A message whose id the feed delivered moments ago (a publish
+retried with the same id, see docs/brokers.md) is not delivered twice.
+
+Stopping a feed cannot be skipped: ``detach`` does its bookkeeping synchronously and
+closes the broker subscription in a task the hub owns (awaited by ``close``), so a
+cancelled caller (a client that hung up mid-cleanup) never leaves a broker subscription
+registered.
 
 Recovery without gaps or duplicates: a listener with a position is first attached in
 *buffering* mode, then the missed records are read with ``broker.history``; the replay plus
@@ -18,7 +26,6 @@ reserved event prefix); it ignores its own echoes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -28,7 +35,7 @@ from typing import Any, Protocol
 
 from channelcast.brokers.base import Broker, Subscription
 from channelcast.channels import ChannelType, channel_type
-from channelcast.errors import BrokerError, HistoryUnavailable
+from channelcast.errors import BrokerError, HistoryUnavailable, MessageError
 from channelcast.gateway.metrics import GatewayMetrics
 from channelcast.gateway.presence import (
     PRESENCE_EVENT,
@@ -40,7 +47,6 @@ from channelcast.gateway.presence import (
     leave_op,
     sync_op,
 )
-from channelcast.gateway.protocol import dumps
 from channelcast.message import INTERNAL, Envelope, Record
 from channelcast.types import ChannelName, Position
 
@@ -49,6 +55,8 @@ log = logging.getLogger("channelcast.gateway")
 PUMP_YIELD_EVERY = 32
 FEED_QUEUE = 10_000
 """The broker subscription queue of a feed; the pump never blocks on clients, so it drains."""
+RECENT_IDS = 1024
+"""Message ids a feed remembers to drop duplicates (a publish retried with the same id)."""
 
 
 class Listener(Protocol):
@@ -82,10 +90,11 @@ class AttachResult:
 
 @dataclass(slots=True)
 class _Attachment:
-    """A listener on a feed: buffering (recovering) or live; skips offsets <= floor."""
+    """A listener on a feed: buffering (recovering) or live; skips records of the floor's
+    partition at or below its offset (the replay already had them)."""
 
     buffer: list[tuple[Record, str]] | None = None
-    floor: int = -2
+    floor: Position | None = None
 
 
 @dataclass(eq=False)
@@ -96,12 +105,14 @@ class _Feed:
     listeners: dict[Listener, _Attachment] = field(default_factory=dict)
     presence: PresenceState | None = None
     task: asyncio.Task[None] | None = None
+    recent_ids: dict[str, None] = field(default_factory=dict)
 
 
 def is_internal(record: Record) -> bool:
-    """A presence operation (by event: nodes before the ``internal`` type sent them as
-    ordinary messages, and no other publisher may use the reserved prefix)."""
-    return record.envelope.event == PRESENCE_EVENT
+    """A presence operation: marked internal by the broker, or (nodes from before the
+    ``internal`` type sent them as ordinary messages, and no other publisher may use the
+    reserved prefix) by its event."""
+    return record.internal or record.event == PRESENCE_EVENT
 
 
 class Hub:
@@ -151,7 +162,21 @@ class Hub:
     # --- attach / detach --------------------------------------------------------------
     async def attach(self, channel: ChannelName, listener: Listener, *,
                      since: Position | None = None, member: Member | None = None) -> None:
-        """Make ``listener`` receive ``channel``; raises BrokerError if the broker fails."""
+        """Make ``listener`` receive ``channel``; raises BrokerError if the broker fails.
+
+        If the feed ends while the listener is catching up (its broker subscription
+        failed: the topic was recreated, say), the attach starts over on a new feed; the
+        listener only ever sees the outcome."""
+        for attempt in range(3):
+            if await self._attach(channel, listener, since, member):
+                return
+            log.info("feed %s ended while %s was attaching; attaching again (attempt %d)",
+                     channel, listener.connection_id, attempt + 2)
+        raise BrokerError(f"could not attach to {channel!r}: its broker subscription kept "
+                          "ending while catching up")
+
+    async def _attach(self, channel: ChannelName, listener: Listener,
+                      since: Position | None, member: Member | None) -> bool:
         feed = await self._feed(channel)
         result = AttachResult(position=feed.position)
         attachment = _Attachment()
@@ -159,38 +184,42 @@ class Hub:
             attachment.buffer = []
             feed.listeners[listener] = attachment
             try:
+                # Raises HistoryUnavailable for a position of another epoch, partition or
+                # ahead of the end (a recreated topic), as well as for one retention removed.
                 history = await self.broker.history(channel, since)
-                end = await self.broker.end_position(channel)
-                if since.offset > end.offset:
-                    raise HistoryUnavailable(
-                        f"position {since} is ahead of the newest message of {channel!r} "
-                        f"({end}); was the topic recreated?")
             except HistoryUnavailable as exc:
                 result.recovered, result.recovery_error = False, str(exc)
                 self.metrics.recoveries.labels("failed").inc()
                 history = None
             except BaseException:
                 feed.listeners.pop(listener, None)
-                await self._maybe_stop(channel)
+                self._maybe_stop(channel)
                 raise
+            if self._feeds.get(channel) is not feed:  # the feed ended meanwhile
+                feed.listeners.pop(listener, None)
+                return False
             buffered = attachment.buffer
-            last = -2  # nothing replayed yet: every buffered record is new to this listener
+            last: Position | None = None  # nothing replayed: every buffered record is new
             if history is not None:
-                last = since.offset
+                last = since
                 for record in history:
-                    last = max(last, record.position.offset)
+                    if record.position.offset > last.offset:
+                        last = record.position
                     if not is_internal(record):
-                        result.replay.append((record, dumps(record.to_dict())))
+                        frame = _frame(record)
+                        if frame is not None:
+                            result.replay.append((record, frame))
                 result.recovered = True
                 self.metrics.recoveries.labels("ok").inc()
             for item in buffered:
-                if item[0].position.offset > last:
+                if _newer(item[0].position, last):
                     result.replay.append(item)
-                    last = item[0].position.offset
+                    last = item[0].position
             # The pump may still hold records older than what was replayed: skip those.
             attachment.floor = last
-            if history is not None and last > feed.position.offset:
-                result.position = Position(feed.position.topic, feed.position.partition, last)
+            if (history is not None and last is not None and _same_partition(
+                    last, feed.position) and last.offset > feed.position.offset):
+                result.position = last
         if member is not None and feed.presence is not None:
             diff = feed.presence.join(self.node_id, listener.connection_id, member,
                                       time.monotonic())
@@ -200,14 +229,23 @@ class Hub:
         if feed.presence is not None:
             result.members = feed.presence.members()
         # Hand over the catch-up and go live in one synchronous step: no gap, no duplicate.
-        if result.position.offset < feed.position.offset:
+        if not _same_partition(result.position, feed.position) or \
+                result.position.offset < feed.position.offset:
             result.position = feed.position
         listener.attached(channel, result)
         attachment.buffer = None
         feed.listeners[listener] = attachment
         self.metrics.subscriptions.inc()
+        return True
 
     async def detach(self, channel: ChannelName, listener: Listener) -> None:
+        """Stop delivering ``channel`` to ``listener``. Everything it must do happens before
+        its first await point, so cancelling the caller cannot leave anything behind."""
+        self.detach_now(channel, listener)
+
+    def detach_now(self, channel: ChannelName, listener: Listener) -> None:
+        """:meth:`detach`, synchronously: the broker subscription of a feed that lost its
+        last listener is closed by a task the hub owns."""
         feed = self._feeds.get(channel)
         if feed is None or listener not in feed.listeners:
             return
@@ -219,7 +257,7 @@ class Hub:
             self._notify_presence(feed, diff)
             self._spawn(self._publish_presence(channel, leave_op(
                 self.node_id, listener.connection_id)))
-        await self._maybe_stop(channel)
+        self._maybe_stop(channel)
 
     # --- feeds ------------------------------------------------------------------------
     async def _feed(self, channel: ChannelName) -> _Feed:
@@ -239,9 +277,11 @@ class Hub:
             # Start from the current end by position, so nothing published after this
             # point is missed while the broker subscription warms up.
             end = await self.broker.end_position(channel)
-            sub = self.broker.subscribe([channel], since={channel: end}, max_queue=FEED_QUEUE)
+            presence = channel_type(channel) is ChannelType.PRESENCE
+            sub = self.broker.subscribe([channel], since={channel: end}, max_queue=FEED_QUEUE,
+                                        include_internal=presence)
             feed = _Feed(channel, sub, end)
-            if channel_type(channel) is ChannelType.PRESENCE:
+            if presence:
                 feed.presence = PresenceState(self.node_id, self.presence_ttl_s)
                 self._spawn(self._publish_presence(channel, sync_op(self.node_id)))
             feed.task = asyncio.create_task(self._pump(feed))
@@ -252,21 +292,36 @@ class Hub:
             del self._opening[channel]
             done.set_result(None)
 
-    async def _maybe_stop(self, channel: ChannelName) -> None:
+    def _maybe_stop(self, channel: ChannelName) -> None:
         feed = self._feeds.get(channel)
         if feed is not None and not feed.listeners:
-            await self._stop_feed(channel)
+            self._spawn(self._retire(feed))
 
-    async def _stop_feed(self, channel: ChannelName) -> None:
-        feed = self._feeds.pop(channel, None)  # from here on, a new attach opens a new feed
+    def _remove_feed(self, feed: _Feed) -> None:
+        """Forget the feed (from here on, a new attach opens a new one) and stop its pump."""
+        if self._feeds.get(feed.channel) is feed:
+            del self._feeds[feed.channel]
         self.metrics.broker_subscriptions.set(len(self._feeds))
-        if feed is None:
-            return
         if feed.task is not None:
             feed.task.cancel()
+
+    def _retire(self, feed: _Feed) -> Coroutine[Any, Any, None]:
+        """Remove the feed now; the returned coroutine closes its broker subscription."""
+        self._remove_feed(feed)
+        return self._close_feed(feed)
+
+    async def _close_feed(self, feed: _Feed) -> None:
+        if feed.task is not None:
             await asyncio.gather(feed.task, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        try:
             await feed.subscription.close()
+        except Exception as exc:  # never silent: a subscription that would not close leaks
+            log.warning("closing the broker subscription of %s failed: %r", feed.channel, exc)
+
+    async def _stop_feed(self, channel: ChannelName) -> None:
+        feed = self._feeds.get(channel)
+        if feed is not None:
+            await self._retire(feed)
 
     async def _pump(self, feed: _Feed) -> None:
         reason = "the broker subscription ended"
@@ -293,27 +348,38 @@ class Hub:
         # Tell every listener plainly; they may resubscribe with their positions.
         del self._feeds[feed.channel]
         self.metrics.broker_subscriptions.set(len(self._feeds))
-        for listener in list(feed.listeners):
+        for listener, att in list(feed.listeners.items()):
+            if att.buffer is not None:
+                continue  # still attaching: its attach starts over and tells it the outcome
             self.metrics.subscriptions.dec()
             listener.subscription_lost(feed.channel, reason)
-        with contextlib.suppress(Exception):
-            await feed.subscription.close()
+        feed.listeners.clear()
+        feed.task = None  # this task: nothing to wait for
+        self._spawn(self._close_feed(feed))
 
     def _dispatch(self, feed: _Feed, record: Record) -> None:
-        pos = record.position
-        if (pos.topic, pos.partition) == (feed.position.topic, feed.position.partition) \
-                and pos.offset <= feed.position.offset:
-            return  # already seen (a redelivery)
-        feed.position = pos
+        # The broker subscription delivers each record once, in order: the position needs
+        # no check here (the attachments' floors handle a recovery's overlap).
+        pos = feed.position = record.position
         if is_internal(record):
             if feed.presence is not None:
                 self._apply_presence(feed, record)
             return
-        text = dumps(record.to_dict())
+        recent = feed.recent_ids
+        if record.id in recent:
+            log.info("feed %s: message id %s delivered already (a retried publish); "
+                     "dropping the copy at %s", feed.channel, record.id, pos)
+            return
+        recent[record.id] = None
+        if len(recent) > RECENT_IDS:
+            del recent[next(iter(recent))]
+        text = _frame(record)
+        if text is None:
+            return
         for listener, att in list(feed.listeners.items()):
             if att.buffer is not None:
                 att.buffer.append((record, text))
-            elif pos.offset > att.floor:
+            elif att.floor is None or _newer(pos, att.floor):
                 listener.deliver(feed.channel, record, text)
 
     # --- presence ---------------------------------------------------------------------
@@ -369,6 +435,27 @@ class Hub:
                                                        *heartbeat_ops(self.node_id, local)))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task the hub owns (awaited, briefly, by ``close``)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _same_partition(a: Position, b: Position) -> bool:
+    return a.topic == b.topic and a.partition == b.partition
+
+
+def _newer(position: Position, floor: Position | None) -> bool:
+    """Whether ``position`` comes after ``floor`` (a record of another partition, after a
+    channel moved to a new partition, always does)."""
+    return floor is None or not _same_partition(position, floor) or \
+        position.offset > floor.offset
+
+
+def _frame(record: Record) -> str | None:
+    """The record's client frame, or None (logged) for bytes that are not a JSON object."""
+    try:
+        return record.frame()
+    except MessageError as exc:
+        log.warning("skipping the message at %s: %s", record.position, exc)
+        return None

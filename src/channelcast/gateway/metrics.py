@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -25,6 +25,30 @@ class _Deliveries(Collector):
     def collect(self) -> Iterable[Metric]:
         yield CounterMetricFamily("channelcast_deliveries", "Messages queued to clients",
                                   value=self.metrics.delivered)
+
+
+class _BrokerGauges(Collector):
+    """What the broker itself holds, read when scraped: open fan-out subscriptions (one
+    per hub feed when nothing leaks: compare with ``channelcast_broker_subscriptions``)
+    and records of subscribed channels that carried no message."""
+
+    def __init__(self, broker: object) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterable[Metric]:
+        count = getattr(self.broker, "subscription_count", None)
+        if callable(count):
+            yield GaugeMetricFamily(
+                "channelcast_broker_open_subscriptions",
+                "Fan-out subscriptions open in the broker (a leak shows as more than "
+                "channelcast_broker_subscriptions)", value=count())
+        skipped = getattr(self.broker, "skipped_records", None)
+        if isinstance(skipped, int):
+            yield CounterMetricFamily(
+                "channelcast_skipped_records",
+                "Records of subscribed channels that carried no message (not UTF-8 JSON, "
+                "no channel...), each logged with its topic:partition:offset",
+                value=skipped)
 
 
 class GatewayMetrics:
@@ -57,6 +81,10 @@ class GatewayMetrics:
                               ["code"], registry=r)
         self.recoveries = Counter("channelcast_recoveries", "Subscriptions with a position",
                                   ["result"], registry=r)
+
+    def watch_broker(self, broker: object) -> None:
+        """Export the broker's own gauges (see :class:`_BrokerGauges`)."""
+        self.registry.register(_BrokerGauges(broker))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

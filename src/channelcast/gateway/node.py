@@ -70,6 +70,7 @@ class Gateway:
     def __post_init__(self) -> None:
         g = self.settings.gateway
         self.hub = Hub(self.broker, presence_ttl_s=g.presence_ttl_s, metrics=self.metrics)
+        self.metrics.watch_broker(self.broker)
         self.credentials = Credentials(g.app_key, g.app_secret)
         self.verifier = RequestVerifier(g.app_key, g.app_secret)
         if self.authorizer is None and g.demo:

@@ -35,7 +35,13 @@ class TopicSpec:
 
 @runtime_checkable
 class TopicStrategy(Protocol):
-    """Maps channels onto topics and partitions. Implementations are pure and thread-safe."""
+    """Maps channels onto topics and partitions. Implementations are pure and thread-safe.
+
+    Optional: ``partition_for(key: bytes, partitions: int) -> int``, the partition of a key
+    in a topic of a given size. Brokers route by a topic's *real* partition count, as every
+    Kafka client does; when it differs from what ``route`` assumed they call it (or, if a
+    strategy lacks it, Kafka's default murmur2 partitioner).
+    """
 
     name: str
 

@@ -63,6 +63,11 @@ class GroupedTopics:
     def route(self, channel: ChannelName) -> Route:  # replaced by the cached bound method
         return self._route(channel)
 
+    def partition_for(self, key: bytes, partitions: int) -> int:
+        """The partition of ``key`` in a topic of ``partitions`` partitions (the broker uses
+        the topic's real count when it differs from the configured one)."""
+        return self.partitioner(key, partitions)
+
     def topics(self, channels: Iterable[str] = ()) -> list[TopicSpec]:
         specs: dict[str, TopicSpec] = {}
         for rule in self.rules:

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from channelcast.channels import CHANNEL_CHARACTERS
 from channelcast.strategies.base import Route, TopicSpec, is_glob
+from channelcast.strategies.partitioners import murmur2_partition
 from channelcast.types import ChannelName, TopicName
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9]")
@@ -36,6 +37,11 @@ class OneTopicPerChannel:
 
     def route(self, channel: ChannelName) -> Route:  # replaced by the cached bound method
         return self._route(channel)
+
+    def partition_for(self, key: bytes, partitions: int) -> int:
+        """A legacy topic someone gave more than one partition: Kafka's default
+        partitioner (murmur2), as a Java producer keyed by the channel would pick."""
+        return murmur2_partition(key, partitions)
 
     def topics(self, channels: Iterable[str] = ()) -> list[TopicSpec]:
         names = sorted({legacy_topic_name(self.prefix, c) for c in channels})

@@ -14,6 +14,7 @@ The one function other modules need most is :func:`ensure_topics` (idempotent cr
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import logging
 import time
@@ -27,6 +28,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    TopicCollection,
     TopicPartition,
 )
 
@@ -97,6 +99,15 @@ class GroupOffsets:
     committed: Mapping[tuple[str, int], int]
 
 
+def topic_epoch(topic_id: Any) -> str:
+    """A topic id (confluent-kafka's ``Uuid``) as a position epoch: 11 URL-safe base64
+    characters (66 of its 128 bits)."""
+    mask = (1 << 64) - 1
+    raw = ((topic_id.get_most_significant_bits() & mask).to_bytes(8, "big")
+           + (topic_id.get_least_significant_bits() & mask).to_bytes(8, "big"))
+    return base64.urlsafe_b64encode(raw).decode()[:11]
+
+
 def _admin_errors(doing: str) -> AbstractContextManager[None]:
     """Kafka failures of an admin call as channelcast errors (it publishes nothing, so a
     refusal is a BrokerError, not a PublishError)."""
@@ -154,6 +165,28 @@ class KafkaAdmin:
             tmeta = meta.get(name)
             if tmeta is not None and tmeta.error is None:
                 out[name] = len(tmeta.partitions)
+        return out
+
+    def layouts(self, topics: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """``topic -> (partition count, epoch)`` of the given topics that exist. The epoch
+        is the first 11 characters of the topic id in URL-safe base64: a deleted and
+        recreated topic gets a new id (KIP-516)."""
+        names = list(dict.fromkeys(topics))
+        if not names:
+            return {}
+        with _admin_errors("describing topics"):
+            futures = self._client.describe_topics(TopicCollection(names),
+                                                   request_timeout=self.timeout_s)
+        out: dict[str, tuple[int, str]] = {}
+        for name, future in futures.items():
+            try:
+                desc = future.result(timeout=self.timeout_s + 1)
+            except KafkaException as exc:
+                if has_code(exc, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    continue  # missing: left out
+                raise translate(exc, f"describing topic {name}", refused=BrokerError) \
+                    from exc
+            out[name] = (len(desc.partitions), topic_epoch(desc.topic_id))
         return out
 
     def describe_topics(self, names: Iterable[str]) -> dict[str, TopicDescription]:

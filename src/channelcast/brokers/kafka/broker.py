@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -28,6 +29,7 @@ from channelcast.brokers.base import (
     HEADER_CHANNEL,
     HEADER_EVENT,
     HEADER_ID,
+    HEADER_INTERNAL,
     ChannelRouter,
     Handler,
     RetryPolicy,
@@ -42,13 +44,15 @@ from channelcast.brokers.kafka.worker import KafkaWorker
 from channelcast.channels import validate_channel
 from channelcast.config import KafkaSettings
 from channelcast.errors import BrokerClosed
-from channelcast.message import Envelope, Record, encode, validate_message_id
+from channelcast.message import INTERNAL, Envelope, Record, encode, validate_message_id
 from channelcast.strategies import TopicStrategy, create_strategy
 from channelcast.types import ChannelName, JSONValue, Position
 
 if TYPE_CHECKING:
     from channelcast.config import Settings
 
+
+log = logging.getLogger("channelcast.kafka")
 
 _Pending = tuple[Outgoing, ChannelName, "asyncio.Future[Position]"]
 """A publish() call waiting to be produced: its message, channel and result."""
@@ -71,8 +75,13 @@ class KafkaBroker:
         self._topics = TopicEnsurer(self.settings, self.strategy, create=ensure_topics)
         # The publish path reads partition counts straight from the ensurer's table.
         self._partitions = self._topics.partitions
-        self._history = HistoryReader(self.settings, self.strategy)
+        self._history = HistoryReader(self.settings, self._topics, self._skip)
         self._fanout: FanoutConsumer | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._following = asyncio.Lock()
+        self.skipped_records = 0
+        """Records of subscribed channels that carried no message (not JSON, no channel,
+        ...): each is logged with its topic:partition:offset."""
         self._subscriptions: set[KafkaSubscription] = set()
         self._workers: set[KafkaWorker] = set()
         self._started = False
@@ -104,7 +113,8 @@ class KafkaBroker:
         config = producer_defaults(self.settings.brokers, self._timeout)
         config.update(self.settings.producer)
         with kafka_errors("creating the producer", settings="kafka.producer"):
-            self._publisher = KafkaPublisher(config, flush_timeout=self._timeout)
+            self._publisher = KafkaPublisher(config, flush_timeout=self._timeout,
+                                             epochs=self._topics.epochs)
         try:
             self._history.open()
             await asyncio.to_thread(self._publisher.list_topics_blocking, self._timeout)
@@ -114,11 +124,43 @@ class KafkaBroker:
             await self._release()
             raise
         self._started = True
+        self._refresher = asyncio.create_task(self._follow_topics())
 
+    async def _follow_topics(self) -> None:
+        """Every ``metadata_refresh_s``: re-read the topics' layouts and let the fan-out
+        consumer follow what changed (growth, recreation, deletion). Never fails: a
+        broker that cannot be asked now is asked again next time."""
+        while True:
+            await asyncio.sleep(self.settings.metadata_refresh_s)
+            try:
+                await self._follow_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("re-reading the topics' metadata failed (tried again in %ss): "
+                            "%s", self.settings.metadata_refresh_s, exc)
+
+    async def _follow_once(self) -> None:
+        """Re-read the topics' layouts now and let the fan-out consumer follow."""
+        async with self._following:
+            changes = await self._topics.refresh()
+            if changes and self._fanout is not None and self._fanout.alive:
+                await self._fanout.apply(changes)
+
+    def _skip(self, topic: str, partition: int, offset: int, why: str) -> None:
+        self.skipped_records += 1
+        log.warning("skipping the record at %s:%d:%d: %s", topic, partition, offset, why)
+
+    def subscription_count(self) -> int:
+        """Open fan-out subscriptions (leak checks and metrics)."""
+        return len(self._subscriptions)
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
         self._history.stop()
         if self._pending:
             self._flush_pending()
@@ -194,14 +236,9 @@ class KafkaBroker:
             unknown = [channel for o, channel, _ in batch if o[0] not in self._partitions]
             if unknown:
                 await self._topics.ensure_for_channels(unknown)
-                mismatched = [item for item in batch
-                              if item[0][1] >= self._partitions[item[0][0]]]
-                for (topic, partition, *_), _channel, future in mismatched:
-                    if not future.done():
-                        future.set_exception(self._topics.mismatch(topic, partition))
-                if mismatched:
-                    gone = {id(item) for item in mismatched}
-                    batch = [item for item in batch if id(item) not in gone]
+                # Routed before the topic was known: by the topic's real count now.
+                batch = [(self._rerouted(o, channel), channel, future)
+                         for o, channel, future in batch]
             results = await self._publisher.send_each([item[0] for item in batch])
         except Exception as exc:
             for *_, future in batch:
@@ -217,17 +254,27 @@ class KafkaBroker:
                 future.set_exception(result)
 
     def _outgoing(self, env: Envelope) -> Outgoing:
-        """Check the id, encode (which validates the rest) and route. Headers as a dict of
-        str/bytes: one object the garbage collector does not even track (a list of pairs
-        is four it does)."""
+        """Check the id, encode (which validates the rest) and route by the topic's real
+        partition count. Headers as a dict of str/bytes: one object the garbage collector
+        does not even track (a list of pairs is four it does); the channel header first
+        (the fan-out consumer looks there first), internal records marked."""
         validate_message_id(env.id)
         value = encode(env, self.settings.max_message_bytes)
-        route = self.strategy.route(env.channel)
-        count = self._partitions.get(route.topic)
-        if count is not None and route.partition >= count:
-            raise self._topics.mismatch(route.topic, route.partition)
-        return (route.topic, route.partition, route.key, value,
-                {HEADER_CHANNEL: route.key, HEADER_EVENT: env.event, HEADER_ID: env.id})
+        topic, partition, key = self._topics.route(env.channel)
+        if topic in self._topics.deleted:
+            raise self._topics.gone(topic)
+        if env.type == INTERNAL:
+            return (topic, partition, key, value,
+                    {HEADER_CHANNEL: key, HEADER_EVENT: env.event, HEADER_ID: env.id,
+                     HEADER_INTERNAL: b"1"})
+        return (topic, partition, key, value,
+                {HEADER_CHANNEL: key, HEADER_EVENT: env.event, HEADER_ID: env.id})
+
+    def _rerouted(self, message: Outgoing, channel: ChannelName) -> Outgoing:
+        topic, partition, key = self._topics.route(channel)
+        if partition == message[1]:
+            return message
+        return (topic, partition, key, message[3], message[4])
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
         publisher = self._publisher_or_fail()
@@ -244,22 +291,23 @@ class KafkaBroker:
             outgoing.append(message)
         if unknown:
             await self._topics.ensure_for_channels(unknown)
-            for topic, partition, *_ in outgoing:
-                if partition >= self._partitions[topic]:
-                    raise self._topics.mismatch(topic, partition)
+            # Routed before the topic was known: by the topic's real count now.
+            outgoing = [self._rerouted(o, env.channel)
+                        for o, env in zip(outgoing, envelopes, strict=True)]
         return await publisher.send(outgoing)
 
     # --- fan-out ---------------------------------------------------------------------
     def subscribe(self, channels: Iterable[str], *,
                   since: Mapping[str, Position] | Mapping[ChannelName, Position] | None = None,
-                  max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE) -> KafkaSubscription:
+                  max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE,
+                  include_internal: bool = False) -> KafkaSubscription:
         self._publisher_or_fail()
         names = frozenset(validate_channel(c) for c in channels)
         positions = {validate_channel(c): p for c, p in (since or {}).items()}
-        sub = KafkaSubscription(names, positions, max_queue, strategy=self.strategy,
-                                topics=self._topics, history=self._history,
-                                fanout=self._fanout_consumer,
-                                on_close=self._subscriptions.discard)
+        sub = KafkaSubscription(names, positions, max_queue, topics=self._topics,
+                                history=self._history, fanout=self._fanout_consumer,
+                                on_close=self._subscriptions.discard,
+                                include_internal=include_internal)
         self._subscriptions.add(sub)
         return sub
 
@@ -270,8 +318,9 @@ class KafkaBroker:
             self._fanout = None
         if self._fanout is None:
             self._fanout = FanoutConsumer(private_consumer_config(self.settings, "fanout"),
-                                          self.strategy, self._timeout,
-                                          asyncio.get_running_loop())
+                                          self._topics, self._timeout,
+                                          asyncio.get_running_loop(), skipped=self._skip,
+                                          grace_s=3 * self.settings.metadata_refresh_s)
         return self._fanout
 
     async def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
@@ -279,19 +328,25 @@ class KafkaBroker:
         self._publisher_or_fail()
         return await self._history.watermarks(topic, partition)
 
-    async def history(self, channel: str, since: Position) -> list[Record]:
+    async def history(self, channel: str, since: Position, *,
+                      include_internal: bool = False) -> list[Record]:
         name = validate_channel(channel)
         await self._topics.ensure_for_channels([name])
-        route = self.strategy.route(name)
-        _low, high = await self.watermarks(route.topic, route.partition)
-        return await self._history.read(name, since, high)
+        if since.epoch is not None:
+            # A recovery: make sure the topic's epoch is current (was it recreated since
+            # the last look?), so a position of the old topic is never read in the new.
+            await self._follow_once()
+            await self._topics.ensure_for_channels([name])
+        topic, partition, _key = self._topics.route(name)
+        _low, high = await self.watermarks(topic, partition)
+        return await self._history.read(name, since, high, include_internal=include_internal)
 
     async def end_position(self, channel: str) -> Position:
         name = validate_channel(channel)
         await self._topics.ensure_for_channels([name])
-        route = self.strategy.route(name)
-        _low, high = await self.watermarks(route.topic, route.partition)
-        return Position(route.topic, route.partition, high - 1)
+        topic, partition, _key = self._topics.route(name)
+        _low, high = await self.watermarks(topic, partition)
+        return Position(topic, partition, high - 1, self._topics.epochs.get(topic))
 
     # --- workers ---------------------------------------------------------------------
     def worker(self, group: str, *, channels: Mapping[str, Handler] | None = None,
@@ -309,7 +364,7 @@ class KafkaBroker:
             dead_letter_topic or s.dead_letter_topic,
             self.consumer_config(),
             strategy=self.strategy, topics=self._topics, send=self._send_dead_letters,
-            running=self._workers, timeout_s=self._timeout)
+            running=self._workers, timeout_s=self._timeout, epochs=self._topics.epochs)
 
     async def _send_dead_letters(self, messages: Sequence[Outgoing]) -> list[Position]:
         # Looked up on each call: a worker outliving close() gets BrokerClosed.

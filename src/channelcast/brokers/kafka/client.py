@@ -32,6 +32,7 @@ __all__ = [
     "coords",
     "finish",
     "header",
+    "header_pairs",
     "librdkafka_log",
     "private_consumer_config",
     "read_watermarks",
@@ -80,6 +81,16 @@ def header(msg: Message, name: str) -> str | None:
         if key == name and value is not None:
             return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def header_pairs(msg: Message) -> list[tuple[str, bytes | str | None]] | None:
+    """A consumed message's headers: (name, value) pairs in order, or None."""
+    headers = msg.headers()
+    if headers is None:
+        return None
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return headers
 
 
 def coords(msg: Message) -> tuple[str, int, int]:

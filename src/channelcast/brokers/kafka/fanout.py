@@ -2,20 +2,33 @@
 
 No consumer group: every process reads every message of the partitions its live
 subscriptions need (``incremental_assign`` with explicit offsets), so a sibling process
-never takes messages away. Records are routed to subscriptions by the ``channel`` header;
-a second channel in an already-assigned partition costs no new consumer.
+never takes messages away. Records are routed to subscriptions by channel (the
+``channel`` header, else the key: :mod:`channelcast.ingest`); a second channel in an
+already-assigned partition costs no new consumer. channelcast's own records pass through
+as bytes; records other producers wrote are normalised once, here.
 
-Threading: the consumer is touched only by its own thread (poll, assign, unassign and
-close never overlap); the event loop talks to it through a command queue.
+Threading: the consumer is touched only by its own thread (poll, assign, unassign, close
+never overlap); the event loop talks to it through a command queue.
 
-Overflow: each subscription has a bounded inbox. When one is full the consumer thread
-waits for room, which pauses delivery to every subscription of this broker (backpressure,
-nothing is dropped). Slow *clients* are the gateway's business, not this layer's.
+Overflow: each subscription has a bounded inbox, and the consumer thread never waits for
+one. When a subscription's inbox is full it *falls behind* on that partition
+(``behind[tp]`` = the first offset it did not get): live records of that partition skip
+it, and once its reader has emptied the inbox it reads the missed records with the
+history reader and then rejoins live delivery at the consumer's position, atomically (the
+rejoin runs on the consumer thread). Other subscriptions, on any partition, never wait.
+A subscription nobody reads (a leak) costs nothing but its bookkeeping.
+
+Topology: the broker hands :meth:`FanoutConsumer.apply` what its topic table's refresh
+found. When a topic grew, a channel that now lives in another partition is followed
+there: the new partition is read from the first record at or after the last time the
+old layout was seen (earlier records of the channel cannot be there), and the old one
+keeps being read for a grace period (publishers that have not noticed yet still write
+there). When a topic was deleted or recreated, its subscriptions end with
+HistoryUnavailable naming it.
 
 Owns the subscription (backlog, then live records) and the shared consumer thread. A
-subscription is handed what it needs to open (:class:`ChannelTopics`,
-:class:`ChannelHistory`, a provider of the fan-out consumer, a close callback); this
-module never imports the broker and never reaches into it.
+subscription is handed what it needs (the topic table, the history reader, a provider of
+the fan-out consumer, a close callback); this module never imports the broker.
 """
 
 from __future__ import annotations
@@ -25,51 +38,64 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from channelcast.brokers.base import HEADER_CHANNEL
-from channelcast.brokers.kafka.client import (
-    TP,
-    finish,
-    header,
-    read_watermarks,
-    take_available,
-)
+from channelcast.brokers.kafka.client import TP, finish, read_watermarks, take_available
 from channelcast.brokers.kafka.errors import translate
-from channelcast.errors import BrokerClosed, BrokerError, BrokerUnavailable, MessageError
-from channelcast.message import Record, decode_record
-from channelcast.strategies import TopicStrategy
+from channelcast.brokers.kafka.topics import TopicChanges
+from channelcast.errors import BrokerClosed, BrokerError, BrokerUnavailable, HistoryUnavailable
+from channelcast.ingest import Skipped, channel_of, header_text, to_record
+from channelcast.message import Record
 from channelcast.types import ChannelName, Position
 
 log = logging.getLogger("channelcast.kafka")
 
+CATCH_UP_CHUNK = 5000
+"""Offsets read per history request while a subscription catches up."""
+MOVE_MARGIN_MS = 5000
+"""How far before the last look at the old layout a moved channel's new partition is
+read from (clock differences between this process and the brokers)."""
 
-class ChannelTopics(Protocol):
-    """Makes sure the topics of some channels exist (the broker's TopicEnsurer)."""
+_OUT_OF_RANGE = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
+
+
+class ChannelRoutes(Protocol):
+    """The broker's topic table (TopicEnsurer): makes topics exist, routes by their real
+    layout, knows their epochs."""
+
+    epochs: dict[str, str]
 
     async def ensure_for_channels(self, channels: Iterable[ChannelName]) -> None: ...
 
+    def route(self, channel: ChannelName) -> tuple[str, int, bytes]: ...
+
 
 class ChannelHistory(Protocol):
-    """Reads a channel's records after a position (the broker's HistoryReader)."""
+    """Reads records from the log (the broker's HistoryReader)."""
 
-    async def read(self, channel: ChannelName, since: Position,
-                   until: int) -> list[Record]: ...
+    async def read(self, channel: ChannelName, since: Position, until: int, *,
+                   include_internal: bool = False) -> list[Record]: ...
+
+    async def read_range(self, channels: frozenset[ChannelName], topic: str, partition: int,
+                         start: int, until: int, *, include_internal: bool = False,
+                         what: str = "") -> list[Record]: ...
 
 
 class _Inbox:
-    """A bounded, thread-safe queue: the consumer thread puts, the event loop gets."""
+    """A bounded, thread-safe queue: the consumer thread offers (never waiting), the event
+    loop takes everything at once."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
         self._loop = loop
-        self._maxsize = max(1, maxsize)
+        self.maxsize = max(1, maxsize)
         self._items: deque[Record | BaseException] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
 
@@ -78,67 +104,49 @@ class _Inbox:
         if waiter is not None:
             self._loop.call_soon_threadsafe(finish, waiter)
 
-    def put_many(self, records: list[Record], stopping: threading.Event,
-                 while_full: Callable[[], None]) -> None:
-        """Consumer thread: append, waiting while full (backpressure).
-
-        ``while_full`` runs between waits, so (un)subscribing elsewhere still works while
-        this subscription holds the consumer up.
-        """
-        i = 0
-        while i < len(records):
-            with self._cond:
-                if len(self._items) >= self._maxsize and not self.closed:
-                    self._cond.wait(0.05)
-                    full = len(self._items) >= self._maxsize
-                else:
-                    full = False
-                if self.closed or stopping.is_set():
-                    return
-                if not full:
-                    room = self._maxsize - len(self._items)
-                    self._items.extend(records[i:i + room])
-                    i += room
-                    self._wake()
-                    continue
-            while_full()
+    def offer(self, records: list[Record]) -> int:
+        """Consumer thread: queue as many as fit; returns how many were taken (all of
+        them once closed: nobody will read them)."""
+        with self._lock:
+            if self.closed:
+                return len(records)
+            room = self.maxsize - len(self._items)
+            if room <= 0:
+                return 0
+            if room < len(records):
+                records = records[:room]
+            self._items.extend(records)
+            self._wake()
+            return len(records)
 
     def fail(self, exc: BaseException) -> None:
         """Delivery failed for good: the reader gets what is queued, then ``exc``, then
         the end."""
-        with self._cond:
-            self._items.append(exc)
-            self.end()
+        with self._lock:
+            if not self.closed:
+                self._items.append(exc)
+            self.closed = True
+            self._wake()
 
     def end(self) -> None:
         """No more records will come; what is queued can still be read."""
-        with self._cond:
+        with self._lock:
             self.closed = True
-            self._cond.notify_all()
             self._wake()
 
-    async def get(self) -> Record | BaseException | None:
-        while True:
-            with self._cond:
-                if self._items:
-                    if len(self._items) >= self._maxsize:
-                        self._cond.notify()  # the consumer thread may wait for room
-                    return self._items.popleft()
-                if self.closed:
-                    return None
-                waiter = self._loop.create_future()
-                self._waiter = waiter
-            await waiter
+    def take_now(self) -> deque[Record | BaseException]:
+        """Everything queued (possibly nothing), without waiting."""
+        with self._lock:
+            items, self._items = self._items, deque()
+            return items
 
     async def get_all(self) -> deque[Record | BaseException] | None:
         """Everything queued, in one lock round trip (waiting if nothing is); None at the
         end. The caller holds at most one inbox-full more: twice ``maxsize`` in all."""
         while True:
-            with self._cond:
+            with self._lock:
                 items = self._items
                 if items:
-                    if len(items) >= self._maxsize:
-                        self._cond.notify()  # the consumer thread may wait for room
                     self._items = deque()
                     return items
                 if self.closed:
@@ -148,10 +156,9 @@ class _Inbox:
             await waiter
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self.closed = True
             self._items.clear()
-            self._cond.notify_all()
             self._wake()
 
 
@@ -164,14 +171,15 @@ class KafkaSubscription:
 
     def __init__(self, channels: frozenset[ChannelName],
                  since: Mapping[ChannelName, Position], max_queue: int, *,
-                 strategy: TopicStrategy, topics: ChannelTopics, history: ChannelHistory,
+                 topics: ChannelRoutes, history: ChannelHistory,
                  fanout: Callable[[], FanoutConsumer],
-                 on_close: Callable[[KafkaSubscription], None]) -> None:
-        """``topics`` and ``history`` serve the opening; ``fanout()`` returns the
-        consumer to register with (raising BrokerClosed once the broker is closed);
-        ``on_close(self)`` is called once, when the subscription closes."""
+                 on_close: Callable[[KafkaSubscription], None],
+                 include_internal: bool = False) -> None:
+        """``topics`` and ``history`` serve the opening and catching up; ``fanout()``
+        returns the consumer to register with (raising BrokerClosed once the broker is
+        closed); ``on_close(self)`` is called once, when the subscription closes."""
         self.channels = channels
-        self._strategy = strategy
+        self.include_internal = include_internal
         self._topics = topics
         self._history = history
         self._fanout = fanout
@@ -184,32 +192,42 @@ class KafkaSubscription:
         self._closed = False
         self._registered = False
         self._consumer: FanoutConsumer | None = None
+        self.behind: dict[TP, int] = {}
+        """Partition -> first offset not delivered live (written by the consumer thread;
+        a partition leaves it only through :meth:`FanoutConsumer.rejoin`)."""
+        self._cursor: dict[TP, int] = {}  # catch-up progress (event loop only)
         # Live records at or before a channel's ``since`` were already seen by the caller:
         # the shared consumer may be behind the end when this subscription joins.
-        self._floor: dict[str, int] = {}
-        for channel, position in since.items():
-            route = strategy.route(channel)
-            if (route.topic, route.partition) == (position.topic, position.partition):
-                self._floor[channel] = position.offset
+        self._floor: dict[str, Position] = {}
         self._opening = asyncio.ensure_future(self._open())
 
     @property
     def inbox(self) -> _Inbox:
         return self._inbox
 
+    @property
+    def lagging(self) -> bool:
+        """Whether it fell behind and has not caught up yet."""
+        return bool(self.behind)
+
     async def _open(self) -> None:
         await self._topics.ensure_for_channels(self.channels)
         if self._closed:
             return
+        for channel, position in self._since.items():
+            topic, partition, _key = self._topics.route(channel)
+            if (topic, partition) == (position.topic, position.partition):
+                self._floor[channel] = position
         self._consumer = self._fanout()
         live_from = await self._consumer.register(self)
         self._registered = True
         backlog: list[Record] = []
         for channel, position in self._since.items():
-            route = self._strategy.route(channel)
-            until = live_from[(route.topic, route.partition)]
+            topic, partition, _key = self._topics.route(channel)
+            until = live_from[(topic, partition)]
             try:
-                backlog.extend(await self._history.read(channel, position, until))
+                backlog.extend(await self._history.read(
+                    channel, position, until, include_internal=self.include_internal))
             except BrokerError as exc:
                 self._error = exc
         backlog.sort(key=lambda r: (r.position.topic, r.position.partition, r.position.offset))
@@ -249,20 +267,61 @@ class KafkaSubscription:
             return self._backlog.popleft()
         while True:
             if not taken:
-                items = await self._inbox.get_all()
-                if items is None or self._closed:
-                    raise StopAsyncIteration
-                self._taken = taken = items
+                if self.behind:
+                    taken.extend(self._inbox.take_now())
+                    if not taken:
+                        await self._catch_up()
+                        if self._closed:
+                            raise StopAsyncIteration
+                        continue
+                else:
+                    items = await self._inbox.get_all()
+                    if items is None or self._closed:
+                        raise StopAsyncIteration
+                    self._taken = taken = items
             item = taken.popleft()
             if isinstance(item, BaseException):
                 raise item
             if self._floor:
                 floor = self._floor.get(item.channel)
                 if floor is not None:
-                    if item.position.offset <= floor:
-                        continue
-                    del self._floor[item.channel]
+                    position = item.position
+                    if (position.topic, position.partition) == (floor.topic, floor.partition):
+                        if position.offset <= floor.offset:
+                            continue
+                        del self._floor[item.channel]
             return item
+
+    async def _catch_up(self) -> None:
+        """Read what was missed on one partition it fell behind on (some of it: the reader
+        takes it before more is read), or rejoin live delivery there."""
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, start in list(self.behind.items()):
+            cursor = self._cursor.get(tp, start)
+            target = await consumer.dispatch_position(tp)
+            while target is not None and cursor < target:
+                end = min(target, cursor + CATCH_UP_CHUNK)
+                try:
+                    records = await self._history.read_range(
+                        self.channels, tp[0], tp[1], cursor, end,
+                        include_internal=self.include_internal)
+                except HistoryUnavailable as exc:
+                    self._cursor.pop(tp, None)
+                    await consumer.rejoin(self, tp, None)
+                    raise HistoryUnavailable(
+                        f"subscription to {sorted(self.channels)[:3]} fell behind at "
+                        f"{tp[0]}:{tp[1]}:{start} and can no longer catch up: {exc}; "
+                        "resubscribe from your last position") from exc
+                cursor = end
+                self._cursor[tp] = cursor
+                if records:
+                    self._taken.extend(records)
+                    return
+            target = await consumer.rejoin(self, tp, cursor)
+            if target is None:
+                self._cursor.pop(tp, None)
+            return
 
     async def close(self) -> None:
         if self._closed:
@@ -291,20 +350,32 @@ class KafkaSubscription:
 
 
 class FanoutConsumer:
-    """One consumer thread serving every fan-out subscription of one KafkaBroker."""
+    """One consumer thread serving every fan-out subscription of one KafkaBroker.
 
-    def __init__(self, config: dict[str, Any], strategy: TopicStrategy, timeout: float,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self._config = config
-        self._strategy = strategy
+    ``skipped(topic, partition, offset, why)`` is told of each record of a subscribed
+    channel that carries no message (it logs and counts them). ``grace_s``: how long a
+    moved channel's old partition is still read.
+    """
+
+    def __init__(self, config: dict[str, Any], routes: ChannelRoutes, timeout: float,
+                 loop: asyncio.AbstractEventLoop, *,
+                 skipped: Callable[[str, int, int, str], None], grace_s: float = 30.0
+                 ) -> None:
+        # An offset gone from under us (the topic recreated, retention) must be an error
+        # we see, not a silent jump: auto.offset.reset = error.
+        self._config = {**config, "auto.offset.reset": "error"}
+        self._routes = routes
         self._timeout = timeout
         self._loop = loop
+        self._skipped = skipped
+        self._grace_s = grace_s
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._position: dict[TP, int] = {}  # next offset to dispatch, per assigned partition
         self._refs: dict[TP, int] = {}
         self._by_channel: dict[str, set[KafkaSubscription]] = {}
-        self._subs: dict[KafkaSubscription, frozenset[TP]] = {}
+        self._subs: dict[KafkaSubscription, set[TP]] = {}
+        self._grace: list[tuple[float, KafkaSubscription, TP]] = []
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="channelcast-fanout",
                                         daemon=True)
@@ -313,6 +384,9 @@ class FanoutConsumer:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
+
+    def subscription_count(self) -> int:
+        return len(self._subs)
 
     # --- called on the event loop -----------------------------------------------
     async def _call(self, func: Callable[[], Any]) -> Any:
@@ -340,6 +414,22 @@ class FanoutConsumer:
         if self._thread.is_alive() and not self._stop.is_set():
             await self._call(lambda: self._unregister(sub))
 
+    async def dispatch_position(self, tp: TP) -> int | None:
+        """The next offset the consumer will dispatch on ``tp`` (None: not assigned)."""
+        result: int | None = await self._call(lambda: self._position.get(tp))
+        return result
+
+    async def rejoin(self, sub: KafkaSubscription, tp: TP, cursor: int | None) -> int | None:
+        """``sub`` read everything of ``tp`` before ``cursor``: if that is where live
+        delivery stands, it is live again there (None); otherwise the new target to read
+        up to. ``cursor=None``: give up catching up, live from now."""
+        result: int | None = await self._call(lambda: self._rejoin(sub, tp, cursor))
+        return result
+
+    async def apply(self, changes: TopicChanges) -> None:
+        """Follow a topology change (see the module docstring)."""
+        await self._call(lambda: self._apply(changes))
+
     async def close(self) -> None:
         self._stop.set()
         await asyncio.to_thread(self._thread.join)
@@ -350,8 +440,8 @@ class FanoutConsumer:
             raise self._failure
         tps: set[TP] = set()
         for channel in sub.channels:
-            route = self._strategy.route(channel)
-            tps.add((route.topic, route.partition))
+            topic, partition, _key = self._routes.route(channel)
+            tps.add((topic, partition))
         new: list[TopicPartition] = []
         for tp in sorted(tps - set(self._position)):
             _low, high = read_watermarks(self._consumer, tp[0], tp[1], self._timeout)
@@ -363,26 +453,137 @@ class FanoutConsumer:
             self._refs[tp] = self._refs.get(tp, 0) + 1
         for channel in sub.channels:
             self._by_channel.setdefault(channel, set()).add(sub)
-        self._subs[sub] = frozenset(tps)
+        self._subs[sub] = tps
         return {tp: self._position[tp] for tp in tps}
 
+    def _release(self, tps: Iterable[TP]) -> None:
+        gone = []
+        for tp in tps:
+            count = self._refs.get(tp, 0) - 1
+            if count > 0:
+                self._refs[tp] = count
+                continue
+            self._refs.pop(tp, None)
+            if self._position.pop(tp, None) is not None:
+                gone.append(TopicPartition(tp[0], tp[1]))
+        if gone:
+            self._consumer.incremental_unassign(gone)
+
     def _unregister(self, sub: KafkaSubscription) -> None:
-        tps = self._subs.pop(sub, frozenset())
+        tps = self._subs.pop(sub, None)
+        if tps is None:
+            return
         for channel in sub.channels:
             subs = self._by_channel.get(channel)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:
                     del self._by_channel[channel]
-        gone = []
-        for tp in tps:
-            self._refs[tp] -= 1
-            if self._refs[tp] == 0:
-                del self._refs[tp]
-                del self._position[tp]
-                gone.append(TopicPartition(tp[0], tp[1]))
-        if gone:
-            self._consumer.incremental_unassign(gone)
+        self._grace = [g for g in self._grace if g[1] is not sub]
+        self._release(tps)
+
+    def _rejoin(self, sub: KafkaSubscription, tp: TP, cursor: int | None) -> int | None:
+        position = self._position.get(tp)
+        if cursor is None or position is None or cursor >= position:
+            sub.behind.pop(tp, None)
+            return None
+        return position
+
+    def _assign_at(self, tp: TP, offset: int) -> None:
+        self._position[tp] = offset
+        self._consumer.incremental_assign([TopicPartition(tp[0], tp[1], offset)])
+
+    def _offset_at(self, tp: TP, when_ms: int) -> int:
+        """The first offset of ``tp`` with a timestamp at or after ``when_ms`` (the end
+        if there is none). A partition the consumer's metadata does not know yet (the
+        topic grew a moment ago) is asked again until the timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._consumer.list_topics(tp[0], timeout=self._timeout)  # fresh metadata
+                found = self._consumer.offsets_for_times(
+                    [TopicPartition(tp[0], tp[1], max(0, when_ms))], timeout=self._timeout)
+                offset = found[0].offset if found else -1
+                if offset is None or offset < 0:
+                    offset = read_watermarks(self._consumer, tp[0], tp[1], self._timeout)[1]
+                return int(offset)
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _apply(self, changes: TopicChanges) -> None:
+        for topic in sorted(changes.deleted | set(changes.recreated)):
+            if topic in changes.deleted:
+                why = f"topic {topic!r} was deleted"
+            else:
+                old_epoch, new_epoch = changes.recreated[topic]
+                why = (f"topic {topic!r} was deleted and recreated (epoch {old_epoch} -> "
+                       f"{new_epoch})")
+            self._end_topic(topic, HistoryUnavailable(
+                f"{why}: messages may have been lost; resubscribe (recovery from positions "
+                "of the old topic fails)"))
+        now = time.monotonic()
+        for topic, (old, new) in changes.grown.items():
+            try:
+                self._follow_growth(topic, old, new, changes.previous_look_ms, now)
+            except (KafkaException, BrokerError) as exc:
+                # Never silent: the subscriptions of the topic end; resubscribing follows
+                # the new layout.
+                self._end_topic(topic, BrokerUnavailable(
+                    f"topic {topic!r} grew from {old} to {new} partitions and its channels "
+                    f"could not be followed to their new partitions ({exc}); resubscribe",
+                    retriable=True))
+
+    def _follow_growth(self, topic: str, old: int, new: int, previous_look_ms: int,
+                       now: float) -> None:
+        since_ms = previous_look_ms - MOVE_MARGIN_MS
+        for sub, tps in list(self._subs.items()):
+            for channel in sub.channels:
+                t, p, _key = self._routes.route(channel)
+                new_tp = (t, p)
+                if t != topic or new_tp in tps:
+                    continue
+                start = self._offset_at(new_tp, since_ms)
+                if new_tp not in self._position:
+                    self._assign_at(new_tp, start)
+                elif start < self._position[new_tp]:
+                    sub.behind.setdefault(new_tp, start)  # read the part already passed
+                self._refs[new_tp] = self._refs.get(new_tp, 0) + 1
+                tps.add(new_tp)
+                for old_tp in [tp for tp in tps if tp[0] == topic and tp != new_tp]:
+                    self._grace.append((now + self._grace_s, sub, old_tp))
+                log.info("channel %s moved to %s:%d (topic %s grew from %d to %d "
+                         "partitions); reading it there from offset %d", channel, t, p,
+                         topic, old, new, start)
+
+    def _end_grace(self) -> None:
+        now = time.monotonic()
+        due = [g for g in self._grace if g[0] <= now]
+        if not due:
+            return
+        self._grace = [g for g in self._grace if g[0] > now]
+        for _deadline, sub, tp in due:
+            tps = self._subs.get(sub)
+            if tps is None or tp not in tps:
+                continue
+            needed = {self._routes.route(c)[:2] for c in sub.channels}
+            if tp not in needed:
+                tps.discard(tp)
+                sub.behind.pop(tp, None)
+                self._release([tp])
+
+    def _end_topic(self, topic: str, error: BrokerError) -> None:
+        for sub, tps in list(self._subs.items()):
+            if any(tp[0] == topic for tp in tps):
+                sub.inbox.fail(error)
+                self._unregister(sub)
+        stale = [tp for tp in self._position if tp[0] == topic]
+        for tp in stale:
+            self._refs.pop(tp, None)
+            self._position.pop(tp, None)
+        if stale:
+            self._consumer.incremental_unassign([TopicPartition(t, p) for t, p in stale])
 
     def _run(self) -> None:
         try:
@@ -393,6 +594,8 @@ class FanoutConsumer:
         try:
             while not self._stop.is_set():
                 self._drain_commands()
+                if self._grace:
+                    self._end_grace()
                 if not self._position:
                     with contextlib.suppress(queue.Empty):
                         self._commands.get(timeout=0.1)()
@@ -427,80 +630,97 @@ class FanoutConsumer:
         for sub in list(self._subs):
             sub.inbox.fail(exc)
 
+    def _error(self, msg: Message, err: KafkaError) -> None:
+        if err.fatal():
+            raise KafkaException(err)
+        topic, partition = msg.topic(), msg.partition()
+        if err.code() in _OUT_OF_RANGE and topic is not None and partition is not None \
+                and partition >= 0:
+            # Our offset is gone: retention removed it, or the topic was recreated.
+            self._end_topic_partition((topic, partition), HistoryUnavailable(
+                f"the fan-out position on {topic}:{partition} is no longer in the log "
+                f"({err.name()}: was the topic recreated, or did retention remove it?); "
+                "resubscribe"))
+            return
+        # Transient (broker restarting, leader moving): librdkafka retries itself.
+        log.warning("fan-out consumer: %s", err)
+
+    def _end_topic_partition(self, tp: TP, error: BrokerError) -> None:
+        for sub, tps in list(self._subs.items()):
+            if tp in tps:
+                sub.inbox.fail(error)
+                self._unregister(sub)
+        if self._position.pop(tp, None) is not None:
+            self._refs.pop(tp, None)
+            self._consumer.incremental_unassign([TopicPartition(tp[0], tp[1])])
+
     def _dispatch(self, messages: list[Message]) -> None:
         out: dict[KafkaSubscription, list[Record]] = {}
         position = self._position
         by_channel = self._by_channel
-        decode_one = self._decode
+        epochs = self._routes.epochs
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
-                # Transient (broker restarting, leader moving): librdkafka retries itself.
-                log.warning("fan-out consumer: %s", err)
+                self._error(msg, err)
                 continue
             # A consumed message without an error has all three.
             topic: str = msg.topic()  # type: ignore[assignment]
             partition: int = msg.partition()  # type: ignore[assignment]
             offset: int = msg.offset()  # type: ignore[assignment]
             tp = (topic, partition)
-            expected = position.get(tp)
-            if expected is None or offset < expected:
-                continue  # unassigned meanwhile, or already dispatched
+            if tp not in position:
+                continue  # unassigned meanwhile
             position[tp] = offset + 1
-            # Our key is the channel: a subscribed one is decoded at once, and routed by
-            # the envelope's own channel (a foreign producer may key otherwise). Anything
-            # else is routed by the channel header, as before (confluent-kafka builds a
-            # list of pairs per headers() call: not worth it for the common case).
-            key = msg.key()
-            record = None
-            subs = None
-            if key is not None and type(key) is bytes:
-                keyed = key.decode("utf-8", "replace")
-                subs = by_channel.get(keyed)
-                if subs:
-                    record = decode_one(msg, topic, partition, offset)
-                    if record is None:
-                        continue
-                    if record.envelope.channel != keyed:
-                        subs = by_channel.get(record.envelope.channel)
-            if record is None:
-                headers = msg.headers()
-                # Our producer writes the channel header first: check there before searching.
-                if (type(headers) is list and headers and headers[0][0] == HEADER_CHANNEL
-                        and type(headers[0][1]) is bytes):
-                    channel: str | None = headers[0][1].decode()
-                else:
-                    channel = header(msg, HEADER_CHANNEL)
-                if channel is None:
-                    record = decode_one(msg, topic, partition, offset)
-                    if record is None:
-                        continue
-                    channel = record.channel
+            headers: Any = msg.headers()  # a list of (name, value) pairs when consumed
+            # Our producer writes the channel header first: look there before searching.
+            if headers and headers[0][0] == "channel" and type(headers[0][1]) is bytes:
+                channel: str | None = headers[0][1].decode("utf-8", "replace")
+            else:
+                channel = header_text(headers, "channel") if headers else None
+            subs: set[KafkaSubscription] | None = None
+            if channel is not None:
                 subs = by_channel.get(channel)
-                if subs and record is None:
-                    record = decode_one(msg, topic, partition, offset)
-            if not subs or record is None:
+                if not subs:
+                    continue
+                record = to_record(msg.value(), msg.key(), headers, topic, partition,
+                                   offset, msg.timestamp()[1], epochs.get(topic),
+                                   channel,  # type: ignore[arg-type]
+                                   keep_headers=False)
+            else:
+                # Another producer's record without a channel header: its value (an
+                # envelope naming its channel) or its key says which channel.
+                record = to_record(msg.value(), msg.key(), headers, topic, partition,
+                                   offset, msg.timestamp()[1], epochs.get(topic))
+                if not isinstance(record, Skipped):
+                    subs = by_channel.get(record.channel)
+                    if not subs:
+                        continue
+                elif channel_of(msg.key(), None) not in by_channel and msg.key() is not None:
+                    continue  # keyed for a channel nobody here reads: not ours to report
+            if isinstance(record, Skipped) or not subs:
+                if isinstance(record, Skipped):
+                    self._skipped(topic, partition, offset, record.reason)
                 continue
+            internal = record.internal
             for sub in subs:
+                if internal and not sub.include_internal:
+                    continue
+                behind = sub.behind
+                if behind and tp in behind:
+                    continue  # it reads this one when it catches up
                 records = out.get(sub)
                 if records is None:
                     out[sub] = [record]
                 else:
                     records.append(record)
         for sub, records in out.items():
-            sub.inbox.put_many(records, self._stop, self._drain_commands)
-
-    @staticmethod
-    def _decode(msg: Message, topic: str, partition: int, offset: int) -> Record | None:
-        try:
-            return decode_record(msg.value(), topic, partition, offset)
-        except MessageError as exc:
-            # Not ours to fix here, but never silently: say where it is.
-            log.warning("skipping malformed message at %s:%s:%s: %s",
-                        topic, partition, offset, exc)
-            return None
+            accepted = sub.inbox.offer(records)
+            if accepted < len(records):
+                behind = sub.behind
+                for record in records[accepted:]:
+                    p = record.position
+                    behind.setdefault((p.topic, p.partition), p.offset)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -510,4 +730,3 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_exception(exc)
     else:
         future.set_result(result)
-

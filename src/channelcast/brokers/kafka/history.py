@@ -15,20 +15,23 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, TopicPartition
 
 from channelcast.brokers.kafka.client import (
     coords,
+    header_pairs,
     private_consumer_config,
     read_watermarks,
     take_available,
 )
 from channelcast.brokers.kafka.errors import kafka_errors, translate
-from channelcast.errors import BrokerClosed, BrokerUnavailable, HistoryUnavailable, MessageError
-from channelcast.message import Record, decode
-from channelcast.strategies import TopicStrategy
+from channelcast.brokers.kafka.topics import TopicEnsurer
+from channelcast.errors import BrokerClosed, BrokerUnavailable, HistoryUnavailable
+from channelcast.ingest import Skipped, channel_of, header_text, to_record
+from channelcast.message import Record
 from channelcast.types import ChannelName, Position
 
 if TYPE_CHECKING:
@@ -41,9 +44,12 @@ class HistoryReader:
     """Reads partition watermarks and channel history. ``open()`` before use;
     ``stop()`` refuses new reads, ``close()`` also releases the metadata consumer."""
 
-    def __init__(self, settings: KafkaSettings, strategy: TopicStrategy) -> None:
+    def __init__(self, settings: KafkaSettings, topics: TopicEnsurer,
+                 skipped: Callable[[str, int, int, str], None]) -> None:
         self.settings = settings
-        self.strategy = strategy
+        self.topics = topics
+        self.skipped = skipped
+        """Told of every record that carries no message (topic, partition, offset, why)."""
         self._timeout = settings.timeout_s
         self._meta: Consumer | None = None
         self._meta_lock = threading.Lock()
@@ -83,46 +89,75 @@ class HistoryReader:
             raise BrokerClosed("the Kafka broker is closed")
         return await asyncio.to_thread(self._watermarks_blocking, topic, partition)
 
-    async def read(self, channel: ChannelName, since: Position, until: int) -> list[Record]:
+    async def read(self, channel: ChannelName, since: Position, until: int, *,
+                   include_internal: bool = False) -> list[Record]:
         """The records of ``channel`` after ``since`` and before offset ``until`` of its
         partition, in offset order.
 
         Raises HistoryUnavailable when ``since`` is not in the channel's partition (the
-        topic mapping changed) or retention removed part of the range, BrokerUnavailable
-        when the read stalls for the configured timeout.
+        topic mapping changed, the topic grew), is of another epoch (the topic was
+        recreated), is ahead of ``until`` (not from this log), or retention removed part
+        of the range; BrokerUnavailable when the read stalls for the configured timeout.
         """
-        route = self.strategy.route(channel)
-        if (since.topic, since.partition) != (route.topic, route.partition):
+        topic, partition, _key = self.topics.route(channel)
+        epoch = self.topics.epochs.get(topic)
+        if since.epoch is not None and epoch is not None and since.epoch != epoch:
+            raise HistoryUnavailable(
+                f"position {since} is from another incarnation of topic {topic!r} (epoch "
+                f"{since.epoch}; the topic now is {epoch}: it was deleted and recreated): "
+                "its history is gone")
+        if (since.topic, since.partition) != (topic, partition):
             raise HistoryUnavailable(
                 f"position {since} is not in channel {channel!r}'s partition "
-                f"{route.topic}:{route.partition} (was the topic mapping changed?)")
-        start = since.offset + 1
+                f"{topic}:{partition} (was the topic mapping changed, or did the topic "
+                "grow?)")
+        if since.offset + 1 >= until:
+            if since.offset + 1 > until:  # past what is asked for: is it past the log?
+                _low, high = await self.watermarks(topic, partition)
+                if since.offset >= high:
+                    raise HistoryUnavailable(
+                        f"position {since} is ahead of the newest message of {channel!r} "
+                        f"(offset {high - 1}): it is not from this log (was the topic "
+                        "recreated?)")
+            return []
+        return await self.read_range(frozenset({channel}), topic, partition,
+                                     since.offset + 1, until,
+                                     include_internal=include_internal, what=repr(channel))
+
+    async def read_range(self, channels: frozenset[ChannelName], topic: str, partition: int,
+                         start: int, until: int, *, include_internal: bool = False,
+                         what: str = "") -> list[Record]:
+        """The records of ``channels`` with ``start <= offset < until`` in one partition,
+        in offset order (raises HistoryUnavailable if retention removed some)."""
         if start >= until:
             return []
-        low, _high = await self.watermarks(route.topic, route.partition)
+        low, _high = await self.watermarks(topic, partition)
         if start < low:
             raise HistoryUnavailable(
-                f"history of {channel!r} after {since} is gone: the oldest kept offset "
-                f"is {low}")
-        return await asyncio.to_thread(self._read_range_blocking, channel, route.topic,
-                                       route.partition, start, until)
+                f"history of {what or sorted(channels)} from {topic}:{partition}:{start} is "
+                f"gone: the oldest kept offset is {low}")
+        return await asyncio.to_thread(self._read_range_blocking, channels, topic, partition,
+                                       start, until, include_internal)
 
-    def _read_range_blocking(self, channel: str, topic: str, partition: int, start: int,
-                             until: int) -> list[Record]:
+    def _read_range_blocking(self, channels: frozenset[ChannelName], topic: str,
+                             partition: int, start: int, until: int,
+                             include_internal: bool) -> list[Record]:
         doing = f"reading history of {topic}:{partition}"
         with kafka_errors(doing):
             consumer = Consumer(private_consumer_config(self.settings, "history"))
             try:
-                return self._read_range(consumer, doing, channel, topic, partition, start,
-                                        until)
+                return self._read_range(consumer, doing, channels, topic, partition, start,
+                                        until, include_internal)
             finally:
                 consumer.close()
 
-    def _read_range(self, consumer: Consumer, doing: str, channel: str, topic: str,
-                    partition: int, start: int, until: int) -> list[Record]:
+    def _read_range(self, consumer: Consumer, doing: str, channels: frozenset[ChannelName],
+                    topic: str, partition: int, start: int, until: int,
+                    include_internal: bool) -> list[Record]:
         out: list[Record] = []
         consumer.assign([TopicPartition(topic, partition, start)])
         next_offset = start
+        epoch = self.topics.epochs.get(topic)
         deadline = time.monotonic() + self._timeout  # moves on with every progress
         while next_offset < until:
             if time.monotonic() > deadline:
@@ -143,10 +178,19 @@ class HistoryReader:
                     next_offset = until
                     break
                 next_offset = offset + 1
-                try:
-                    envelope = decode(msg.value())
-                except MessageError:
-                    continue  # not a channelcast message: not part of any channel
-                if envelope.channel == channel:
-                    out.append(Record(envelope, Position(topic, partition, offset)))
+                headers = header_pairs(msg)
+                key = msg.key()
+                named = header_text(headers, "channel")
+                if named is not None and named not in channels:
+                    continue
+                record = to_record(msg.value(), key, headers, topic, partition, offset,
+                                   msg.timestamp()[1], epoch, keep_headers=True)
+                if isinstance(record, Skipped):
+                    if named is not None or channel_of(key, None) in channels:
+                        self.skipped(topic, partition, offset, record.reason)
+                    continue
+                if record.channel not in channels:
+                    continue
+                if include_internal or not record.internal:
+                    out.append(record)
         return out

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -122,21 +122,23 @@ class _Batch:
             finish(self.future)
 
 
-def _failure(why: KafkaError | KafkaException) -> Translated:
-    """The error of one failed message: a delivery report's KafkaError is for a message
-    that may have reached the broker (``sent``), produce()'s KafkaException for one that
-    never left the process."""
-    return translate(why, "publishing", sent=isinstance(why, KafkaError))
+def _failure(why: KafkaError | KafkaException, topic: str | None = None) -> Translated:
+    """The error of one failed message (naming its topic when known): a delivery report's
+    KafkaError is for a message that may have reached the broker (``sent``), produce()'s
+    KafkaException for one that never left the process."""
+    doing = "publishing" if topic is None else f"publishing to topic {topic!r}"
+    return translate(why, doing, sent=isinstance(why, KafkaError))
 
 
-def _batch_error(batch: _Batch, size: int) -> Translated:
+def _batch_error(batch: _Batch, messages: Sequence[Outgoing]) -> Translated:
     """One error for a batch in which some message failed (``send``'s contract).
 
     The first failure's own error if no message of the batch can be stored (none was
     acknowledged and no failure is "may be stored"); otherwise PublishOutcomeUnknown
     saying how many were acknowledged, retriable if every failure is.
     """
-    errors = [_failure(batch.failed[i]) for i in sorted(batch.failed)]
+    size = len(messages)
+    errors = [_failure(batch.failed[i], messages[i][0]) for i in sorted(batch.failed)]
     if batch.refused is not None:
         errors.append(_failure(batch.refused))
     acknowledged = batch.delivered - len(batch.failed)
@@ -178,7 +180,10 @@ def _hand_over(futures: list[asyncio.Future[None]]) -> None:
 class KafkaPublisher:
     """Owns the Producer; ``send`` produces a batch and waits for every acknowledgement."""
 
-    def __init__(self, config: dict[str, Any], flush_timeout: float) -> None:
+    def __init__(self, config: dict[str, Any], flush_timeout: float,
+                 epochs: Mapping[str, str] | None = None) -> None:
+        """``epochs`` (topic -> epoch, the broker's topic table) stamps positions."""
+        self._epochs: Mapping[str, str] = {} if epochs is None else epochs
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_error)
         self._flush_timeout = flush_timeout
@@ -238,8 +243,10 @@ class KafkaPublisher:
         (the batch is partly stored, or may be): retry it with the same ids."""
         batch = await self._produce(messages, each=False)
         if batch.failed or batch.refused is not None:
-            raise _batch_error(batch, len(messages)) from batch.refused
-        return [new_position(m[0], partition, offset) for m, partition, offset
+            raise _batch_error(batch, messages) from batch.refused
+        epochs = self._epochs
+        return [new_position(m[0], partition, offset, epochs.get(m[0]))
+                for m, partition, offset
                 in zip(messages, batch.partitions, batch.offsets, strict=True)]
 
     async def send_each(self, messages: Sequence[Outgoing]
@@ -253,9 +260,10 @@ class KafkaPublisher:
                 zip(messages, batch.partitions, batch.offsets, strict=True)):
             why = failed.get(index)
             if why is None:
-                results.append(new_position(m[0], partition, offset))
+                results.append(new_position(m[0], partition, offset,
+                                            self._epochs.get(m[0])))
             else:
-                results.append(_failure(why))
+                results.append(_failure(why, m[0]))
         return results
 
     async def _produce(self, messages: Sequence[Outgoing], each: bool) -> _Batch:

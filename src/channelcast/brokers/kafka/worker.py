@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableSet, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableSet, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -50,11 +50,11 @@ from channelcast.brokers.base import (
     WorkerStats,
     handle_with_retries,
 )
-from channelcast.brokers.kafka.client import TP, coords, header, take_available
+from channelcast.brokers.kafka.client import TP, coords, header, header_pairs, take_available
 from channelcast.brokers.kafka.errors import has_code, translate
 from channelcast.brokers.kafka.producer import Outgoing
-from channelcast.errors import BrokerClosed, BrokerError, MessageError
-from channelcast.message import Record, decode
+from channelcast.errors import BrokerClosed, BrokerError, MalformedMessage
+from channelcast.ingest import Skipped, to_record
 from channelcast.strategies import TopicStrategy
 from channelcast.types import Position
 
@@ -89,12 +89,14 @@ class KafkaWorker:
     def __init__(self, group: str, router: ChannelRouter, manual_commit: bool,
                  retry: RetryPolicy, dead_letter_topic: str, config: dict[str, Any], *,
                  strategy: TopicStrategy, topics: WorkerTopics, send: DeadLetterSend,
-                 running: MutableSet[KafkaWorker], timeout_s: float) -> None:
+                 running: MutableSet[KafkaWorker], timeout_s: float,
+                 epochs: Mapping[str, str] | None = None) -> None:
         """``topics`` creates the worker's topics before it joins; ``send`` writes to the
         dead-letter topic; ``running`` holds this worker while ``run()`` runs (the broker
         stops them on close); ``timeout_s`` bounds finishing a revoked partition."""
         self.group = group
         self._strategy = strategy
+        self._epochs: Mapping[str, str] = epochs if epochs is not None else {}
         self._topics = topics
         self._send = send
         self._running = running
@@ -329,12 +331,16 @@ class KafkaWorker:
                     self._done[tp] = coords(msg)[2] + 1
 
     async def _process(self, msg: Message) -> None:
-        position = Position(*coords(msg))
-        try:
-            record = Record(decode(msg.value()), position)
-        except MessageError as exc:
-            await self._dead_letter(msg, exc, 0)
+        topic, partition, offset = coords(msg)
+        found = to_record(msg.value(), msg.key(), header_pairs(msg), topic, partition, offset,
+                          msg.timestamp()[1], self._epochs.get(topic), keep_headers=True)
+        if isinstance(found, Skipped):
+            await self._dead_letter(msg, MalformedMessage(found.reason), 0)
             return
+        record = found
+        if record.internal:
+            return  # channelcast's own bookkeeping (presence): never a worker's business
+        position = record.position
         handler = self._router.handler_for(record)
         if handler is None:
             return

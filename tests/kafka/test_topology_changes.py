@@ -1,0 +1,162 @@
+"""Issue 12 cases 2, 3 and 6 on real Kafka: a running gateway follows what happens to its
+topics (growth, deletion and recreation), and never answers with silence.
+
+2. Partition growth while a gateway runs: its client receives what a publisher with the
+   new layout writes to the channel's new partition.
+3. A topic deleted and recreated: a position of the old topic gives ``recovered: false``
+   plus ``recovery_failed``, never a replay from the new topic's offsets.
+6. A topic deleted while running: publishing fails at once with an error naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from channelcast.brokers.kafka import KafkaBroker
+from channelcast.brokers.kafka.admin import KafkaAdmin
+from channelcast.config import Settings, TopicMapping
+from channelcast.errors import PublishError
+from channelcast.strategies import murmur2_partition
+from channelcast.types import TopicName
+from tests.gateway.conftest import running_gateway, ws_client
+from tests.kafka.helpers.support import settings_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+# Each keeps its AdminClient referenced until its futures are done: a client that is
+# garbage-collected first destroys its handle and the request never completes.
+
+
+def _create(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = _admin(bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(60)
+    KafkaAdmin(bootstrap).wait_for_topics({topic: partitions})
+
+
+def _grow(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = _admin(bootstrap)
+    admin.create_partitions([NewPartitions(topic, partitions)])[topic].result(60)
+    KafkaAdmin(bootstrap).wait_for_topics({topic: partitions})
+
+
+def _delete(bootstrap: str, *topics: str) -> None:
+    admin = _admin(bootstrap)
+    for future in admin.delete_topics(list(topics)).values():
+        with contextlib.suppress(KafkaException):
+            future.result(60)
+
+
+def _wait_gone(bootstrap: str, topic: str) -> None:
+    admin = KafkaAdmin(bootstrap)
+    for _ in range(100):
+        if topic not in admin.layouts([topic]):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"topic {topic} still exists")
+
+
+async def test_partition_growth_while_a_gateway_runs(
+        kafka_bootstrap: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    topic = f"g.events-{unique}"
+    # A channel that lives in partition 5 of 10 and in one of the new partitions of 20.
+    channel = next(c for c in (f"g.{i}" for i in range(10_000))
+                   if murmur2_partition(c.encode(), 10) == 5
+                   and murmur2_partition(c.encode(), 20) >= 10)
+    _create(kafka_bootstrap, topic, 10)
+
+    def settings(partitions: int) -> Settings:
+        return Settings(kafka=settings_for(
+            kafka_bootstrap, unique, metadata_refresh_s=1.0,
+            topic_mapping=(TopicMapping("g.*", TopicName(topic), partitions),)))
+
+    gateway_broker = KafkaBroker(settings(10).kafka)
+    try:
+        with caplog.at_level(logging.INFO, logger="channelcast.kafka"):
+            async with running_gateway(settings(10), broker=gateway_broker) as gw, \
+                    ws_client(gw.ws_url) as client:
+                sub = await client.subscribe(channel)
+                assert sub["data"]["position"].startswith(f"{topic}:5:")
+                async with KafkaBroker(settings(10).kafka) as old_publisher:
+                    await old_publisher.publish(channel, "e", "before")
+                assert (await client.expect("message", 10))["data"] == "before"
+                # Grow the topic as docs/operations.md says, then publish with the new layout.
+                _grow(kafka_bootstrap, topic, 20)
+                new_partition = murmur2_partition(channel.encode(), 20)
+                async with KafkaBroker(settings(20).kafka) as publisher:
+                    positions = [await publisher.publish(channel, "e", i) for i in range(5)]
+                assert {p.partition for p in positions} == {new_partition}
+                frames = [await client.expect("message", 30) for _ in range(5)]
+                assert [f["data"] for f in frames] == list(range(5))
+                assert all(f["position"].startswith(f"{topic}:{new_partition}:")
+                           for f in frames)
+        assert f"channel {channel} moved to {topic}:{new_partition}" in caplog.text
+    finally:
+        _delete(kafka_bootstrap, topic, f"acc-{unique}")
+
+
+async def test_recovery_across_a_recreated_topic_fails_instead_of_replaying_a_gap(
+        kafka_bootstrap: str, unique: str) -> None:
+    kafka = settings_for(kafka_bootstrap, unique, partitions=1, metadata_refresh_s=1.0)
+    topic = kafka.default_topic
+    try:
+        async with running_gateway(Settings(kafka=kafka), broker=KafkaBroker(kafka)) as gw:
+            async with ws_client(gw.ws_url) as client:
+                await client.subscribe("news.r")
+                async with KafkaBroker(kafka) as publisher:
+                    for i in range(5):
+                        await publisher.publish("news.r", "e", i)
+                frames = [await client.expect("message", 10) for _ in range(5)]
+            kept = frames[-1]["position"]
+            assert "@" in kept  # positions carry the topic's epoch
+            _delete(kafka_bootstrap, topic)
+            _wait_gone(kafka_bootstrap, topic)
+            _create(kafka_bootstrap, topic, 1)
+            async with KafkaBroker(kafka) as publisher:
+                for i in range(8):
+                    await publisher.publish("news.r", "e", f"new {i}")
+            async with ws_client(gw.ws_url) as client:
+                reply = await client.subscribe("news.r", since=kept)
+                assert reply["type"] == "subscribed"
+                assert reply["data"]["recovered"] is False
+                error = await client.expect("error", 10)
+                assert error["data"]["code"] == "recovery_failed"
+                assert "recreated" in error["data"]["message"] or \
+                       "another incarnation" in error["data"]["message"]
+    finally:
+        _delete(kafka_bootstrap, topic)
+
+
+async def test_publishing_to_a_deleted_topic_fails_promptly_naming_it(
+        kafka_bootstrap: str, unique: str) -> None:
+    kafka = settings_for(kafka_bootstrap, unique, partitions=1, metadata_refresh_s=1.0)
+    topic = kafka.default_topic
+    try:
+        async with KafkaBroker(kafka) as broker:
+            await broker.publish("room.1", "e", "before")
+            sub = broker.subscribe(["room.1"])
+            await sub.ready()
+            _delete(kafka_bootstrap, topic)
+            _wait_gone(kafka_bootstrap, topic)
+            await asyncio.sleep(2.5)  # two metadata refreshes
+            started = time.monotonic()
+            with pytest.raises(PublishError, match=f"topic '{topic}' was deleted"):
+                await broker.publish("room.1", "e", "after")
+            assert time.monotonic() - started < 2.0
+            # Its subscriptions end with an error naming it, not silence.
+            with pytest.raises(Exception, match=f"topic '{topic}' was deleted"):
+                await asyncio.wait_for(sub.__anext__(), 10)
+            await sub.close()
+    finally:
+        _delete(kafka_bootstrap, topic)
