@@ -14,7 +14,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from channelcast.gateway.node import gateway_of
-from channelcast.gateway.protocol import CLOSE_TRY_AGAIN_LATER
+from channelcast.gateway.protocol import CLOSE_SLOW_CLIENT, CLOSE_TRY_AGAIN_LATER
 from channelcast.gateway.session import Outgoing
 
 CLOSE_GRACE_S = 5.0
@@ -62,9 +62,20 @@ class WebSocketTransport:
         try:
             await asyncio.wait_for(self.websocket.close(code, reason), self.grace_s)
         except Exception:
-            abort = self.websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {})
-            if "abort" in abort:
-                abort["abort"]()
+            self._abort_now()
+
+    async def abort(self) -> None:
+        """Cut the TCP connection now (the server's :data:`ABORT_EXTENSION`); without the
+        extension, close with 1006-style grace as :meth:`close` does."""
+        if not self._abort_now():
+            await self.close(CLOSE_SLOW_CLIENT, "write timeout")
+
+    def _abort_now(self) -> bool:
+        abort = self.websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {})
+        if "abort" not in abort:
+            return False
+        abort["abort"]()
+        return True
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -74,11 +85,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if not gw.accepting:
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
         return
-    session = gw.new_session(WebSocketTransport(websocket))
-    gw.sessions.add(session)
-    gw.metrics.connections.labels("ws").inc()
-    session.start()
+    session = gw.open_session(WebSocketTransport(websocket), "ws")
     try:
+        session.start()
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -91,6 +100,4 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        gw.sessions.discard(session)
-        gw.metrics.connections.labels("ws").dec()
-        await session.aclose()
+        await gw.end_session(session)  # runs to the end even if this task is cancelled
