@@ -26,7 +26,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 def test_demo_page_shows_published_messages_and_presence_of_two_tabs(tmp_path: Path) -> None:
-    with serve_process(tmp_path) as server, sync_playwright() as pw:
+    with serve_process(tmp_path, "--demo") as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1100, "height": 700})

@@ -11,13 +11,23 @@ from rich.table import Table
 
 from channelcast.channels import validate_channel
 from channelcast.cli.options import ConfigOption, settings_from
+from channelcast.errors import ConfigError
 from channelcast.strategies import create_strategy
 
 
 def check(config: ConfigOption = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Validate the config and print it resolved (file + environment), or name the bad key."""
-    settings = settings_from(config)
+    """Validate the config and print it resolved (file + environment), or name the bad key.
+
+    With --json an error is JSON too, on stdout: ``{"error": {"key": ..., "problem": ...}}``
+    (exit code 2, as for the one-line error)."""
+    try:
+        settings = settings_from(config)
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        typer.echo(json.dumps({"error": {"key": exc.key, "problem": exc.problem}}, indent=2))
+        raise typer.Exit(2) from None
     data = settings.to_dict(redact=True)  # a check's output gets pasted into tickets
     if as_json:
         # Not sorted: the order of kafka.topic_mapping is meaningful (first match wins).
@@ -40,7 +50,6 @@ def route(channels: Annotated[list[str], typer.Argument(help="Channel names.")],
         from dataclasses import replace
 
         from channelcast.config import Settings, validate
-        from channelcast.errors import ConfigError
         kafka = replace(kafka, topic_strategy=strategy)
         try:
             validate(Settings(broker=settings.broker, kafka=kafka, gateway=settings.gateway))

@@ -58,8 +58,9 @@ _NO_ARGS_IS_HELP = _click_errors("NoArgsIsHelpError")
 def main(argv: Sequence[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
-        command.main(args=list(argv) if argv is not None else None, prog_name="channelcast",
-                     standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit instead of raising.
+        result = command.main(args=list(argv) if argv is not None else None,
+                              prog_name="channelcast", standalone_mode=False)
     except ChannelcastError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         click.echo(f"error: {message}{hint}", err=True)
         return int(exc.exit_code)
-    return 0
+    return result if type(result) is int else 0
 
 
 def run() -> None:

@@ -40,14 +40,12 @@ def loads(text: str | bytes) -> Any:
         orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         problem = str(exc)
-        if "expected a JSON value" in problem:  # orjson's words for NaN too: name it
-            try:
-                json.loads(text, parse_constant=_refuse_constant)
-            except _Constant as constant:
-                problem = (f"{constant.name} is not JSON (strict JSON has no NaN or "
-                           "Infinity)")
-            except (ValueError, RecursionError):
-                pass
+        try:  # orjson's words for NaN are a syntax error's: name the constant instead
+            json.loads(text, parse_constant=_refuse_constant)
+        except _Constant as constant:
+            problem = f"{constant.name} is not JSON (strict JSON has no NaN or Infinity)"
+        except (ValueError, RecursionError):
+            pass
         raise ValueError(problem) from None
     try:
         return json.loads(text)
