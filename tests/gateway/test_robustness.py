@@ -181,9 +181,8 @@ async def test_a_websocket_endpoint_cancelled_mid_connection_still_releases(
             assert (await client.subscribe(name))["type"] == "subscribed"
         # Cancel the endpoint task itself (a server stopping it, a task group...).
         [session] = gw.gateway.sessions
-        endpoint = next(t for t in asyncio.all_tasks()
-                        if "websocket_endpoint" in repr(t.get_coro())
-                        or "run_asgi" in repr(t.get_coro()))
+        [endpoint] = [t for t in asyncio.all_tasks()  # uvicorn's task running the app
+                      if getattr(t.get_coro(), "__qualname__", "").endswith(".run_asgi")]
         for _ in range(10):
             endpoint.cancel()
             await asyncio.sleep(0)

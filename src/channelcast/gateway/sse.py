@@ -4,6 +4,10 @@ A stream serves public channels only. Each message event's id is a cursor of eve
 channel's last position (:func:`format_cursor`); a client that reconnects sends it back as
 ``Last-Event-ID`` and resumes each channel after it (:func:`parse_cursor`). Refusals are
 raised as channelcast errors; :mod:`.app` turns them into HTTP responses.
+
+The response (:class:`EventStream`) owns its session's lifetime; the event generator never
+cleans up (Starlette cancels it when the client disconnects, half-way through whatever it
+awaits), it only turns frames into events.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Outgoing frames take Starlette's ``send_text`` or, when the server offers the
 :data:`DIRECT_EXTENSION` (channelcast's uvicorn protocol, :mod:`.server`), a synchronous
 write straight into the connection. The protocol itself is in :mod:`.protocol` and the send
-buffer in :mod:`.session`; this module never parses a frame.
+buffer in :mod:`.session`; this module never parses a frame. The endpoint hands its session
+back to the node (``end_session``) however it ends, cancellation included.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class WebSocketTransport:
             self._abort_now()
 
     async def abort(self) -> None:
-        """Cut the TCP connection now (the server's :data:`ABORT_EXTENSION`); without the
-        extension, close with 1006-style grace as :meth:`close` does."""
+        """Cut the TCP connection now (the server's :data:`ABORT_EXTENSION`); under a server
+        without it, :meth:`close` with 4008, which gives up after ``grace_s``."""
         if not self._abort_now():
             await self.close(CLOSE_SLOW_CLIENT, "write timeout")
 
