@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import socket
 import time
@@ -28,6 +29,7 @@ from channelcast.errors import AuthError
 from channelcast.gateway.auth import channel_auth, sign_channel
 from channelcast.gateway.hub import Hub
 from channelcast.gateway.node import Gateway
+from channelcast.gateway.presence import Member, PresenceDiff
 from channelcast.gateway.protocol import (
     CLOSE_INTERNAL_ERROR,
     ClientProtocol,
@@ -134,12 +136,13 @@ async def test_an_sse_client_that_hangs_up_while_messages_flow_leaves_nothing() 
 class RecordingTransport:
     def __init__(self) -> None:
         self.texts: list[str] = []
+        self.closed_with: list[int] = []
 
     async def send(self, item: Outgoing) -> None:
         self.texts.append(item.text)
 
     async def close(self, code: int, reason: str) -> None:
-        pass
+        self.closed_with.append(code)
 
 
 async def test_session_release_survives_repeated_cancellation_and_a_second_call() -> None:
@@ -152,10 +155,7 @@ async def test_session_release_survives_repeated_cancellation_and_a_second_call(
         for name in ("a", "b", "c", "presence-d"):
             channel = ChannelName(name)
             protocol.channels.add(channel)
-            member = None
-            if name.startswith("presence-"):
-                from channelcast.gateway.presence import Member
-                member = Member("u")
+            member = Member("u") if name.startswith("presence-") else None
             await session.subscribe(Subscribe(channel, None, member))
         assert hub.feed_count() == 4
         assert hub.metrics.registry.get_sample_value("channelcast_subscriptions") == 4
@@ -277,6 +277,44 @@ async def test_a_writer_that_cannot_encode_closes_1011_with_a_warning(
             await until(lambda gw=gw: nothing_left(gw), what="released")
     warnings = [r for r in server_log.problems if "UnicodeEncodeError" in r.getMessage()]
     assert len(warnings) == 2
+
+
+async def test_a_server_frame_that_cannot_be_encoded_closes_1011_and_never_raises(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A member that slipped past the checks (built directly here) must not raise into the
+    hub's fan-out: that connection is closed with 1011 and a WARNING, the others go on."""
+    caplog.set_level(logging.WARNING, logger="channelcast.gateway")
+    async with MemoryBroker() as broker, Hub(broker) as hub:
+        transport = RecordingTransport()
+        session = Session(hub, ClientProtocol("n.1", Credentials("k", "s")), transport)
+        session.start()
+        diff = PresenceDiff(added=[Member("u", math.nan)])
+        session.presence_changed(ChannelName("presence-x"), diff)  # must not raise
+        await until(lambda: transport.closed_with == [CLOSE_INTERNAL_ERROR])
+        assert session.outbox_closed
+        await session.aclose()
+    assert any("n.1: a 'member_added' frame cannot be sent as strict JSON" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def test_an_sse_frame_that_cannot_be_encoded_ends_the_stream_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="channelcast.gateway")
+    async with running_gateway() as gw:
+        reader, writer = await open_sse(gw.server.port, "enc.sse")
+        [session] = gw.gateway.sessions
+        record = Record(Envelope(channel=ChannelName("enc.sse"), event="e", data=1),
+                        Position("t", 0, 1))
+        session.deliver(ChannelName("enc.sse"), record, '{"data":"\ud800"}')
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):  # the chunked response's proper end
+            chunk = await asyncio.wait_for(reader.read(4096), 5)
+            assert chunk, rest
+            rest += chunk
+        await until(lambda: nothing_left(gw), what="released")
+        writer.close()
+    assert any(f"SSE stream of {session.connection_id}: a frame cannot be encoded"
+               in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 
 # --- 3. NaN and Infinity ----------------------------------------------------------------

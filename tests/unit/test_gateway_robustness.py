@@ -99,6 +99,17 @@ def test_presence_channel_data_must_be_strict_json() -> None:
             assert "channel_data is not strict JSON" in action.frame["data"]["message"]
 
 
+def test_a_member_must_be_strict_json() -> None:
+    from channelcast.gateway.presence import Member
+
+    assert Member.from_obj({"user_id": "u", "user_info": {"n": "é😀", "big": 10**30}}) == \
+        Member("u", {"n": "é😀", "big": 10**30})
+    for bad in ({"user_id": "u", "user_info": math.nan}, {"user_id": "u", "user_info": [math.inf]},
+                {"user_id": "u", "user_info": "\ud800"}, {"user_id": "\udc00"},
+                {"user_id": "u", "user_info": {"\ud800": 1}}):
+        assert Member.from_obj(bad) is None, bad
+
+
 # --- secure by default --------------------------------------------------------------------
 
 

@@ -402,9 +402,11 @@ class Session:
                 if action.error_code is not None:
                     self.metrics.errors.labels(action.error_code).inc()
                 try:
-                    self._send(action.frame)
+                    text = self.protocol.encode(action.frame)
                 except SerializationError as exc:  # e.g. a ping whose data nests too deep
                     self._error(BAD_FRAME, f"cannot answer this frame: {exc}")
+                    continue
+                self.outbox.put(Outgoing(text, frame=action.frame))
             elif isinstance(action, Subscribe):
                 await self.subscribe(action)
             elif isinstance(action, Unsubscribe):
@@ -466,7 +468,27 @@ class Session:
 
     # --- send buffer ------------------------------------------------------------------
     def _send(self, frame: dict[str, Any]) -> None:
-        self.outbox.put(Outgoing(self.protocol.encode(frame), frame=frame))
+        """Queue a frame of the server's own. Never raises into the hub: a frame that
+        cannot be encoded as strict JSON (a bug: inputs are checked where they enter)
+        closes the connection with 1011 and a WARNING."""
+        try:
+            text = self.protocol.encode(frame)
+        except SerializationError as exc:
+            self._unsendable(frame, exc)
+            return
+        self.outbox.put(Outgoing(text, frame=frame))
+
+    def _unsendable(self, frame: dict[str, Any], exc: SerializationError) -> None:
+        log.warning("connection %s: a %r frame cannot be sent as strict JSON (%s); closing "
+                    "the connection with %d", self.connection_id, frame.get("type"), exc,
+                    CLOSE_INTERNAL_ERROR)
+        if self._closing:
+            return
+        self._closing = True
+        self.outbox.finish()
+        task = asyncio.create_task(self._close_failed())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _error(self, code: str, message: str, channel: str | None = None) -> None:
         self.metrics.errors.labels(code).inc()
