@@ -257,8 +257,9 @@ class GatewaySettings:
     presence_ttl_s: _Positive = 15.0
     history_size: Annotated[_Int, Field(ge=1)] = 10000
     history_bytes: Annotated[_Int, Field(ge=1024)] = 32 * 1024 * 1024
-    demo: _Flag = True
+    demo: _Flag = False
     send_buffer_bytes: Annotated[_Int, Field(ge=0)] = 262144
+    write_timeout_s: _Positive = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,8 @@
-"""End-to-end helpers: ``channelcast serve`` as a real process, as a user would run it."""
+"""End-to-end helpers: ``channelcast serve`` as a real process, as a user would run it.
+
+Both kinds of server are watched for errors: in-process logs by the autouse ``server_log``
+fixture, a ``channelcast serve`` process by :func:`serve_process`, which fails the test if
+the process printed an ERROR line or a traceback that the test did not expect."""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
+
+from tests.gateway.logwatch import server_log, unexpected_output_lines
+
+__all__ = ["server_log"]  # the autouse log watch (tests.gateway.logwatch)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANNELCAST = ROOT / ".venv" / "bin" / "channelcast"
@@ -45,7 +54,10 @@ class ServeProcess:
 
 @contextmanager
 def serve_process(tmp_path: Path, *args: str, env: Mapping[str, str] | None = None,
-                  port: int | None = None, ready_s: float = 30) -> Iterator[ServeProcess]:
+                  port: int | None = None, ready_s: float = 30,
+                  expect_errors: str | None = None) -> Iterator[ServeProcess]:
+    """``channelcast serve --port P ARGS`` until the block ends (then SIGTERM). Fails the
+    test if its output holds an ERROR line or a traceback not matching ``expect_errors``."""
     port = port or free_port()
     log = tmp_path / f"serve-{port}.log"
     full_env = {k: v for k, v in os.environ.items()
@@ -78,3 +90,7 @@ def serve_process(tmp_path: Path, *args: str, env: Mapping[str, str] | None = No
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    problems = unexpected_output_lines(running.output(), expect_errors)
+    if problems:
+        pytest.fail(f"channelcast serve logged errors: {problems}\n{running.output()}",
+                    pytrace=False)

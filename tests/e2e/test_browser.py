@@ -2,12 +2,14 @@
 
 The demo page served by ``channelcast serve`` subscribes; a message published over the
 signed HTTP API appears on the page; presence shows both tabs; after a dropped connection
-the JS client recovers what was published meanwhile, without duplicates."""
+the JS client recovers what was published meanwhile, without duplicates. At 390 px wide the
+page is one column and a 600-character word wraps."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -26,7 +28,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 def test_demo_page_shows_published_messages_and_presence_of_two_tabs(tmp_path: Path) -> None:
-    with serve_process(tmp_path) as server, sync_playwright() as pw:
+    with serve_process(tmp_path, "--demo") as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1100, "height": 700})
@@ -82,5 +84,69 @@ def test_demo_page_shows_published_messages_and_presence_of_two_tabs(tmp_path: P
             # A tab closes: the other sees the member leave.
             bob.close()
             expect(alice.locator("#members li")).to_have_text(["alice"], timeout=15_000)
+        finally:
+            browser.close()
+
+
+def test_demo_page_at_390px_wide_with_a_600_character_word(tmp_path: Path) -> None:
+    """Narrow screen: one column, the presence panel fully visible, a long word wraps
+    instead of widening the page; a failed publish replaces the last success; a refused
+    channel is not listed as subscribed; no request fails (the favicon is inline)."""
+    with serve_process(tmp_path, "--demo") as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+            failed: list[str] = []
+            page.on("response",
+                    lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.on("requestfailed", lambda r: failed.append(f"failed {r.url}"))
+            page.goto(server.url + "/?name=carol")
+            expect(page.locator("#status")).to_have_text("connected", timeout=15_000)
+            expect(page.locator("#members li")).to_have_text(["carol"], timeout=15_000)
+            expect(page.locator("#subscriptions")).to_have_text(
+                re.compile(r"^(demo, presence-demo|presence-demo, demo)$"), timeout=15_000)
+
+            word = "w" * 600
+            page.fill("#publish-data", word)
+            page.click("#publish-form button")
+            expect(page.locator("#messages li").first).to_contain_text(word, timeout=15_000)
+            expect(page.locator("#publish-result")).to_contain_text("stored at")
+
+            def page_fits(width: int) -> None:
+                scroll, inner = page.evaluate(
+                    "() => [document.documentElement.scrollWidth, window.innerWidth]")
+                assert scroll <= inner == width, (scroll, inner)
+                panel = page.locator("section:has(#members)").bounding_box()
+                assert panel is not None
+                assert panel["x"] >= 0, panel
+                assert panel["x"] + panel["width"] <= width, panel
+
+            page_fits(390)
+            panel = page.locator("section:has(#members)").bounding_box()
+            messages = page.locator("section:has(#messages)").bounding_box()
+            assert panel is not None
+            assert messages is not None
+            assert abs(panel["x"] - messages["x"]) < 1  # one column
+            assert panel["y"] > messages["y"]
+            page.locator("#members").scroll_into_view_if_needed()
+            expect(page.locator("section:has(#members)")).to_be_in_viewport(ratio=1)
+            page.set_viewport_size({"width": 1100, "height": 700})
+            page_fits(1100)  # and wide: two columns, the word still wraps
+            page.set_viewport_size({"width": 390, "height": 844})
+
+            # A failed publish: the previous "stored at" is gone, the error shows.
+            page.fill("#publish-channel", "bad name")
+            page.click("#publish-form button")
+            expect(page.locator("#publish-result")).to_have_text(
+                re.compile(r"^error: .*channel"), timeout=15_000)
+
+            # A refused channel does not stay under "Subscribed".
+            page.fill("#subscribe-channel", "bad name")
+            page.click("#subscribe-form button")
+            expect(page.locator("#messages li").first).to_contain_text("invalid_channel",
+                                                                       timeout=15_000)
+            expect(page.locator("#subscriptions")).not_to_contain_text("bad name")
+            expect(page.locator("#subscriptions")).to_contain_text("demo")
+            assert failed == [f"400 {server.url}/demo/publish"]  # the one meant to fail
         finally:
             browser.close()

@@ -15,8 +15,8 @@ from tests.e2e.conftest import CHANNELCAST, serve_process
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_serve_with_no_config_serves_the_demo_and_shuts_down_cleanly(tmp_path: Path) -> None:
-    with serve_process(tmp_path) as server:
+def test_serve_demo_serves_the_demo_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    with serve_process(tmp_path, "--demo") as server:
         page = httpx.get(server.url + "/")
         assert page.status_code == 200
         assert "channelcast demo" in page.text
@@ -48,7 +48,12 @@ def test_serve_with_no_config_serves_the_demo_and_shuts_down_cleanly(tmp_path: P
         frame = asyncio.run(round_trip())
         assert frame["data"] == "there"
         assert server.stop() == 0
-        assert "channelcast gateway on http://127.0.0.1:" in server.output()
+        output = server.output()
+        assert "channelcast gateway on http://127.0.0.1:" in output
+        assert "app key: channelcast-key;" in output
+        assert "WARNING: DEMO MODE" in output
+        assert "WARNING: the default gateway.app_secret is in use" in output
+        assert "channelcast-secret" not in output  # the banner never prints the secret
 
 
 def test_serve_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
@@ -73,3 +78,43 @@ def test_serve_with_unreachable_kafka_fails_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "error: connecting to Kafka failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_is_secure_by_default_and_quiet_at_warning(tmp_path: Path) -> None:
+    """No --demo: no demo page, no unsigned publish, no allow-all /auth. --log-level
+    warning: no per-connection INFO lines. A real secret: no WARNING banner at all."""
+    config = tmp_path / "c.toml"
+    config.write_text('[gateway]\napp_secret = "not-the-default"\n')
+    with serve_process(tmp_path, "--config", str(config), "--log-level", "warning") as server:
+        assert httpx.get(server.url + "/").json()["demo"] == "disabled"
+        assert httpx.post(server.url + "/demo/publish",
+                          json={"channel": "a", "event": "e"}).status_code in (404, 405)
+        assert httpx.post(server.url + "/auth", json={
+            "connection_id": "n.1", "channel": "private-a"}).json()["data"]["code"] == \
+            "no_authorizer"
+
+        async def connect_twice() -> None:
+            for _ in range(2):
+                async with connect(server.url.replace("http", "ws") + "/ws") as ws:
+                    assert json.loads(await ws.recv())["type"] == "connected"
+
+        asyncio.run(connect_twice())
+        assert server.stop() == 0
+    output = server.output()
+    assert "app key: channelcast-key;" in output
+    assert "not-the-default" not in output
+    assert "WARNING" not in output
+    assert "INFO" not in output  # neither uvicorn's per-connection lines nor start-up
+
+
+def test_serve_refuses_the_default_secret_on_a_public_address(tmp_path: Path) -> None:
+    import subprocess
+
+    for host in ("0.0.0.0", "::", "192.0.2.1"):
+        result = subprocess.run([str(CHANNELCAST), "serve", "--host", host, "--demo"],
+                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert result.returncode == 2, result
+        assert result.stderr.startswith("error: gateway.app_secret: the default secret is "
+                                        "refused"), result.stderr
+        assert result.stderr.count("\n") == 1
+        assert "channelcast-secret" not in result.stderr + result.stdout

@@ -1,4 +1,5 @@
-"""Gateway test helpers: an in-process gateway on a free port, and a JSON WebSocket client."""
+"""Gateway test helpers: an in-process gateway on a free port, a JSON WebSocket client, and
+the log watch that fails a test on any unexpected ERROR log record or traceback."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from channelcast.config import GatewaySettings, Settings
 from channelcast.gateway.auth import sign_request
 from channelcast.gateway.node import Authorizer, Gateway
 from channelcast.gateway.server import GatewayServer, build_server
+from tests.gateway.logwatch import server_log
+
+__all__ = ["server_log"]  # the autouse log watch (tests.gateway.logwatch)
 
 
 @dataclass

@@ -177,7 +177,8 @@ async def test_private_and_presence_channels_with_valid_signatures() -> None:
 
 
 async def test_auth_endpoint_hook_signs_for_the_demo_authorizer() -> None:
-    async with running_gateway() as gw, ws_client(gw.ws_url) as client, \
+    async with running_gateway(settings_with(demo=True)) as gw, \
+            ws_client(gw.ws_url) as client, \
             httpx.AsyncClient(base_url=gw.base_url) as http:
         r = await http.post("/auth", json={"connection_id": client.connection_id,
                                            "channel": "presence-lobby", "user_id": "zoe"})

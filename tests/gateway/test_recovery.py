@@ -97,11 +97,10 @@ async def test_recovery_after_a_gateway_restart_fails_instead_of_replaying_a_gap
     # whatever the new run stored at those offsets.
     settings = settings_with()
     async with running_gateway(settings) as gw, \
-            httpx.AsyncClient(base_url=gw.base_url) as http:
-        async with ws_client(gw.ws_url) as client:
-            await client.subscribe("news.r")
-            await publish_batch(http, settings, "news.r", [1, 2, 3, 4, 5])
-            frames = [await client.expect("message") for _ in range(5)]
+            httpx.AsyncClient(base_url=gw.base_url) as http, ws_client(gw.ws_url) as client:
+        await client.subscribe("news.r")
+        await publish_batch(http, settings, "news.r", [1, 2, 3, 4, 5])
+        frames = [await client.expect("message") for _ in range(5)]
     kept = frames[3]["position"]
     assert "@" in kept  # it carries the run's epoch
     async with running_gateway(settings) as gw, \

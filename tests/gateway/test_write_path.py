@@ -27,6 +27,7 @@ from channelcast.gateway.websocket import WebSocketTransport
 from channelcast.message import Envelope, Record
 from channelcast.types import ChannelName, Position
 from tests.gateway.conftest import Client, Running, running_gateway, settings_with, ws_client
+from tests.gateway.logwatch import LogWatch
 
 C = ChannelName("c")
 
@@ -281,9 +282,10 @@ async def read_until_closed(client: Client) -> None:
 
 @pytest.mark.timeout(60)
 async def test_a_failing_writer_warns_with_the_connection_id_and_closes_1011(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, server_log: LogWatch) -> None:
     """What uvicorn 0.51 did to the direct path (an attribute error in the writer), made
     visible: a WARNING and a closed connection instead of a client that hears nothing."""
+    server_log.expect(r"writer of \S+ failed \(AttributeError")
     def broken_room() -> int:
         raise AttributeError("'Protocol' object has no attribute 'disconnected'")
 
@@ -331,7 +333,8 @@ async def test_a_client_that_went_away_stops_the_writer_quietly(
 
 
 async def test_any_other_writer_failure_is_a_warning_and_a_1011_close(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, server_log: LogWatch) -> None:
+    server_log.expect(r"writer of n\.1 failed \(RuntimeError")
     transport = FailingDirect(RuntimeError("unexpected ASGI message"))
     session = make_session(transport)
     with caplog.at_level(logging.WARNING, logger="channelcast.gateway"):

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from channelcast.channels import validate_channel
 from channelcast.cli.options import ConfigOption, settings_from
+from channelcast.errors import ConfigError
 from channelcast.strategies import create_strategy
 
 Bootstrap = Annotated[str | None, typer.Option(
@@ -23,11 +24,19 @@ def check(config: ConfigOption = None,
           bootstrap: Bootstrap = None) -> None:
     """Validate the config and print it resolved (file + environment), or name the bad key.
 
-    With --bootstrap, also compare every declared topic's partition count with the
-    cluster's: a disagreement is printed and the exit code is 1 (channelcast, like every
-    Kafka client, routes by the real count, so the config's routes would be wrong).
+    With --json an error is JSON too, on stdout: ``{"error": {"key": ..., "problem": ...}}``
+    (exit code 2, as for the one-line error). With --bootstrap, also compare every declared
+    topic's partition count with the cluster's: a disagreement is printed and the exit code
+    is 1 (channelcast, like every Kafka client, routes by the real count, so the config's
+    routes would be wrong).
     """
-    settings = settings_from(config)
+    try:
+        settings = settings_from(config)
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        typer.echo(json.dumps({"error": {"key": exc.key, "problem": exc.problem}}, indent=2))
+        raise typer.Exit(2) from None
     data = settings.to_dict(redact=True)  # a check's output gets pasted into tickets
     problems: list[str] = []
     if bootstrap:
@@ -72,7 +81,6 @@ def route(channels: Annotated[list[str], typer.Argument(help="Channel names.")],
         from dataclasses import replace
 
         from channelcast.config import Settings, validate
-        from channelcast.errors import ConfigError
         kafka = replace(kafka, topic_strategy=strategy)
         try:
             validate(Settings(broker=settings.broker, kafka=kafka, gateway=settings.gateway))

@@ -26,6 +26,8 @@ from typing import Any
 
 from channelcast.errors import AuthError
 from channelcast.gateway.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUESTS, AnswerMemory
+from channelcast.gateway.jsontext import check_text
+from channelcast.gateway.jsontext import loads as strict_loads
 from channelcast.message import ulid_from
 from channelcast.types import JSONValue
 
@@ -54,15 +56,31 @@ def sign_channel(app_key: str, app_secret: str, connection_id: str, channel: str
 
 def channel_auth(app_key: str, app_secret: str, connection_id: str, channel: str, *,
                  user_id: str | None = None, user_info: JSONValue = None) -> dict[str, str]:
-    """What an auth endpoint returns: ``{"auth": ...}`` plus ``channel_data`` for presence."""
-    if channel.startswith("presence-"):
+    """What an auth endpoint returns: ``{"auth": ...}`` plus ``channel_data`` for presence.
+
+    Raises AuthError naming the problem for what the gateway would refuse: a presence
+    channel without ``user_id``, ``user_info`` holding NaN or Infinity, or text with a lone
+    surrogate (which UTF-8 cannot encode) in any argument."""
+    try:
+        for text in (connection_id, channel):
+            check_text(text)
+        if not channel.startswith("presence-"):
+            return {"auth": sign_channel(app_key, app_secret, connection_id, channel)}
         if not user_id:
             raise AuthError("a presence channel signature needs a user_id")
-        channel_data = json.dumps({"user_id": user_id, "user_info": user_info},
-                                  separators=(",", ":"))
-        return {"auth": sign_channel(app_key, app_secret, connection_id, channel, channel_data),
-                "channel_data": channel_data}
-    return {"auth": sign_channel(app_key, app_secret, connection_id, channel)}
+        try:
+            channel_data = json.dumps({"user_id": user_id, "user_info": user_info},
+                                      separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise AuthError("user_info holds NaN or Infinity, which JSON cannot carry; "
+                            "the gateway would refuse this channel_data") from None
+        except (TypeError, RecursionError) as exc:
+            raise AuthError(f"user_info is not JSON: {exc}") from None
+        strict_loads(channel_data)  # what the gateway will check: no lone surrogate
+    except ValueError as exc:
+        raise AuthError(f"cannot sign {channel!a} for {connection_id!a}: {exc}") from None
+    return {"auth": sign_channel(app_key, app_secret, connection_id, channel, channel_data),
+            "channel_data": channel_data}
 
 
 def verify_channel(app_key: str, app_secret: str, connection_id: str, channel: str,

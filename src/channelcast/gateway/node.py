@@ -1,7 +1,10 @@
 """One gateway node: its broker, hub, sessions and authorizer hook, started and drained together.
 
-This module composes the parts and owns their lifecycle (``start``, ``drain``, ``close``);
-it never reads a request or writes a frame: the transports (:mod:`.websocket`, :mod:`.sse`)
+This module composes the parts and owns their lifecycle (``start``, ``drain``, ``close``),
+the sessions' included: a transport registers each new session (:meth:`Gateway.open_session`)
+and ends it with :meth:`Gateway.end_session`, whose release runs as a task the node owns and
+awaits on close, so no cancellation of the transport's task can leave a subscription behind.
+It never reads a request or writes a frame: the transports (:mod:`.websocket`, :mod:`.sse`)
 and the HTTP API (:mod:`.api`) do, and find their node with :func:`gateway_of`.
 """
 
@@ -66,6 +69,8 @@ class Gateway:
     hub: Hub = field(init=False)
     sessions: set[Session] = field(default_factory=set)
     accepting: bool = True
+    _releases: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    _kinds: dict[Session, str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         g = self.settings.gateway
@@ -95,6 +100,8 @@ class Gateway:
 
     async def close(self) -> None:
         await self.drain()
+        if self._releases:  # sessions that ended: their channels are being left
+            await asyncio.gather(*list(self._releases), return_exceptions=True)
         await self.hub.close()
         await self.broker.close()
 
@@ -105,7 +112,35 @@ class Gateway:
                                   max_subscriptions=g.max_subscriptions,
                                   max_frame_bytes=g.max_frame_bytes)
         return Session(self.hub, protocol, transport, send_queue=g.send_queue,
-                       slow_client_policy=g.slow_client_policy, metrics=self.metrics)
+                       slow_client_policy=g.slow_client_policy,
+                       write_timeout_s=g.write_timeout_s, metrics=self.metrics)
+
+    def open_session(self, transport: Transport, kind: str) -> Session:
+        """A new session over ``transport``, registered (:meth:`register`). Not started."""
+        session = self.new_session(transport)
+        self.register(session, kind)
+        return session
+
+    def register(self, session: Session, kind: str) -> None:
+        """Count ``session`` as an open connection of ``kind`` (``"ws"``, ``"sse"``) until
+        :meth:`end_session`; :meth:`drain` tells it when the node shuts down."""
+        self.sessions.add(session)
+        self._kinds[session] = kind
+        self.metrics.connections.labels(kind).inc()
+
+    async def end_session(self, session: Session) -> None:
+        """The connection ended: uncount it and release the session (leave its channels,
+        stop its writer). The release is a task this node owns and awaits on close; if the
+        caller is cancelled it stops waiting, the release goes on. Safe to call twice."""
+        kind = self._kinds.pop(session, None)
+        if kind is not None:
+            self.sessions.discard(session)
+            self.metrics.connections.labels(kind).dec()
+        release = session.release()
+        if not release.done():
+            self._releases.add(release)
+            release.add_done_callback(self._releases.discard)
+        await asyncio.shield(release)
 
 
 def gateway_of(conn: HTTPConnection) -> Gateway:

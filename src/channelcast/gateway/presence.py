@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from channelcast.errors import SerializationError
+from channelcast.gateway import jsontext
 from channelcast.message import RESERVED_EVENT_PREFIX
 from channelcast.types import JSONValue
 
@@ -43,7 +45,10 @@ class Member:
 
     @classmethod
     def from_obj(cls, obj: object) -> Member | None:
-        """A Member from decoded JSON, or None if it is not one."""
+        """A Member from decoded JSON, or None if it is not one: a ``user_id`` of 1 to
+        :data:`MAX_USER_ID` characters (an integer is taken as its digits) and a
+        ``user_info`` that is strict JSON (no NaN/Infinity, no lone surrogate), so that
+        every frame listing the member can be sent."""
         if not isinstance(obj, dict):
             return None
         user_id = obj.get("user_id")
@@ -51,7 +56,12 @@ class Member:
             user_id = str(user_id)
         if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID:
             return None
-        return cls(user_id, obj.get("user_info"))
+        user_info = obj.get("user_info")
+        try:
+            jsontext.dumps([user_id, user_info])
+        except SerializationError:
+            return None
+        return cls(user_id, user_info)
 
 
 @dataclass(slots=True)

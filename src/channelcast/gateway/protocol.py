@@ -6,17 +6,21 @@ and never touches a socket: :mod:`channelcast.gateway.session` moves the bytes a
 actions. A second wire protocol (e.g. Pusher Channels) is another class producing the same
 actions. The frame builders below are shared by every transport (WebSocket and SSE).
 
+Frames are strict JSON both ways (:mod:`.jsontext`): a client frame with NaN, Infinity or
+a lone surrogate is refused (``bad_json``), so every frame rendered from client input can
+be sent, and :func:`dumps` refuses to build one that a browser could not parse.
+
 See docs/protocol.md for the frames and error codes.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from channelcast.channels import ChannelType, channel_type, validate_channel
 from channelcast.errors import AuthError, InvalidChannel, InvalidPosition
+from channelcast.gateway import jsontext
 from channelcast.gateway.auth import verify_channel
 from channelcast.gateway.presence import Member
 from channelcast.message import Record
@@ -48,7 +52,9 @@ CLOSE_SLOW_CLIENT = 4008  # send buffer full with slow_client_policy = "disconne
 
 
 def dumps(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    """A frame -> compact strict JSON text; raises SerializationError (a ValueError) for
+    NaN, Infinity or a lone surrogate anywhere in it (:func:`.jsontext.dumps`)."""
+    return jsontext.dumps(frame)
 
 
 def error_frame(code: str, message: str, channel: str | None = None) -> dict[str, Any]:
@@ -190,9 +196,9 @@ class ClientProtocol:
             return [_error_send(FRAME_TOO_LARGE, f"frame is {size} bytes; the limit is "
                                      f"{self.max_frame_bytes}")]
         try:
-            obj = json.loads(frame)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return [_error_send(BAD_JSON, f"frame is not JSON: {exc}"[:200])]
+            obj = jsontext.loads(frame)
+        except ValueError as exc:
+            return [_error_send(BAD_JSON, f"frame is not strict JSON: {exc}"[:200])]
         if not isinstance(obj, dict):
             return [_error_send(BAD_FRAME, "frame must be a JSON object")]
         kind = obj.get("type")
@@ -234,9 +240,10 @@ class ClientProtocol:
                     return [_error_send(AUTH_FAILED, "a presence channel needs "
                                              "'channel_data' (a JSON string)", channel)]
                 try:
-                    member = Member.from_obj(json.loads(channel_data))
-                except (ValueError, RecursionError):
-                    member = None
+                    member = Member.from_obj(jsontext.loads(channel_data))
+                except ValueError as exc:
+                    return [_error_send(AUTH_FAILED, "channel_data is not strict JSON: "
+                                        f"{exc}"[:200], channel)]
                 if member is None:
                     return [_error_send(AUTH_FAILED, "channel_data must be a JSON object "
                                              "with a string 'user_id'", channel)]

@@ -17,6 +17,7 @@ attribute missing, a WARNING names the version and frames take the public ASGI p
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import socket
@@ -26,7 +27,8 @@ import uvicorn
 from websockets.protocol import State
 
 from channelcast.brokers import Broker
-from channelcast.config import Settings
+from channelcast.config import GatewaySettings, Settings
+from channelcast.errors import ConfigError
 from channelcast.gateway.app import create_app
 from channelcast.gateway.node import Authorizer, Gateway
 from channelcast.gateway.websocket import ABORT_EXTENSION, DIRECT_EXTENSION
@@ -211,11 +213,49 @@ def websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]
         return "auto"
 
 
+DEFAULT_APP_SECRET = GatewaySettings().app_secret
+"""The secret every fresh install has: fine on loopback, refused anywhere else."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the gateway on this machine (127.0.0.0/8, ::1,
+    ``localhost``). Any other name, and ``""`` or ``0.0.0.0`` (every interface), is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def startup_check(settings: Settings, host: str) -> list[str]:
+    """What ``channelcast serve`` must say before it binds ``host``: the WARNINGs to print
+    (demo mode, the default secret). Raises ConfigError (one line, exit 2 in the CLI) for
+    the default secret on an address that is not loopback."""
+    g = settings.gateway
+    default_secret = g.app_secret == DEFAULT_APP_SECRET
+    if default_secret and not is_loopback(host):
+        raise ConfigError("gateway.app_secret", f"the default secret is refused when binding "
+                          f"{host or 'every interface'!r} (not a loopback address): anyone "
+                          "could sign; set gateway.app_secret in the config file")
+    warnings = []
+    if g.demo:
+        warnings.append("DEMO MODE: unsigned publishes to any channel (POST /demo/publish) "
+                        "and an /auth that signs any channel for anyone; never in production")
+    if default_secret:
+        warnings.append("the default gateway.app_secret is in use: anyone can sign "
+                        "publishes and channel subscriptions; set your own before this is "
+                        "reachable from elsewhere")
+    return warnings
+
+
 def build_server(settings: Settings, *, host: str | None = None, port: int | None = None,
                  broker: Broker | None = None, authorizer: Authorizer | None = None,
-                 log_level: str = "info") -> GatewayServer:
+                 log_level: str = "info", access_log: bool = False) -> GatewayServer:
     """The configured uvicorn server (not started): bounded socket buffers, the direct write
-    path when this uvicorn is the tested one, the ordered graceful shutdown."""
+    path when this uvicorn is the tested one, the ordered graceful shutdown. ``log_level``
+    is uvicorn's (its per-connection lines are INFO); ``access_log`` one line per HTTP
+    request."""
     app = create_app(settings, broker=broker, authorizer=authorizer)
     g = settings.gateway
     config = uvicorn.Config(
@@ -223,13 +263,15 @@ def build_server(settings: Settings, *, host: str | None = None, port: int | Non
         ws=websocket_protocol(g.send_buffer_bytes),
         ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
         ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="on",
-        timeout_graceful_shutdown=10, log_level=log_level, access_log=False)
+        timeout_graceful_shutdown=10, log_level=log_level, access_log=access_log)
     return GatewayServer(config, app.state.gateway)
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
+          log_level: str = "info", access_log: bool = False) -> None:
     """Run until SIGINT/SIGTERM (the ``channelcast serve`` command)."""
-    server = build_server(settings, host=host, port=port)
+    server = build_server(settings, host=host, port=port, log_level=log_level,
+                          access_log=access_log)
 
     async def run() -> None:
         # Connect first, so an unreachable broker is one clear ChannelcastError (the CLI

@@ -22,6 +22,17 @@ A writer stops quietly when its client went away (the transport raises an OSErro
 ConnectionError). Any other failure is logged at WARNING with the connection id and the
 connection is closed with 1011 ("internal error"): never a client left connected that
 nothing writes to.
+
+Write timeout: when the transport cannot take the next frame for ``write_timeout_s``
+seconds (its buffer stayed above the high-water mark: the client does not read, or reads
+too little to drain it), the connection is cut (:meth:`AbortableTransport.abort`, no close
+frame: it could not get out) and its subscriptions are released. A client that is slow but
+drains its socket within that time is never cut by it.
+
+Release: :meth:`Session.aclose` (or :meth:`Session.release`) leaves every channel and stops
+the writer in a task of its own, started once. A caller that is cancelled (Starlette
+cancels an SSE stream when its client disconnects, and anyio cancels again at every await)
+stops waiting for it; the release itself runs to the end.
 """
 
 from __future__ import annotations
@@ -35,11 +46,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from channelcast.errors import ChannelcastError
+from channelcast.errors import ChannelcastError, SerializationError
 from channelcast.gateway.hub import AttachResult, Hub
 from channelcast.gateway.metrics import GatewayMetrics
 from channelcast.gateway.presence import PresenceDiff
 from channelcast.gateway.protocol import (
+    BAD_FRAME,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_SLOW_CLIENT,
@@ -99,6 +111,16 @@ class DirectTransport(Transport, Protocol):
 
     def send_now(self, items: list[Outgoing]) -> None:
         """Write these frames at once, in order; raises an OSError if the client is gone."""
+        ...
+
+
+@runtime_checkable
+class AbortableTransport(Transport, Protocol):
+    """A transport that can also cut its connection at once."""
+
+    async def abort(self) -> None:
+        """Cut the connection now, without a close frame (one that cannot get out: the
+        client stopped reading); falls back to ``close`` where it cannot."""
         ...
 
 
@@ -229,6 +251,7 @@ class Session:
 
     def __init__(self, hub: Hub, protocol: WireProtocol, transport: Transport, *,
                  send_queue: int = 256, slow_client_policy: str = DROP_OLDEST,
+                 write_timeout_s: float | None = None,
                  metrics: GatewayMetrics | None = None) -> None:
         self.hub = hub
         self.protocol = protocol
@@ -239,8 +262,11 @@ class Session:
         self.attached_channels: set[ChannelName] = set()
         self.closed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self.write_timeout_s = write_timeout_s
+        """Seconds the transport may take to accept the next frame; None waits forever."""
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._release: asyncio.Task[None] | None = None
 
     @property
     def outbox_closed(self) -> bool:
@@ -261,6 +287,8 @@ class Session:
         transport = self.transport
         direct = transport if isinstance(transport, DirectTransport) else None
         outbox = self.outbox
+        limit = self.write_timeout_s
+        deadline: asyncio.Timeout | None = None
         try:
             while await outbox.wait():
                 room = 0 if direct is None else direct.room()
@@ -270,9 +298,20 @@ class Session:
                     continue
                 item = outbox.get_nowait()  # paused (or no direct path): the waiting way
                 assert item is not None
-                await transport.send(item)
+                if limit is None:
+                    await transport.send(item)
+                    continue
+                async with asyncio.timeout(limit) as deadline:
+                    await transport.send(item)
+                deadline = None
         except asyncio.CancelledError:
             raise
+        except TimeoutError as exc:
+            if deadline is None or not deadline.expired():
+                log.debug("writer of %s stopped: the client went away (%s)",
+                          self.connection_id, exc)
+            else:
+                await self._close_stalled(limit)
         except OSError as exc:  # the client went away mid-send
             log.debug("writer of %s stopped: the client went away (%s)", self.connection_id, exc)
         except Exception as exc:
@@ -282,6 +321,20 @@ class Session:
             await self._close_failed()
         finally:
             self.closed.set()
+
+    async def _close_stalled(self, limit: float | None) -> None:
+        """After a write timeout: cut the connection and release its subscriptions."""
+        log.info("connection %s: the client took nothing for %s s (write timeout); "
+                 "cutting the connection", self.connection_id, limit)
+        self._closing = True
+        self.outbox.finish()
+        self.metrics.slow_disconnects.inc()
+        with contextlib.suppress(Exception):
+            if isinstance(self.transport, AbortableTransport):
+                await self.transport.abort()
+            else:
+                await self.transport.close(CLOSE_SLOW_CLIENT, "write timeout")
+        self.release()  # not awaited: the release stops this writer, which returns now
 
     async def _close_failed(self) -> None:
         """After a writer failure: take no more frames, close with 1011."""
@@ -298,18 +351,33 @@ class Session:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """The connection ended: leave every channel and stop the writer."""
-        self._closing = True
-        for channel in list(self.attached_channels):
-            await self._detach(channel)
-        self.outbox.finish()
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.closed.set()
+        """The connection ended: leave every channel and stop the writer. Safe to call
+        again, and from a task that is being cancelled: the work runs in :meth:`release`'s
+        task, which a cancelled caller stops waiting for but does not stop."""
+        await asyncio.shield(self.release())
+
+    def release(self) -> asyncio.Task[None]:
+        """Start releasing the connection (once) and return the task that does it: take no
+        more frames, leave every channel, stop the writer and helper tasks."""
+        if self._release is None:
+            self._closing = True
+            self.outbox.finish()
+            self._release = asyncio.create_task(self._release_all(),
+                                                name=f"release {self.connection_id}")
+        return self._release
+
+    async def _release_all(self) -> None:
+        try:
+            for channel in list(self.attached_channels):
+                await self._detach(channel)
+        finally:
+            if self._writer is not None and not self._writer.done():
+                self._writer.cancel()
+                await asyncio.gather(self._writer, return_exceptions=True)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.closed.set()
 
     async def shutdown(self, reason: str, flush_s: float = 5.0) -> None:
         """Graceful: tell the client, flush what is queued, then close with 1001."""
@@ -333,7 +401,12 @@ class Session:
             if isinstance(action, Send):
                 if action.error_code is not None:
                     self.metrics.errors.labels(action.error_code).inc()
-                self._send(action.frame)
+                try:
+                    text = self.protocol.encode(action.frame)
+                except SerializationError as exc:  # e.g. a ping whose data nests too deep
+                    self._error(BAD_FRAME, f"cannot answer this frame: {exc}")
+                    continue
+                self.outbox.put(Outgoing(text, frame=action.frame))
             elif isinstance(action, Subscribe):
                 await self.subscribe(action)
             elif isinstance(action, Unsubscribe):
@@ -395,7 +468,27 @@ class Session:
 
     # --- send buffer ------------------------------------------------------------------
     def _send(self, frame: dict[str, Any]) -> None:
-        self.outbox.put(Outgoing(self.protocol.encode(frame), frame=frame))
+        """Queue a frame of the server's own. Never raises into the hub: a frame that
+        cannot be encoded as strict JSON (a bug: inputs are checked where they enter)
+        closes the connection with 1011 and a WARNING."""
+        try:
+            text = self.protocol.encode(frame)
+        except SerializationError as exc:
+            self._unsendable(frame, exc)
+            return
+        self.outbox.put(Outgoing(text, frame=frame))
+
+    def _unsendable(self, frame: dict[str, Any], exc: SerializationError) -> None:
+        log.warning("connection %s: a %r frame cannot be sent as strict JSON (%s); closing "
+                    "the connection with %d", self.connection_id, frame.get("type"), exc,
+                    CLOSE_INTERNAL_ERROR)
+        if self._closing:
+            return
+        self._closing = True
+        self.outbox.finish()
+        task = asyncio.create_task(self._close_failed())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _error(self, code: str, message: str, channel: str | None = None) -> None:
         self.metrics.errors.labels(code).inc()

@@ -4,6 +4,10 @@ A stream serves public channels only. Each message event's id is a cursor of eve
 channel's last position (:func:`format_cursor`); a client that reconnects sends it back as
 ``Last-Event-ID`` and resumes each channel after it (:func:`parse_cursor`). Refusals are
 raised as channelcast errors; :mod:`.app` turns them into HTTP responses.
+
+The response (:class:`EventStream`) owns its session's lifetime; the event generator never
+cleans up (Starlette cancels it when the client disconnects, half-way through whatever it
+awaits), it only turns frames into events.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from channelcast.channels import needs_auth, validate_channel
 from channelcast.errors import InvalidChannel, InvalidPosition, RequestRefused
@@ -27,6 +33,8 @@ from channelcast.gateway.protocol import (
 )
 from channelcast.gateway.session import Outgoing
 from channelcast.types import ChannelName, Position
+
+log = logging.getLogger("channelcast.gateway")
 
 SSE_KEEPALIVE_S = 15.0
 """A comment line this often keeps idle proxies from closing the stream."""
@@ -47,6 +55,38 @@ class SSETransport:
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(_CLOSE)
+
+    async def abort(self) -> None:
+        """After a write timeout: the stream ends with the frame it is writing now (the
+        HTTP server offers no way to cut the socket; the session is released anyway)."""
+        with contextlib.suppress(asyncio.QueueEmpty):
+            self.queue.get_nowait()
+        self.queue.put_nowait(_CLOSE)
+
+
+class EventStream(StreamingResponse):
+    """The ``/sse`` response: registers its session when it starts, and releases it however
+    the stream ends: finished, failed, or cancelled (Starlette cancels the streaming task
+    when the client disconnects). The event generator is closed here too, not left to the
+    garbage collector."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], session_start: Callable[[], None],
+                 session_end: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._events = events
+        self._session_start = session_start
+        self._session_end = session_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._session_start()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._events.aclose()
+            finally:
+                await self._session_end()
 
 
 def parse_cursor(text: str, channels: list[ChannelName]) -> dict[ChannelName, Position]:
@@ -106,33 +146,35 @@ async def sse_endpoint(request: Request) -> Response:
     session = gw.new_session(transport)
     positions: dict[ChannelName, Position] = {}
 
-    async def stream() -> AsyncIterator[str]:
-        gw.sessions.add(session)
-        gw.metrics.connections.labels("sse").inc()
+    def start() -> None:
+        gw.register(session, "sse")
         session.start(greet=False)
-        try:
-            yield f"retry: 1000\nevent: connected\ndata: {json.dumps(session.connection_id)}\n\n"
-            for channel in channels:
-                session.protocol.channels.add(channel)
-                await session.subscribe(Subscribe(channel, since.get(channel), None))
-            while True:
-                try:
-                    item = await asyncio.wait_for(transport.queue.get(), SSE_KEEPALIVE_S)
-                except TimeoutError:
-                    yield ": keepalive\n\n"
-                    continue
-                if item is _CLOSE:
-                    return
-                yield _sse_event(item, positions)
-                if item.frame is not None and item.frame.get("type") == "closing":
-                    return
-        finally:
-            gw.sessions.discard(session)
-            gw.metrics.connections.labels("sse").dec()
-            await session.aclose()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    async def stream() -> AsyncGenerator[bytes, None]:
+        # No cleanup in here: EventStream releases the session, whatever ends the stream.
+        yield (f"retry: 1000\nevent: connected\n"
+               f"data: {json.dumps(session.connection_id)}\n\n").encode()
+        for channel in channels:
+            session.protocol.channels.add(channel)
+            await session.subscribe(Subscribe(channel, since.get(channel), None))
+        while True:
+            try:
+                item = await asyncio.wait_for(transport.queue.get(), SSE_KEEPALIVE_S)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            if item is _CLOSE:
+                return
+            try:
+                yield _sse_event(item, positions).encode()
+            except UnicodeEncodeError as exc:  # a bug upstream: never a silent dead stream
+                log.warning("SSE stream of %s: a frame cannot be encoded (%s); ending the "
+                            "stream", session.connection_id, exc)
+                return
+            if item.frame is not None and item.frame.get("type") == "closing":
+                return
+
+    return EventStream(stream(), start, lambda: gw.end_session(session))
 
 
 def _sse_event(item: Outgoing, positions: dict[ChannelName, Position]) -> str:

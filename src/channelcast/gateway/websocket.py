@@ -3,7 +3,8 @@
 Outgoing frames take Starlette's ``send_text`` or, when the server offers the
 :data:`DIRECT_EXTENSION` (channelcast's uvicorn protocol, :mod:`.server`), a synchronous
 write straight into the connection. The protocol itself is in :mod:`.protocol` and the send
-buffer in :mod:`.session`; this module never parses a frame.
+buffer in :mod:`.session`; this module never parses a frame. The endpoint hands its session
+back to the node (``end_session``) however it ends, cancellation included.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from channelcast.gateway.node import gateway_of
-from channelcast.gateway.protocol import CLOSE_TRY_AGAIN_LATER
+from channelcast.gateway.protocol import CLOSE_SLOW_CLIENT, CLOSE_TRY_AGAIN_LATER
 from channelcast.gateway.session import Outgoing
 
 CLOSE_GRACE_S = 5.0
@@ -62,9 +63,20 @@ class WebSocketTransport:
         try:
             await asyncio.wait_for(self.websocket.close(code, reason), self.grace_s)
         except Exception:
-            abort = self.websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {})
-            if "abort" in abort:
-                abort["abort"]()
+            self._abort_now()
+
+    async def abort(self) -> None:
+        """Cut the TCP connection now (the server's :data:`ABORT_EXTENSION`); under a server
+        without it, :meth:`close` with 4008, which gives up after ``grace_s``."""
+        if not self._abort_now():
+            await self.close(CLOSE_SLOW_CLIENT, "write timeout")
+
+    def _abort_now(self) -> bool:
+        abort = self.websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {})
+        if "abort" not in abort:
+            return False
+        abort["abort"]()
+        return True
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -74,11 +86,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if not gw.accepting:
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
         return
-    session = gw.new_session(WebSocketTransport(websocket))
-    gw.sessions.add(session)
-    gw.metrics.connections.labels("ws").inc()
-    session.start()
+    session = gw.open_session(WebSocketTransport(websocket), "ws")
     try:
+        session.start()
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -91,6 +101,4 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        gw.sessions.discard(session)
-        gw.metrics.connections.labels("ws").dec()
-        await session.aclose()
+        await gw.end_session(session)  # runs to the end even if this task is cancelled

@@ -10,7 +10,8 @@
  * gateway replays what was missed (or sends a "recovery_failed" error when it cannot).
  * Channel events: "subscribed", "message", "member_added", "member_removed", "error".
  * Client events: "state" (connecting/connected/disconnected), "connected", "dropped",
- * "error", "closing".
+ * "error", "closing". A frame that is not JSON (which the gateway never sends) closes the
+ * connection with an "unreadable_frame" error, and the client reconnects.
  */
 (function (global) {
   "use strict";
@@ -64,7 +65,18 @@
     this._setState("connecting");
     var ws = new WebSocket(this.url);
     this._ws = ws;
-    ws.onmessage = function (ev) { self._receive(JSON.parse(ev.data)); };
+    ws.onmessage = function (ev) {
+      var frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch (e) {
+        // Never stay on a connection that loses frames: reconnect and resubscribe.
+        self.emit("error", { code: "unreadable_frame", message: String(e) });
+        ws.close(1000, "unreadable frame");
+        return;
+      }
+      self._receive(frame);
+    };
     ws.onclose = function (ev) {
       self._ws = null;
       self.connectionId = null;
