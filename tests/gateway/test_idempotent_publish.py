@@ -21,7 +21,7 @@ from channelcast.gateway.auth import RequestVerifier, SignedRequest, sign_reques
 from channelcast.gateway.idempotency import AnswerMemory
 from channelcast.message import Envelope, Record, ulid_from
 from channelcast.types import ChannelName, Position
-from tests.gateway.conftest import running_gateway
+from tests.gateway.conftest import running_gateway, settings_with
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -260,7 +260,7 @@ async def test_two_nodes_over_one_broker_give_a_repeat_the_same_ids() -> None:
 
 async def test_ids_in_the_body_are_the_ids_and_are_checked() -> None:
     broker = GatedBroker()
-    async with running_gateway(broker=broker) as gw, \
+    async with running_gateway(settings_with(demo=True), broker=broker) as gw, \
             httpx.AsyncClient(base_url=gw.base_url) as http:
         g = gw.settings().gateway
         raw, headers = signed(g.app_key, g.app_secret, {"messages": [
