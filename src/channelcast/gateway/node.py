@@ -8,6 +8,8 @@ and the HTTP API (:mod:`.api`) do, and find their node with :func:`gateway_of`.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from channelcast.gateway.auth import RequestVerifier
 from channelcast.gateway.hub import Hub
 from channelcast.gateway.metrics import GatewayMetrics
 from channelcast.gateway.protocol import ClientProtocol, Credentials
+from channelcast.gateway.pusher.node import PusherNode
 from channelcast.gateway.session import Session, Transport
 from channelcast.types import ChannelName
 
@@ -70,6 +73,10 @@ class Gateway:
     def __post_init__(self) -> None:
         g = self.settings.gateway
         self.hub = Hub(self.broker, presence_ttl_s=g.presence_ttl_s, metrics=self.metrics)
+        # Socket ids "<node>.<n>", digits only (the Pusher SDKs accept no other shape).
+        self.node_number = secrets.randbelow(9 * 10**9) + 10**9
+        self._socket_ids = itertools.count(1)
+        self.pusher = PusherNode(self)
         self.credentials = Credentials(g.app_key, g.app_secret)
         self.verifier = RequestVerifier(g.app_key, g.app_secret)
         if self.authorizer is None and g.demo:
@@ -78,6 +85,7 @@ class Gateway:
     async def start(self) -> None:
         await self.broker.start()
         await self.hub.start()
+        await self.pusher.start()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -94,17 +102,23 @@ class Gateway:
 
     async def close(self) -> None:
         await self.drain()
+        await self.pusher.close()
         await self.hub.close()
         await self.broker.close()
 
     def new_session(self, transport: Transport) -> Session:
         """A session for one new connection over ``transport``, with this node's limits."""
         g = self.settings.gateway
-        protocol = ClientProtocol(Session.new_connection_id(self.hub.node_id), self.credentials,
+        protocol = ClientProtocol(self.new_socket_id(), self.credentials,
                                   max_subscriptions=g.max_subscriptions,
                                   max_frame_bytes=g.max_frame_bytes)
         return Session(self.hub, protocol, transport, send_queue=g.send_queue,
                        slow_client_policy=g.slow_client_policy, metrics=self.metrics)
+
+
+    def new_socket_id(self) -> str:
+        """A connection id unique in the cluster: ``<node number>.<n>``, digits only."""
+        return f"{self.node_number}.{next(self._socket_ids)}"
 
 
 def gateway_of(conn: HTTPConnection) -> Gateway:
