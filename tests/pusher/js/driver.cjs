@@ -85,8 +85,10 @@ function subscribe(cmd) {
   });
 }
 
-function echoConnect(cmd) {
-  const {default: Echo} = require("laravel-echo");
+async function echoConnect(cmd) {
+  // laravel-echo's CommonJS build does not load in node (its package is "type": "module"):
+  // take the ES module.
+  const {default: Echo} = await import("laravel-echo");
   const options = Object.assign({
     broadcaster: "pusher",
     key: cmd.key,
@@ -167,11 +169,12 @@ const commands = {
 readline.createInterface({input: process.stdin}).on("line", (line) => {
   if (!line.trim()) return;
   let cmd;
+  const failed = (e) => emit({ev: "driver_error", id: cmd && cmd.id, error: String(e && e.stack || e)});
   try {
     cmd = JSON.parse(line);
-    commands[cmd.cmd](cmd);
+    Promise.resolve(commands[cmd.cmd](cmd)).catch(failed);
   } catch (e) {
-    emit({ev: "driver_error", id: cmd && cmd.id, error: String(e && e.stack || e)});
+    failed(e);
   }
 });
 process.stdin.on("end", () => process.exit(0));
