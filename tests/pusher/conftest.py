@@ -148,7 +148,10 @@ class AuthServer:
             return 403, {"error": "forbidden"}
         custom = {"user_id": user, "user_info": {"name": user.title()}} \
             if channel.startswith("presence-") else None
-        return 200, self.client.authenticate(channel, socket_id, custom)
+        signed = self.client.authenticate(channel, socket_id, custom)
+        if isinstance(signed.get("shared_secret"), bytes):  # encrypted channels: base64
+            signed["shared_secret"] = signed["shared_secret"].decode()
+        return 200, signed
 
     def __enter__(self) -> AuthServer:
         self.thread.start()

@@ -5,15 +5,19 @@ recovery through the documented wrapper."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+import pusher
 import pytest
 
+from channelcast.types import Position
 from tests.gateway.conftest import running_gateway
 from tests.pusher.conftest import (
     AuthServer,
     call,
     js_driver,
+    port_of,
     pusher_settings,
     sdk,
     until_local_count,
@@ -236,3 +240,33 @@ async def test_recovery_wrapper_replays_exactly_the_200_missed_events_in_order()
             await call(server.trigger, "ticks", "tick", "207")
             await js.expect(ev="event", id="bob", channel="ticks", event="tick", data=207)
             assert [e["data"] for e in js.all(ev="event", id="bob", event="tick")] == [207]
+
+
+async def test_encrypted_channels_pass_through_opaque() -> None:
+    master_key = base64.b64encode(b"k" * 32).decode()
+    async with running_gateway(pusher_settings()) as gw, js_driver() as js:
+        g = gw.settings().gateway
+        server = pusher.Pusher(app_id=g.app_id, key=g.app_key, secret=g.app_secret,
+                               host="127.0.0.1", port=port_of(gw), ssl=False,
+                               encryption_master_key_base64=master_key)
+        with AuthServer(server) as auth:
+            await js.connect("ann", gw, auth=auth, user="ann")
+            await js.send("subscribe", id="ann", channel="private-encrypted-vault")
+            await js.expect(ev="event", id="ann", channel="private-encrypted-vault",
+                            event="pusher:subscription_succeeded")
+            result = await call(server.trigger, "private-encrypted-vault", "secret",
+                                {"pin": 1234})
+            got = await js.expect(ev="event", id="ann", channel="private-encrypted-vault",
+                                  event="secret")
+            assert got["data"] == {"pin": 1234}
+        # What the gateway stored and relayed is the SDK's ciphertext.
+        stored = await gw.gateway.broker.history(
+            "private-encrypted-vault", _before(result["positions"]["private-encrypted-vault"]))
+        (record,) = stored
+        assert set(json.loads(record.envelope.data)) == {"nonce", "ciphertext"}
+        assert "1234" not in record.envelope.data
+
+
+def _before(position: str) -> Position:
+    p = Position.parse(position)
+    return Position(p.topic, p.partition, p.offset - 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -144,6 +145,9 @@ async def test_apps_have_their_own_channels() -> None:
             raw_pusher(gw) as default, raw_pusher(gw, key=OTHER_APP.key) as other, \
             ws_client(gw.ws_url) as native:
         main, second = sdk(gw), sdk(gw, OTHER_APP)
+        # One socket id shape for both protocols: the SDKs accept no other.
+        for socket_id in (default.socket_id, other.socket_id, native.connection_id):
+            assert re.fullmatch(r"[0-9]+\.[0-9]+", socket_id), socket_id
         await subscribed(default, main, "news")
         await subscribed(other, second, "news")
         assert (await native.subscribe("news"))["type"] == "subscribed"
