@@ -25,7 +25,9 @@ subscription (not the hub's: it is no client), again from the last applied posit
 should that subscription fail; it publishes the operations, and answers the HTTP API's
 questions from the table, with this node's own current counts in place of its last
 published ones. Its queue of reports is bounded (:data:`REPORT_QUEUE`); when full,
-reports are dropped and logged.
+reports are dropped and logged, as is a report the broker refused
+:data:`REPORT_ATTEMPTS` times. This module never touches client connections: it calls
+back (``report``, ``terminate``) and :mod:`.node` acts.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ FLUSH_S = 0.05
 HEARTBEAT_PART_CHANNELS = 500
 MAX_HEARTBEAT_PARTS = 10_000
 REPORT_QUEUE = 10_000
+REPORT_ATTEMPTS = 10
 FEED_QUEUE = 10_000
 
 OCCUPIED = "channel_occupied"
@@ -518,12 +521,20 @@ class Cluster:
             await asyncio.sleep(FLUSH_S)
 
     async def _reporter(self) -> None:
+        """Hand reports over (to the webhook channel), retrying a failing broker with
+        back-off for about half a minute before a report is dropped with a WARNING."""
         while True:
             transitions = await self._reports.get()
             try:
-                await self._report(transitions)
-            except Exception as exc:
-                log.warning("pusher webhooks: could not queue %d events: %s",
-                            len(transitions), exc)
+                for attempt in range(REPORT_ATTEMPTS):
+                    try:
+                        await self._report(transitions)
+                        break
+                    except Exception as exc:
+                        if attempt + 1 == REPORT_ATTEMPTS or self._closed:
+                            log.warning("pusher webhooks: dropped %d events: %s",
+                                        len(transitions), exc)
+                            break
+                        await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
             finally:
                 self._reports.task_done()

@@ -16,7 +16,8 @@ are plain text, as the SDKs expect: 400 (bad request), 401 (signature), 403 (a k
 another app), 404 (no such app), 413 (data over the app's ``max_event_bytes``), 503
 (broker). This module maps errors to those statuses in :func:`_text_errors`, for its own
 routes only (the native API's JSON error table in :mod:`..app` stays as it is). Counts
-are cluster-wide (:mod:`.cluster`).
+are cluster-wide (:mod:`.cluster`). This module never touches a WebSocket: triggers go
+through the broker, terminations through the cluster state.
 """
 
 from __future__ import annotations

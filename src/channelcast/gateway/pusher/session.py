@@ -7,6 +7,8 @@ what only Pusher has: it runs client events and sign-ins, leaves out events addr
 away from its socket id, serves cache channels, keeps the node's subscription counts, and
 can be terminated with a close code. :class:`PusherTransport` maps the native close codes
 to Pusher's (1001 -> 4200, or the code the session was terminated with; 4008 -> 4100).
+This module never parses a frame (:mod:`.protocol` does) and never builds one of its own
+beyond the refusals of the handshake.
 """
 
 from __future__ import annotations
