@@ -1,21 +1,28 @@
 """Two gateway nodes on real Kafka: pusher-js clients on either node, the SDK on either;
 presence, member events, subscription and user counts, client events, termination, cache
-channels and webhooks are cluster-wide, and each webhook event is sent once."""
+channels and webhooks are cluster-wide, and each webhook event is sent once. A node that
+is killed is expired by the other, which reports what that changes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from channelcast.brokers import create_broker
 from channelcast.brokers.kafka.admin import KafkaAdmin, ensure_topics
 from channelcast.config import KafkaSettings, Settings
 from channelcast.strategies import TopicSpec
 from channelcast.types import TopicName
+from tests.e2e.conftest import serve_process
 from tests.gateway.conftest import Running, running_gateway
 from tests.pusher.conftest import (
     AuthServer,
@@ -177,3 +184,75 @@ async def test_two_nodes_share_presence_counts_events_and_webhooks(kafka_bootstr
     finally:
         await asyncio.to_thread(KafkaAdmin(kafka_bootstrap, timeout_s=30).delete_topics,
                                 [topic, dlq])
+
+
+async def test_a_crashed_nodes_channels_and_members_leave_and_are_reported(
+        kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """Node A (a ``channelcast serve`` process) is killed; node B expires it after
+    ``presence_ttl_s`` and reports what that changes, once."""
+    topic, dlq = f"pz-{unique}", f"pz-{unique}-dlq"
+    await asyncio.to_thread(ensure_topics, kafka_bootstrap,
+                            [TopicSpec(TopicName(topic), 4), TopicSpec(TopicName(dlq), 1)],
+                            timeout_s=30)
+    try:
+        with webhook_receiver() as hooks:
+            settings = kafka_settings(kafka_bootstrap, unique, hooks.url)
+            config = tmp_path / "channelcast.toml"
+            config.write_text(
+                f'broker = "kafka://{kafka_bootstrap}"\n'
+                f'[kafka]\ndefault_topic = "{topic}"\ndefault_partitions = 4\n'
+                f'dead_letter_topic = "{dlq}"\n'
+                # a killed node leaves the webhook group after 6 s, not the default 45 s
+                '[kafka.consumer]\n"session.timeout.ms" = 6000\n'
+                f'[gateway]\npresence_ttl_s = 3.0\napp_webhook_url = "{hooks.url}"\n'
+                f'[pusher]\nwebhook_group = "pz-{unique}-hooks"\n'
+                f'[[apps]]\nid = 42\nkey = "other-key"\nsecret = "other-secret"\n')
+            settings = replace(settings, kafka=replace(
+                settings.kafka, consumer={"session.timeout.ms": 6000}))
+            async with running_gateway(settings, broker=create_broker(settings)) as b:
+                with serve_process(tmp_path, "--config", str(config), ready_s=60) as a:
+                    await until(lambda: _knows_both(b))
+                    server = sdk(b)
+                    url = f"ws://127.0.0.1:{a.port}/app/{settings.gateway.app_key}?protocol=7"
+                    async with connect(url) as ws:
+                        hello = json.loads(await ws.recv())
+                        socket_id = json.loads(hello["data"])["socket_id"]
+                        signed = server.authenticate("presence-room", socket_id,
+                                                     {"user_id": "ann"})
+                        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {
+                            "channel": "presence-room", **signed}}))
+                        reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                        assert reply["event"] == "pusher_internal:subscription_succeeded"
+                        await hooks.wait_for(server, lambda e: len(e) >= 2, wait_s=30)
+                        info = await until(lambda: _info(server, users=1))
+                        assert info["subscription_count"] == 1
+                        a.proc.send_signal(signal.SIGKILL)
+                        killed = time.monotonic()
+                        await until(lambda: _vacated(server))
+                        took = time.monotonic() - killed
+                        assert took <= 3.0 * 1.1 + 2.0, took
+                await hooks.wait_for(
+                    server, lambda e: ("channel_vacated", "presence-room") in names(e),
+                    wait_s=30)
+                await asyncio.sleep(1)
+                seen = names(hooks.events(server))
+                # At least once: if A died before committing what it had sent, the group
+                # sends that again from B. What B reported itself comes once.
+                assert list(dict.fromkeys(seen)) == [
+                    ("channel_occupied", "presence-room"),
+                    ("member_added", "presence-room", "ann"),
+                    ("member_removed", "presence-room", "ann"),
+                    ("channel_vacated", "presence-room")], seen
+                assert seen[-2:] == [("member_removed", "presence-room", "ann"),
+                                     ("channel_vacated", "presence-room")], seen
+                assert seen.count(("channel_vacated", "presence-room")) == 1, seen
+                print(f"\nmember of the killed node reported gone after {took:.2f}s; "
+                      f"webhooks: {seen}")
+    finally:
+        await asyncio.to_thread(KafkaAdmin(kafka_bootstrap, timeout_s=30).delete_topics,
+                                [topic, dlq])
+
+
+async def _vacated(client: Any) -> bool:
+    info = await call(client.channel_info, "presence-room")
+    return info == {"occupied": False}
