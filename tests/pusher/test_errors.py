@@ -9,9 +9,10 @@ import asyncio
 import json
 from dataclasses import replace
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.gateway.conftest import running_gateway
 from tests.pusher.conftest import (
@@ -186,3 +187,25 @@ async def test_client_events_refused_with_4301() -> None:
         # Still connected.
         await other.send("pusher:ping", {})
         await other.expect("pusher:pong")
+
+
+async def test_a_draining_node_refuses_new_connections_with_4200() -> None:
+    async with running_gateway(pusher_settings()) as gw:
+        gw.gateway.accepting = False
+        async with connect(f"ws://127.0.0.1:{port_of(gw)}/app/channelcast-key?protocol=7") as ws:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert frame["data"]["code"] == 4200
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 4200
+        gw.gateway.accepting = True
+
+
+async def test_with_pusher_disabled_nothing_answers_the_pusher_paths() -> None:
+    async with running_gateway(pusher_settings(enabled=False)) as gw:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"ws://127.0.0.1:{port_of(gw)}/app/channelcast-key?protocol=7"):
+                pass
+        assert info.value.response.status_code == 403
+        async with httpx.AsyncClient(base_url=gw.base_url) as http:
+            assert (await http.post("/apps/1/events", content=b"{}")).status_code == 404
