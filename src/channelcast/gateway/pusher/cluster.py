@@ -55,6 +55,8 @@ HEARTBEAT_PART_CHANNELS = 500
 MAX_HEARTBEAT_PARTS = 10_000
 REPORT_QUEUE = 10_000
 REPORT_ATTEMPTS = 10
+LEAVE_S = 5.0
+"""How long a closing node tries to say goodbye (and hand over what that causes)."""
 FEED_QUEUE = 10_000
 
 OCCUPIED = "channel_occupied"
@@ -361,13 +363,11 @@ class Cluster:
         for task in self._tasks[:1]:
             task.cancel()
         await asyncio.gather(*self._tasks[:1], return_exceptions=True)
+        # Bounded: with the broker down, a node still shuts down (the others expire it).
         with contextlib.suppress(Exception):
-            await self._flush()
-            await self._publish({"op": "bye", "node": self.node_id})
-            # Our own bye comes back through the log: wait briefly for it and its reports.
-            await asyncio.wait_for(self._left.wait(), 2.0)
+            await asyncio.wait_for(self._leave(), LEAVE_S)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reports.join(), 5.0)
+            await asyncio.wait_for(self._reports.join(), LEAVE_S)
         tasks = [*self._tasks[1:], *([self._pump_task] if self._pump_task else [])]
         for task in tasks:
             task.cancel()
@@ -375,6 +375,11 @@ class Cluster:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()
+
+    async def _leave(self) -> None:
+        await self._flush()
+        await self._publish({"op": "bye", "node": self.node_id})
+        await self._left.wait()  # our own bye, back through the log, and its reports
 
     async def _pump(self, subscription: Subscription) -> None:
         """Apply the log in order; if the subscription fails, follow again from the last
