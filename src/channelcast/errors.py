@@ -13,7 +13,8 @@ Every error the package raises on purpose derives from :class:`ChannelcastError`
     │   └── MalformedMessage                 bytes on the wire are not an envelope
     ├── BrokerError
     │   ├── BrokerUnavailable (ConnectionError)  unreachable within the configured timeout
-    │   ├── PublishError                     the broker refused or lost a publish
+    │   ├── PublishError                     the broker refused a publish: not stored
+    │   │   └── PublishOutcomeUnknown        not acknowledged, but may be stored (retriable)
     │   ├── HistoryUnavailable               asked-for offsets were removed by retention
     │   └── BrokerClosed                     the broker was used after close()
     ├── MissingDependency (ImportError)      an optional package or program is not installed
@@ -84,7 +85,21 @@ class BrokerUnavailable(BrokerError, ConnectionError):
 
 
 class PublishError(BrokerError):
-    """The broker refused a publish, or it was not acknowledged in time."""
+    """The broker refused a publish: the message was not stored (see the subclass for
+    the one case where that is not known)."""
+
+
+class PublishOutcomeUnknown(PublishError):
+    """A publish was not acknowledged, but the broker may have stored it (it was sent and
+    no answer came: a timeout, a broken connection with the request in flight).
+
+    Retriable by default. Retry with the *same* message id (``publish(..., id=...)``,
+    or the same envelopes for ``publish_many``): the log may then hold the message twice,
+    and consumers tell the copies apart by id (docs/brokers.md, "How to retry safely").
+    """
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message, retriable=retriable)
 
 
 class HistoryUnavailable(BrokerError):

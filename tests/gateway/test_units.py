@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from channelcast.errors import AuthError
 from channelcast.gateway.auth import (
     RequestVerifier,
+    SignedRequest,
     channel_auth,
     sign_channel,
     sign_request,
@@ -46,23 +48,32 @@ def test_channel_signature_is_bound_to_connection_channel_and_member() -> None:
         channel_auth(K, S, "n.1", "presence-r")  # presence needs a user
 
 
-def test_request_verifier_window_and_replay() -> None:
+async def test_request_verifier_window_and_idempotent_repeat() -> None:
     v = RequestVerifier(K, S, window_s=60)
     body = b'{"a":1}'
     headers = sign_request(K, S, body, timestamp=1000)
-    v.verify(headers, body, now=1030)
-    with pytest.raises(AuthError, match="replay"):
-        v.verify(headers, body, now=1031)
+    first = v.verify(headers, body, now=1030)
+    assert first == SignedRequest(1000, headers["X-Channelcast-Signature"])
+    # The same signed request again is not refused: it is the same request.
+    assert v.verify(headers, body, now=1031) == first
     with pytest.raises(AuthError, match="window"):
         v.verify(sign_request(K, S, body, timestamp=1000), body, now=1100)
     with pytest.raises(AuthError, match="signature"):
         v.verify(sign_request(K, S, body, timestamp=1040), body + b" ", now=1040)
     with pytest.raises(AuthError, match="missing"):
         v.verify({}, body, now=1040)
-    # Old signatures are forgotten once they leave the window: memory stays bounded.
+    # Answers are forgotten once their request leaves the window: memory stays bounded.
     for t in range(2000, 2100):
-        v.verify(sign_request(K, S, body, timestamp=t), body, now=t)
-    assert len(v._seen) <= 61
+        signed = v.verify(sign_request(K, S, body, timestamp=t), body, now=t)
+        assert await v.once(signed, _answer(b"ok"), now=t) == b"ok"
+    assert len(v.answers) <= 61
+
+
+def _answer(value: bytes) -> Callable[[], Awaitable[bytes]]:
+    async def run() -> bytes:
+        return value
+
+    return run
 
 
 def test_presence_members_are_distinct_users_and_heartbeats_replace() -> None:

@@ -20,6 +20,7 @@ from channelcast.errors import (
     ConfigError,
     MessageTooLarge,
     PublishError,
+    PublishOutcomeUnknown,
 )
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -65,7 +66,35 @@ PLAIN = [
 ]
 OTHERS = [KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG,
           KafkaError.INVALID_REPLICATION_FACTOR]
-EVERY_CODE = UNREACHABLE + LEADERSHIP + TOPIC_REJECTED + DENIED + PLAIN + OTHERS
+# Delivery reports that prove the message was not stored (failed before it was sent, or
+# bytes the broker refuses on every attempt).
+NOT_STORED = [
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._PURGE_QUEUE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_TIMESTAMP,
+]
+# Delivery reports librdkafka itself calls "possibly persisted", or that may follow an
+# attempt whose answer was lost: the outcome is unknown.
+MAY_BE_STORED = [
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError._PURGE_INFLIGHT,
+    KafkaError._BAD_MSG,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.KAFKA_STORAGE_ERROR,
+    KafkaError.INVALID_MSG,
+    KafkaError._ALL_BROKERS_DOWN,
+]
+EVERY_CODE = (UNREACHABLE + LEADERSHIP + TOPIC_REJECTED + DENIED + PLAIN + OTHERS
+              + NOT_STORED + MAY_BE_STORED)
 
 REFUSED = [PublishError, BrokerError]
 
@@ -239,3 +268,60 @@ def test_has_code_looks_inside_a_kafka_exception() -> None:
                     KafkaError.TOPIC_ALREADY_EXISTS)
     assert not has_code(KafkaException(err), KafkaError._NO_OFFSET)
     assert not has_code(ValueError("x"), KafkaError.TOPIC_ALREADY_EXISTS)
+
+
+# --- "not stored" against "may be stored" (delivery reports: sent=True) ----------------
+
+
+def test_outcome_unknown_is_a_retriable_publish_error() -> None:
+    err = PublishOutcomeUnknown("no ack")
+    assert isinstance(err, PublishError)
+    assert err.retriable
+    assert not PublishOutcomeUnknown("no ack", retriable=False).retriable
+
+
+@pytest.mark.parametrize("code", MAY_BE_STORED, ids=_name)
+def test_a_delivery_failure_that_may_hide_a_stored_message_is_outcome_unknown(
+        code: int) -> None:
+    out = translate(KafkaError(code, "no verdict"), "publishing", sent=True)
+    assert type(out) is PublishOutcomeUnknown
+    assert out.retriable
+    assert str(out).startswith("publishing failed: not acknowledged")
+    assert _name(code) in str(out)
+    assert "may be stored" in str(out)
+    assert "same message id" in str(out)
+    # Raised by a call (nothing was sent), the same code is not an unknown outcome.
+    assert not isinstance(translate(KafkaError(code, "x"), "publishing"),
+                          PublishOutcomeUnknown)
+
+
+@pytest.mark.parametrize("code", NOT_STORED + DENIED, ids=_name)
+def test_a_delivery_failure_that_proves_nothing_was_stored_keeps_its_class(code: int) -> None:
+    sent = translate(KafkaError(code, "refused"), "publishing", sent=True)
+    unsent = translate(KafkaError(code, "refused"), "publishing")
+    assert not isinstance(sent, PublishOutcomeUnknown)
+    assert isinstance(sent, PublishError)
+    assert (type(sent), str(sent), sent.retriable) == (type(unsent), str(unsent),
+                                                       unsent.retriable)
+
+
+def test_a_delivered_oversize_refusal_is_message_too_large() -> None:
+    out = translate(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "big"), "publishing", sent=True)
+    assert type(out) is MessageTooLarge
+
+
+def test_a_fatal_delivery_failure_is_outcome_unknown_and_not_retriable() -> None:
+    err = KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "broken", fatal=True)
+    out = translate(err, "publishing", sent=True)
+    assert type(out) is PublishOutcomeUnknown
+    assert not out.retriable
+    assert "fatal" in str(out)
+
+
+def test_every_code_is_either_stored_maybe_or_not_when_sent() -> None:
+    for code in EVERY_CODE:
+        out = translate(KafkaError(code, "x"), "publishing", sent=True)
+        if code in NOT_STORED or code in DENIED or code == KafkaError.MSG_SIZE_TOO_LARGE:
+            assert not isinstance(out, PublishOutcomeUnknown), _name(code)
+        else:
+            assert isinstance(out, PublishOutcomeUnknown), _name(code)

@@ -170,12 +170,22 @@ class Broker(Protocol):
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None: ...
 
-    async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
-        """Validate, encode and store one message; returns its position once acknowledged."""
+    async def publish(self, channel: str, event: str, data: JSONValue, *,
+                      id: str | None = None) -> Position:
+        """Validate, encode and store one message; returns its position once acknowledged.
+
+        ``id``: the message id (an idempotency key, :func:`~channelcast.message.
+        validate_message_id`'s rules, else MessageError); default a new ULID. Raises
+        PublishOutcomeUnknown when the message may be stored although no acknowledgement
+        came: retry with the same ``id`` (consumers tell copies apart by id); any other
+        PublishError means it was not stored.
+        """
         ...
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
-        """The batch form (also keeps given ids, e.g. for migration). Same order as input."""
+        """The batch form; each envelope's id is kept (and checked like ``publish``'s
+        ``id``). Same order as input. Raises PublishOutcomeUnknown unless no message of
+        the batch can have been stored; retry the same envelopes then."""
         ...
 
     def subscribe(self, channels: Iterable[str], *,

@@ -38,7 +38,14 @@ from channelcast.brokers.base import (
 )
 from channelcast.channels import validate_channel
 from channelcast.errors import BrokerClosed, HistoryUnavailable
-from channelcast.message import DEFAULT_MAX_MESSAGE_BYTES, Envelope, Record, decode, encode
+from channelcast.message import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Envelope,
+    Record,
+    decode,
+    encode,
+    validate_message_id,
+)
 from channelcast.strategies import GroupedTopics, TopicSpec, TopicStrategy, create_strategy
 from channelcast.types import ChannelName, JSONValue, Position, TopicName
 
@@ -221,8 +228,9 @@ class MemoryBroker:
         return self.partitions(topic)[partition].append(envelope, headers)
 
     # --- publish -----------------------------------------------------------------
-    async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
-        envelope = Envelope(channel=validate_channel(channel), event=event, data=data)
+    async def publish(self, channel: str, event: str, data: JSONValue, *,
+                      id: str | None = None) -> Position:
+        envelope = Envelope(channel=validate_channel(channel), event=event, data=data, id=id)
         return (await self.publish_many([envelope]))[0]
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
@@ -231,6 +239,7 @@ class MemoryBroker:
         stored = []
         for env in envelopes:
             validate_channel(env.channel)
+            validate_message_id(env.id)
             stored.append(decode(encode(env, self.max_message_bytes)))
         positions = []
         for env in stored:

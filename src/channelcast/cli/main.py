@@ -1,15 +1,17 @@
 """Entry point: assembles the command groups; ``main(argv)`` returns an exit code.
 
 Every command module exposes ``register(app)``. A ChannelcastError anywhere becomes a
-one-line ``error: ...`` on stderr and exit code 2, never a traceback.
+one-line ``error: ...`` on stderr and exit code 2, never a traceback. ``--version`` / ``-V``
+prints the installed package's version (its metadata, never a second copy in the code).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import click
 import typer
@@ -33,6 +35,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+
+def package_version() -> str:
+    """channelcast's version from the installed distribution's metadata (PEP 440 text,
+    e.g. ``"0.1.0"``); ``"unknown"`` when the package runs without being installed."""
+    try:
+        return importlib.metadata.version("channelcast")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"channelcast {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", "-V", is_eager=True, callback=_print_version,
+        help="Print the installed version and exit.")] = False) -> None:
+    """Options before any command (the command groups follow)."""
+
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

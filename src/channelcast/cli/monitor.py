@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -14,8 +15,28 @@ from rich.table import Table
 from channelcast.cli.options import ConfigOption, settings_from
 from channelcast.cli.topics import BrokersOption, TimeoutOption, admin_for, fold_table
 from channelcast.errors import ConfigError
-from channelcast.ops.monitor import Snapshot, collect, resolve_topics
+from channelcast.ops.monitor import (
+    DEFAULT_SAMPLE,
+    DEFAULT_WINDOW_S,
+    Snapshot,
+    collect,
+    resolve_topics,
+)
 from channelcast.ops.monitor import serve_metrics as ops_serve_metrics
+
+
+def hot_title(snap: Snapshot) -> str:
+    """Which window the hot channels were ranked in, and how much of it was read."""
+    w = snap.hot_window
+
+    def clock(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+
+    read = (f"all {w.messages} read" if not w.estimated else
+            f"{w.read} of {w.messages} read (newest {snap.sample} per partition), "
+            "~ counts scaled")
+    return (f"hot channels: top {snap.top} by messages in the last {w.seconds:g} s "
+            f"({clock(w.from_ms)}-{clock(w.to_ms)} UTC; {read})")
 
 
 def render(snap: Snapshot) -> Group:
@@ -31,10 +52,12 @@ def render(snap: Snapshot) -> Group:
             flag = "[red]OVERLOADED[/]" if p.overloaded else ""
             parts.add_row(t.topic, str(p.partition), str(p.low), str(p.high), str(p.messages),
                           f"{p.share:.1%}", flag)
-    hot = fold_table("channel", "topic", "partition", "msg/s", "sampled",
-                title=f"hot channels (top {snap.top}, newest {snap.sample} per partition)")
+    hot = fold_table("channel", "topic", "partition", "messages", "msg/s", "sampled",
+                     title=hot_title(snap))
     for h in snap.hot_channels:
-        hot.add_row(h.channel, h.topic, str(h.partition), f"{h.rate:.2f}", str(h.sampled))
+        hot.add_row(h.channel, h.topic, str(h.partition),
+                    f"~{h.messages}" if h.estimated else str(h.messages), f"{h.rate:.2f}",
+                    str(h.sampled))
     items: list[Table | str] = [summary, parts, hot]
     if snap.lag:
         lag = fold_table("group", "topic", "partition", "committed", "high", "lag",
@@ -63,13 +86,19 @@ def monitor(
     no_lag: Annotated[bool, typer.Option("--no-lag", help="Skip consumer-group lag.")] = False,
     top: Annotated[int, typer.Option(min=1, help="How many hot channels to show.")] = 10,
     sample: Annotated[int, typer.Option(
-        min=0, help="Newest messages read per partition to find hot channels (0: skip).")
-    ] = 200,
+        min=0, help="Newest messages of the window read per partition to see which "
+                    "channels wrote them; counts of a partition holding more are scaled "
+                    "(0: skip hot channels).")
+    ] = DEFAULT_SAMPLE,
+    window: Annotated[float, typer.Option(
+        "--window", min=0.001, help="Seconds: hot channels are ranked by their messages in "
+                                    "this window, ending now.")
+    ] = DEFAULT_WINDOW_S,
     threshold: Annotated[float, typer.Option(
         min=1.0, help="Warn when a partition holds more than this many times the mean.")
     ] = 2.0,
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print one snapshot as JSON (schema channelcast.monitor/1).")] = False,
+        "--json", help="Print one snapshot as JSON (schema channelcast.monitor/2).")] = False,
     prometheus: Annotated[bool, typer.Option(
         "--prometheus", help="Print one snapshot in Prometheus text format.")] = False,
     watch: Annotated[bool, typer.Option(
@@ -87,7 +116,9 @@ def monitor(
     """Per-partition message counts and skew, hot channels and consumer-group lag.
 
     Counts come from the watermarks; skew is max/mean and the coefficient of variation;
-    hot channels are sampled from the newest keys; a partition holding more than
+    hot channels are ranked by their messages in the last --window seconds (each
+    partition's count exact, its channels from the newest --sample); a partition holding
+    more than
     --threshold times the mean is flagged. Output: a table (or --watch for a live one),
     --json, --prometheus, or a /metrics endpoint (--serve-metrics PORT).
     """
@@ -104,7 +135,7 @@ def monitor(
 
     def snapshot() -> Snapshot:
         return collect(admin, topics, groups=groups, top=top, sample=sample,
-                       threshold=threshold)
+                       window_s=window, threshold=threshold)
 
     if serve_metrics is not None:
         server = ops_serve_metrics(snapshot, serve_metrics, metrics_host)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from channelcast.gateway.auth import channel_auth
 from channelcast.gateway.metrics import CONTENT_TYPE_LATEST
 from channelcast.gateway.node import AuthRequest, Gateway, gateway_of
 from channelcast.gateway.protocol import AUTH_FAILED
-from channelcast.message import Envelope, validate_event
+from channelcast.message import Envelope, validate_event, validate_message_id
 from channelcast.types import ChannelName
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -43,11 +44,19 @@ BAD_REQUEST = "bad_request"
 BODY_TOO_LARGE = "body_too_large"
 BROKER_ERROR = "broker_error"
 NO_AUTHORIZER = "no_authorizer"
+OUTCOME_UNKNOWN = "outcome_unknown"
+"""503: the broker did not acknowledge, but may have stored the messages: retry the
+request as it was (the same signed request, or the same ids)."""
 
 
-def parse_publish(body: bytes) -> list[Envelope]:
+def parse_publish(body: bytes,
+                  default_id: Callable[[int], str] | None = None) -> list[Envelope]:
     """The publish API body -> envelopes; raises MessageError/InvalidChannel naming the item
-    (``message`` or ``messages[i]``, e.g. ``messages[3].event must ...``)."""
+    (``message`` or ``messages[i]``, e.g. ``messages[3].event must ...``).
+
+    An item's optional ``"id"`` is its message id (an idempotency key:
+    :func:`~channelcast.message.validate_message_id`'s rules); without one, message ``i``
+    gets ``default_id(i)``, or a new ULID when there is no ``default_id``."""
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -72,9 +81,11 @@ def parse_publish(body: bytes) -> list[Envelope]:
             raise InvalidChannel(f"{where}: {exc}") from None
         try:
             event = validate_event(item.get("event"))
+            mid = (validate_message_id(item["id"]) if "id" in item
+                   else None if default_id is None else default_id(i))
         except MessageError as exc:
             raise MessageError(f"{where}.{exc}") from None
-        out.append(Envelope(channel=channel, event=event, data=item.get("data")))
+        out.append(Envelope(channel=channel, event=event, data=item.get("data"), id=mid))
     return out
 
 
@@ -98,28 +109,40 @@ def _too_large() -> RequestRefused:
     return RequestRefused(413, BODY_TOO_LARGE, f"body over {MAX_PUBLISH_BODY} bytes")
 
 
-async def _publish(gw: Gateway, body: bytes) -> Response:
-    envelopes = parse_publish(body)
+async def _publish(gw: Gateway, body: bytes,
+                   default_id: Callable[[int], str] | None = None) -> bytes:
+    """Publish the body's messages; the JSON answer ``{"positions", "ids"}``."""
+    envelopes = parse_publish(body, default_id)
     started = time.perf_counter()
     positions = await gw.broker.publish_many(envelopes)
     gw.metrics.publish_latency.observe(time.perf_counter() - started)
     gw.metrics.publishes.inc(len(positions))
-    return JSONResponse({"positions": [str(p) for p in positions],
-                         "ids": [e.id for e in envelopes]})
+    return json.dumps({"positions": [str(p) for p in positions],
+                       "ids": [e.id for e in envelopes]},
+                      ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def publish_endpoint(request: Request) -> Response:
     """``POST /api/publish``: ``{"positions": [...], "ids": [...]}`` once acknowledged.
-    Raises AuthError (signature), MessageError, InvalidChannel, BrokerError, RequestRefused."""
+    Raises AuthError (signature), MessageError, InvalidChannel, BrokerError, RequestRefused.
+
+    Idempotent within the replay window: a request with the signature of one already
+    answered gets that answer again (nothing is published), one identical to a request
+    in flight waits for its answer, and one whose first attempt failed tries again. The
+    default message ids derive from the signature, so copies on other nodes match.
+    """
     gw = gateway_of(request)
     body = await read_body(request)
-    gw.verifier.verify(request.headers, body)
-    return await _publish(gw, body)
+    signed = gw.verifier.verify(request.headers, body)
+    answer = await gw.verifier.once(signed, lambda: _publish(gw, body, signed.message_id))
+    return Response(answer, media_type="application/json")
 
 
 async def demo_publish_endpoint(request: Request) -> Response:
-    """``POST /demo/publish``: the same without a signature (only with ``gateway.demo``)."""
-    return await _publish(gateway_of(request), await read_body(request))
+    """``POST /demo/publish``: the same without a signature (only with ``gateway.demo``),
+    hence without the idempotency a signature gives."""
+    answer = await _publish(gateway_of(request), await read_body(request))
+    return Response(answer, media_type="application/json")
 
 
 def _auth_params(body: bytes) -> tuple[str, ChannelName, dict[str, Any]]:

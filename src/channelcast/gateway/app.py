@@ -39,11 +39,13 @@ from channelcast.errors import (
     InvalidChannel,
     InvalidPosition,
     MessageError,
+    PublishOutcomeUnknown,
     RequestRefused,
 )
 from channelcast.gateway.api import (
     BAD_MESSAGE,
     BROKER_ERROR,
+    OUTCOME_UNKNOWN,
     STATIC_DIR,
     auth_endpoint,
     demo_publish_endpoint,
@@ -79,6 +81,7 @@ ERROR_STATUS: tuple[tuple[type[ChannelcastError], int, str], ...] = (
     (InvalidPosition, 400, INVALID_POSITION),
     (MessageError, 400, BAD_MESSAGE),
     (AuthError, 401, AUTH_FAILED),
+    (PublishOutcomeUnknown, 503, OUTCOME_UNKNOWN),
     (BrokerError, 503, BROKER_ERROR),
 )
 """Error class -> (HTTP status, error code); the first class the error is an instance of

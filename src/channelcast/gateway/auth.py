@@ -1,4 +1,4 @@
-"""Signatures for channel subscriptions and for the HTTP publish API. Pure functions: no I/O.
+"""Signatures for channel subscriptions and for the HTTP publish API. No I/O.
 
 Channel auth (``private-*`` and ``presence-*``): the application's backend signs
 ``"{connection_id}:{channel}"`` (for presence ``"{connection_id}:{channel}:{channel_data}"``,
@@ -7,8 +7,11 @@ app secret. The client sends ``auth = "{app_key}:{hex signature}"``.
 
 Publish API: the caller sends ``X-Channelcast-Key``, ``X-Channelcast-Timestamp`` (Unix
 seconds) and ``X-Channelcast-Signature`` = hex HMAC-SHA256 over ``"{timestamp}.{body}"``.
-A request outside the replay window, or one whose signature was already seen inside the
-window, is refused.
+A request outside the replay window is refused. A request whose signature was already
+seen inside the window is an idempotent retry (:class:`RequestVerifier` hands it the
+first one's answer through :mod:`.idempotency`), and the default message ids of a signed
+request derive from its signature (:meth:`SignedRequest.message_id`), so a copy that
+reaches another node still carries the same ids.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import hashlib
 import hmac
 import json
 import time
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from channelcast.errors import AuthError
+from channelcast.gateway.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUESTS, AnswerMemory
+from channelcast.message import ulid_from
 from channelcast.types import JSONValue
 
 HEADER_KEY = "X-Channelcast-Key"
@@ -86,19 +91,52 @@ def sign_request(app_key: str, app_secret: str, body: bytes,
             HEADER_SIGNATURE: _hmac(app_secret, ts.encode() + b"." + body)}
 
 
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """A publish API request whose signature checked out."""
+
+    timestamp: int
+    """Unix seconds, from ``X-Channelcast-Timestamp``."""
+    signature: str
+    """The hex HMAC-SHA256 (64 lowercase hex digits)."""
+
+    def message_id(self, index: int) -> str:
+        """The default id of message ``index`` (0-based) of this request: a ULID whose
+        time part is the request's timestamp (in ms) and whose 80-bit random part is the
+        signature's first 64 bits followed by ``index`` in 16 bits. Every node derives the
+        same ids for the same signed request, and one request's ids sort in message order.
+        """
+        if not 0 <= index < 1 << 16:
+            raise ValueError(f"message index {index} is outside 0..65535")
+        return ulid_from(self.timestamp * 1000, (int(self.signature[:16], 16) << 16) | index)
+
+
 class RequestVerifier:
-    """Checks publish API signatures, with a replay window and a bounded memory of
-    signatures already used inside it (per process)."""
+    """Checks publish API signatures inside a replay window, and makes a repeated signed
+    request idempotent with a bounded memory of the answers given inside the window
+    (per node; :class:`~channelcast.gateway.idempotency.AnswerMemory`)."""
 
     def __init__(self, app_key: str, app_secret: str, *,
-                 window_s: int = DEFAULT_REPLAY_WINDOW_S, remember: int = 100_000) -> None:
+                 window_s: int = DEFAULT_REPLAY_WINDOW_S, remember: int = DEFAULT_MAX_REQUESTS,
+                 remember_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.app_key = app_key
         self.app_secret = app_secret
         self.window_s = window_s
-        self._seen: OrderedDict[str, int] = OrderedDict()
-        self._remember = remember
+        self.answers = AnswerMemory(window_s, max_requests=remember, max_bytes=remember_bytes)
 
-    def verify(self, headers: Mapping[str, Any], body: bytes, now: float | None = None) -> None:
+    async def once(self, request: SignedRequest, run: Callable[[], Awaitable[bytes]],
+                   now: float | None = None) -> bytes:
+        """``run()``'s answer for this request, or the answer already given (or being
+        computed) for an identical one inside the window; see
+        :meth:`~channelcast.gateway.idempotency.AnswerMemory.once`."""
+        return await self.answers.once(request.signature, request.timestamp, run,
+                                       time.time() if now is None else now)
+
+    def verify(self, headers: Mapping[str, Any], body: bytes,
+               now: float | None = None) -> SignedRequest:
+        """The request's timestamp and signature; raises AuthError (missing headers,
+        unknown key, a timestamp outside the window, a wrong signature). A repeated
+        request is not refused here: :meth:`once` answers it."""
         now = time.time() if now is None else now
         key = headers.get(HEADER_KEY) or headers.get(HEADER_KEY.lower())
         ts_text = headers.get(HEADER_TIMESTAMP) or headers.get(HEADER_TIMESTAMP.lower())
@@ -116,12 +154,4 @@ class RequestVerifier:
         expected = _hmac(self.app_secret, str(ts).encode() + b"." + body)
         if not hmac.compare_digest(str(signature).encode(), expected.encode()):
             raise AuthError("invalid request signature")
-        # Forget signatures that left the window, then refuse an exact replay.
-        while self._seen:
-            seen_ts = next(iter(self._seen.values()))
-            if abs(now - seen_ts) <= self.window_s and len(self._seen) < self._remember:
-                break
-            self._seen.popitem(last=False)
-        if expected in self._seen:
-            raise AuthError("this signed request was already used (replay)")
-        self._seen[expected] = ts
+        return SignedRequest(ts, expected)

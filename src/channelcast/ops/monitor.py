@@ -1,15 +1,21 @@
 """Monitoring figures: per-partition counts and skew, hot channels, consumer-group lag.
 
 :func:`collect` takes one :class:`Snapshot` (reads only). The same snapshot renders as the
-``--json`` document (schema ``channelcast.monitor/1``, documented in docs/operations.md),
+``--json`` document (schema ``channelcast.monitor/2``, documented in docs/operations.md),
 as Prometheus text exposition, or as the CLI's live table, so the three never disagree.
 
 * Counts come from the watermarks: ``messages = high - low`` (what the partition holds).
 * Skew per topic: ``max / mean`` of the partition counts and the coefficient of variation
   (population standard deviation / mean). A partition holding more than ``threshold`` times
   the mean is *overloaded* and produces a warning.
-* Hot channels: the newest ``sample`` messages of every partition are read; a channel's
-  rate is its count in the sample over the time the sample spans (up to now).
+* Hot channels: ranked by their messages in one time window, the last ``window_s``
+  seconds, the same for every partition. Each partition's messages in the window are
+  counted exactly (the offset of the window's start, found by timestamp, to the high
+  watermark); the newest ``sample`` of them are read to see which channel wrote them.
+  Where a partition holds more in the window than was read, each channel's count in the
+  sample is scaled to the partition's count (``estimated``). A channel's rate is its
+  messages in the window over the window's length. (Ranking by each partition's own
+  newest messages instead let a channel with 1,500 messages outrank one with 4,000.)
 * Lag per group and partition: ``high - committed`` (``high - low`` when nothing is
   committed for that partition).
 """
@@ -20,12 +26,12 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from channelcast.brokers.base import HEADER_CHANNEL
-from channelcast.errors import ChannelcastError
+from channelcast.errors import ChannelcastError, ConfigError
 from channelcast.strategies import create_strategy
 
 if TYPE_CHECKING:
@@ -35,9 +41,13 @@ if TYPE_CHECKING:
     from channelcast.brokers.kafka.admin import KafkaAdmin
     from channelcast.config import Settings
 
-SCHEMA = "channelcast.monitor/1"
+SCHEMA = "channelcast.monitor/2"
 MIN_MESSAGES_FOR_WARNING = 100
 """Below this many messages in a topic, uneven partitions are noise, not load."""
+DEFAULT_SAMPLE = 1000
+"""Newest messages read per partition to attribute a window's messages to channels."""
+DEFAULT_WINDOW_S = 60.0
+"""Seconds of the hot-channel window (ending at the snapshot)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +73,32 @@ class TopicStats:
 
 @dataclass(frozen=True, slots=True)
 class HotChannel:
+    """One channel's share of the hot window: ``messages`` in the window (scaled from
+    the ``sampled`` ones read when ``estimated``), ``rate`` = messages / window seconds."""
+
     channel: str
     topic: str
     partition: int
     rate: float
     sampled: int
+    messages: int = 0
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HotWindow:
+    """The window hot channels are ranked in: ``[from_ms, to_ms]`` (Unix ms), with the
+    messages the watched partitions hold in it and how many of those were read."""
+
+    from_ms: int
+    to_ms: int
+    seconds: float
+    messages: int
+    read: int
+
+    @property
+    def estimated(self) -> bool:
+        return self.read < self.messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +130,20 @@ class Snapshot:
     hot_channels: tuple[HotChannel, ...]
     lag: tuple[Lag, ...]
     warnings: tuple[SkewWarning, ...]
+    hot_window: HotWindow
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` document; see docs/operations.md for the schema."""
+        w = self.hot_window
         return {
             "schema": SCHEMA,
             "generated_at_ms": self.generated_at_ms,
             "bootstrap": self.bootstrap,
-            "settings": {"top": self.top, "sample": self.sample, "threshold": self.threshold},
+            "settings": {"top": self.top, "sample": self.sample, "window_s": w.seconds,
+                         "threshold": self.threshold},
+            "hot_window": {"from_ms": w.from_ms, "to_ms": w.to_ms, "seconds": w.seconds,
+                           "messages": w.messages, "read": w.read,
+                           "estimated": w.estimated},
             "topics": [{
                 "topic": t.topic, "partition_count": len(t.partitions),
                 "messages": t.messages, "mean": round(t.mean, 3), "max": t.max,
@@ -116,7 +153,8 @@ class Snapshot:
                                 "overloaded": p.overloaded} for p in t.partitions],
             } for t in self.topics],
             "hot_channels": [{"channel": h.channel, "topic": h.topic, "partition": h.partition,
-                              "rate": round(h.rate, 3), "sampled": h.sampled}
+                              "messages": h.messages, "rate": round(h.rate, 3),
+                              "sampled": h.sampled, "estimated": h.estimated}
                              for h in self.hot_channels],
             "lag": [{"group": g.group, "topic": g.topic, "partition": g.partition,
                      "committed": g.committed, "high": g.high, "lag": g.lag}
@@ -157,8 +195,15 @@ class Snapshot:
         cv = Gauge("channelcast_topic_skew_cv",
                    "Coefficient of variation of the partition counts", ["topic"], registry=reg)
         hot = Gauge("channelcast_hot_channel_rate",
-                    "Recent messages per second of the top channels (sampled)",
+                    "Messages per second of the top channels over the hot window",
                     ["channel", "topic", "partition"], registry=reg)
+        hot_messages = Gauge("channelcast_hot_channel_messages",
+                             "Messages of the top channels in the hot window (scaled from "
+                             "a sample where a partition held more than was read)",
+                             ["channel", "topic", "partition"], registry=reg)
+        Gauge("channelcast_monitor_hot_window_seconds",
+              "Length of the window hot channels are ranked in", registry=reg
+              ).set(self.hot_window.seconds)
         lag = Gauge("channelcast_consumer_lag", "Messages the group has not committed yet",
                     ["group", "topic", "partition"], registry=reg)
         for t in self.topics:
@@ -173,6 +218,7 @@ class Snapshot:
                 over.labels(*labels).set(1 if p.overloaded else 0)
         for h in self.hot_channels:
             hot.labels(h.channel, h.topic, str(h.partition)).set(h.rate)
+            hot_messages.labels(h.channel, h.topic, str(h.partition)).set(h.messages)
         for g in self.lag:
             lag.labels(g.group, g.topic, str(g.partition)).set(g.lag)
         return reg
@@ -210,14 +256,42 @@ def topic_stats(topic: str, marks: Iterable[tuple[int, int, int]],
     return TopicStats(topic, parts, total, mean, biggest, skew, cv)
 
 
+def rank_hot_channels(counts: Mapping[tuple[str, str, int], int],
+                      in_window: Mapping[tuple[str, int], int],
+                      read: Mapping[tuple[str, int], int],
+                      window_s: float) -> list[HotChannel]:
+    """Hot channels, most messages in the window first.
+
+    ``counts``: (channel, topic, partition) -> messages of the channel among those read;
+    ``in_window``: (topic, partition) -> messages the partition holds in the window;
+    ``read``: (topic, partition) -> how many of them were read (with or without a
+    channel). A partition read only in part has each channel's count scaled by
+    ``in_window / read`` (marked ``estimated``).
+    """
+    hot: list[HotChannel] = []
+    for (channel, topic, partition), n in counts.items():
+        total, got = in_window[(topic, partition)], read[(topic, partition)]
+        estimated = got < total
+        messages = round(n * total / got) if estimated else n
+        hot.append(HotChannel(channel, topic, partition, messages / window_s, n, messages,
+                              estimated))
+    hot.sort(key=lambda h: (-h.messages, -h.sampled, h.channel))
+    return hot
+
+
 def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] | None = None,
-            top: int = 10, sample: int = 200, threshold: float = 2.0,
-            now_ms: int | None = None) -> Snapshot:
+            top: int = 10, sample: int = DEFAULT_SAMPLE, window_s: float = DEFAULT_WINDOW_S,
+            threshold: float = 2.0, now_ms: int | None = None) -> Snapshot:
     """One snapshot of the given topics. ``groups=None`` means every group that has
-    committed offsets on them; ``[]`` skips lag."""
+    committed offsets on them; ``[]`` skips lag. Hot channels: the last ``window_s``
+    seconds up to ``now_ms``, at most ``sample`` messages read per partition (0: no hot
+    channels)."""
     from channelcast.brokers.kafka.reader import read_ranges
 
+    if window_s <= 0:
+        raise ConfigError("--window", f"the hot-channel window must be positive, got {window_s}")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    from_ms = now_ms - int(window_s * 1000)
     marks = admin.watermarks(topics)
     by_topic: dict[str, list[tuple[int, int, int]]] = {}
     for w in marks:
@@ -225,23 +299,28 @@ def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] |
     stats = tuple(topic_stats(t, rows, threshold) for t, rows in sorted(by_topic.items()))
 
     counts: Counter[tuple[str, str, int]] = Counter()
-    oldest: dict[tuple[str, int], int] = {}
-    if sample > 0:
-        ranges = {(w.topic, w.partition): (max(w.low, w.high - sample), w.high) for w in marks}
+    in_window: dict[tuple[str, int], int] = {}
+    read: Counter[tuple[str, int]] = Counter()
+    holding = [w for w in marks if w.high > w.low]
+    if sample > 0 and holding:
+        starts = admin.offsets_at([(w.topic, w.partition) for w in holding], from_ms)
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        for w in holding:
+            first = starts.get((w.topic, w.partition))
+            if first is None:
+                continue  # no message that recent
+            first = max(first, w.low)
+            if first < w.high:
+                in_window[(w.topic, w.partition)] = w.high - first
+                ranges[(w.topic, w.partition)] = (max(first, w.high - sample), w.high)
         for msg in read_ranges(admin.bootstrap, ranges, timeout_s=admin.timeout_s):
+            read[(msg.topic, msg.partition)] += 1
             channel = msg.header(HEADER_CHANNEL) or (
                 msg.key.decode("utf-8", "replace") if msg.key else None)
-            if channel is None:
-                continue
-            counts[(channel, msg.topic, msg.partition)] += 1
-            key = (msg.topic, msg.partition)
-            if msg.timestamp_ms > 0:
-                oldest[key] = min(oldest.get(key, msg.timestamp_ms), msg.timestamp_ms)
-    hot: list[HotChannel] = []
-    for (channel, topic, partition), n in counts.items():
-        span_s = max(1.0, (now_ms - oldest.get((topic, partition), now_ms)) / 1000)
-        hot.append(HotChannel(channel, topic, partition, n / span_s, n))
-    hot.sort(key=lambda h: (-h.rate, -h.sampled, h.channel))
+            if channel is not None:
+                counts[(channel, msg.topic, msg.partition)] += 1
+    hot = rank_hot_channels(counts, in_window, read, window_s)
+    window = HotWindow(from_ms, now_ms, window_s, sum(in_window.values()), sum(read.values()))
 
     lag: list[Lag] = []
     if groups is None or groups:
@@ -264,7 +343,7 @@ def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] |
                 f"({p.share:.0%}; {p.messages / t.mean:.1f}x the mean of {t.mean:.0f})")
         for t in stats for p in t.partitions if p.overloaded)
     return Snapshot(now_ms, admin.bootstrap, top, sample, threshold, stats,
-                    tuple(hot[:top]), tuple(lag), warnings)
+                    tuple(hot[:top]), tuple(lag), warnings, window)
 
 
 class _ScrapeCollector:

@@ -5,7 +5,8 @@ rest of the cluster) it says *create*, *change* or *ok*, covering partitions, re
 factor and topic configs. :func:`apply_plan` creates what is missing and sets differing
 configs. It never shrinks a topic (Kafka cannot) and grows partitions only with
 ``force=True``, because a keyed topic's channels move to other partitions when the count
-changes, which breaks per-channel order during the switch.
+changes, which breaks per-channel order during the switch. A replicated topic gets
+``min.insync.replicas = min(2, RF)`` unless its config sets it (:func:`durable_configs`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from channelcast.config import Settings
 
 Action = Literal["create", "change", "ok"]
+
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
 
 PARTITION_INCREASE_HELP = (
     "Adding partitions to a keyed topic moves channels: the partition of a channel is "
@@ -126,14 +129,33 @@ class ApplyResult:
                 "configs_set": {t: dict(c) for t, c in self.configs_set.items()}}
 
 
+def durable_configs(configs: Mapping[str, str], replication_factor: int) -> dict[str, str]:
+    """``configs`` plus ``min.insync.replicas = min(2, replication_factor)`` when the topic
+    is replicated and the key is not configured.
+
+    Our producer writes with ``acks=all``, which waits for the *in-sync* replicas only:
+    with the broker default of 1, a leader whose followers fell behind acknowledges alone,
+    and losing it loses acknowledged messages. Two in-sync copies make an acknowledged
+    message survive one broker; more than 2 would make a publish fail as soon as one of
+    three brokers is down.
+    """
+    out = dict(configs)
+    if replication_factor >= 2 and MIN_INSYNC_REPLICAS not in out:
+        out[MIN_INSYNC_REPLICAS] = str(min(2, replication_factor))
+    return out
+
+
 def desired_topics(settings: Settings, *, dead_letter: bool = False) -> list[TopicSpec]:
-    """The topics the configured strategy declares (RF defaulted), optionally plus the DLQ."""
+    """The topics the configured strategy declares (RF defaulted; configs with
+    :func:`durable_configs`), optionally plus the DLQ."""
     k = settings.kafka
-    specs = [TopicSpec(s.name, s.partitions, s.replication_factor or k.replication_factor,
-                       dict(s.config))
-             for s in create_strategy(k).topics()]
+    specs = []
+    for s in create_strategy(k).topics():
+        rf = s.replication_factor or k.replication_factor
+        specs.append(TopicSpec(s.name, s.partitions, rf, durable_configs(s.config, rf)))
     if dead_letter and all(s.name != k.dead_letter_topic for s in specs):
-        specs.append(TopicSpec(TopicName(k.dead_letter_topic), 1, k.replication_factor, {}))
+        specs.append(TopicSpec(TopicName(k.dead_letter_topic), 1, k.replication_factor,
+                               durable_configs({}, k.replication_factor)))
     return specs
 
 

@@ -1,4 +1,5 @@
-"""The Kafka admin adapter: topics, partitions, configs, watermarks, group offsets.
+"""The Kafka admin adapter: topics, partitions, configs, watermarks, offsets by time, group
+offsets.
 
 Owns every call to confluent-kafka's ``AdminClient``. All calls are blocking and bounded by
 ``timeout_s``; async callers run them in a thread. Kafka errors leave this module only as
@@ -196,6 +197,14 @@ class KafkaAdmin:
         highs = self._offsets(latest)
         return [Watermark(t, p, lows[(t, p)], highs[(t, p)])
                 for (t, p) in sorted(highs) if (t, p) in lows]
+
+    def offsets_at(self, partitions: Iterable[tuple[str, int]],
+                   timestamp_ms: int) -> dict[tuple[str, int], int | None]:
+        """Per (topic, partition): the first offset whose record timestamp is at or after
+        ``timestamp_ms`` (Unix ms), or None when no record is that recent."""
+        spec: OffsetSpec = OffsetSpec.for_timestamp(timestamp_ms)
+        found = self._offsets({TopicPartition(t, p): spec for t, p in partitions})
+        return {tp: (offset if offset >= 0 else None) for tp, offset in found.items()}
 
     def _offsets(self, request: dict[TopicPartition, OffsetSpec]) -> dict[tuple[str, int], int]:
         """Offsets per partition. Retries while leadership settles (just-created topics)."""

@@ -42,7 +42,7 @@ from channelcast.brokers.kafka.worker import KafkaWorker
 from channelcast.channels import validate_channel
 from channelcast.config import KafkaSettings
 from channelcast.errors import BrokerClosed
-from channelcast.message import Envelope, Record, encode
+from channelcast.message import Envelope, Record, encode, validate_message_id
 from channelcast.strategies import TopicStrategy, create_strategy
 from channelcast.types import ChannelName, JSONValue, Position
 
@@ -162,14 +162,16 @@ class KafkaBroker:
         await asyncio.to_thread(publisher.list_topics_blocking, self._timeout)
 
     # --- publish ----------------------------------------------------------------------
-    async def publish(self, channel: str, event: str, data: JSONValue) -> Position:
-        """One message. Concurrent calls are produced together (one produce burst and one
-        wait for acknowledgements per event-loop turn), each still getting its own
-        position or its own error; bad input raises here and queues nothing."""
+    async def publish(self, channel: str, event: str, data: JSONValue, *,
+                      id: str | None = None) -> Position:
+        """One message (``id``: the message id, see the Broker protocol). Concurrent calls
+        are produced together (one produce burst and one wait for acknowledgements per
+        event-loop turn), each still getting its own position or its own error; bad input
+        raises here and queues nothing."""
         self._publisher_or_fail()
         # encode() validates the channel (InvalidChannel) along with the other fields.
         outgoing = self._outgoing(Envelope(channel=ChannelName(channel), event=event,
-                                           data=data))
+                                           data=data, id=id))
         future: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
         pending = self._pending
         pending.append((outgoing, ChannelName(channel), future))
@@ -215,8 +217,10 @@ class KafkaBroker:
                 future.set_exception(result)
 
     def _outgoing(self, env: Envelope) -> Outgoing:
-        """Encode (which validates) and route. Headers as a dict of str/bytes: one object
-        the garbage collector does not even track (a list of pairs is four it does)."""
+        """Check the id, encode (which validates the rest) and route. Headers as a dict of
+        str/bytes: one object the garbage collector does not even track (a list of pairs
+        is four it does)."""
+        validate_message_id(env.id)
         value = encode(env, self.settings.max_message_bytes)
         route = self.strategy.route(env.channel)
         count = self._partitions.get(route.topic)

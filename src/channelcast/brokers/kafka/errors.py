@@ -17,6 +17,8 @@ The map, first match wins::
       TimeoutError (a client future)      BrokerUnavailable, retriable
       anything else                       ``refused``, not retriable
     MSG_SIZE_TOO_LARGE                    MessageTooLarge
+    ``sent`` (a delivery report), unless
+      a _NOT_STORED or _DENIED code       PublishOutcomeUnknown, retriable unless fatal()
     fatal()                               ``refused``, never retriable (client unusable)
     _UNREACHABLE codes                    BrokerUnavailable, retriable
     _INVALID_ARG creating a client        ConfigError naming the settings table
@@ -28,6 +30,14 @@ The map, first match wins::
 
 ``refused`` is PublishError unless the caller says otherwise (admin and raw-log calls
 pass BrokerError: they publish nothing).
+
+Stored or not: a publish that fails with anything but PublishOutcomeUnknown was not
+stored. librdkafka knows a failed message's persistence status (``rd_kafka_message_status``:
+NOT_PERSISTED, POSSIBLY_PERSISTED, PERSISTED), but confluent-kafka (2.x, checked with
+2.16) does not expose it on ``Message``; the map therefore decides by code alone, and
+conservatively: a failure reported for a message produce() accepted (``sent=True``) is
+"may be stored" unless its code proves otherwise (see _NOT_STORED). A failure raised by
+produce() itself (``sent=False``) never left the process: never stored.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from channelcast.errors import (
     ConfigError,
     MessageTooLarge,
     PublishError,
+    PublishOutcomeUnknown,
 )
 
 __all__ = ["Translated", "has_code", "kafka_error_of", "kafka_errors", "translate"]
@@ -54,7 +65,9 @@ Translated = BrokerError | MessageTooLarge | ConfigError
 # two sets that had drifted apart: the publish path's also held _MSG_TIMED_OUT (a message
 # not acknowledged within message.timeout.ms: from the client's side the cluster did not
 # answer in time), the admin path's lacked it only because admin calls produce nothing.
-# One set, so "is Kafka down?" has one answer whichever call noticed.
+# One set, so "is Kafka down?" has one answer whichever call noticed. A *delivery report*
+# with one of these codes is PublishOutcomeUnknown instead (``sent``, see _NOT_STORED):
+# the message may have reached the broker before the connection or the clock ran out.
 _UNREACHABLE = frozenset({
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
@@ -85,6 +98,32 @@ _TOPIC_REJECTED = frozenset({
     KafkaError.POLICY_VIOLATION,
 })
 
+# Delivery-report codes that prove a message produce() accepted was NOT stored. Any other
+# delivery failure may hide a stored message, for three reasons: librdkafka marks
+# _TRANSPORT, _TIMED_OUT, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+# _PURGE_INFLIGHT and _BAD_MSG "possibly persisted" (the request was sent and no verdict
+# came back, or the leader appended before replication failed); _MSG_TIMED_OUT
+# (message.timeout.ms ran out) is "not persisted" only if no request carrying the message
+# was ever sent, which the code alone does not tell; and librdkafka retries internally, so
+# a final refusal that is "not persisted" for the last attempt (NOT_ENOUGH_REPLICAS,
+# NOT_LEADER_FOR_PARTITION, KAFKA_STORAGE_ERROR...) may follow an earlier attempt whose
+# answer was lost. What is left: the client failed the message before sending it
+# (_UNKNOWN_TOPIC / _UNKNOWN_PARTITION: no such topic or partition in the metadata,
+# _PURGE_QUEUE: purged from the local queue), or the broker refuses these very bytes on
+# every attempt (INVALID_RECORD, RECORD_LIST_TOO_LARGE, INVALID_TIMESTAMP;
+# MSG_SIZE_TOO_LARGE is matched before; INVALID_MSG, a CRC mismatch, is retried by
+# librdkafka as transient, so it is not on the list). Access refusals (_DENIED) are
+# checked before a request is processed and do not change between one message's retries:
+# not stored either.
+_NOT_STORED = frozenset({
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._PURGE_QUEUE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_TIMESTAMP,
+})
+
 # Credentials or ACLs: trying again with the same client cannot help.
 _DENIED = frozenset({
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
@@ -113,15 +152,17 @@ def has_code(exc: BaseException | KafkaError, *codes: int) -> bool:
 
 
 def translate(exc: BaseException | KafkaError, doing: str, *, settings: str | None = None,
-              refused: type[BrokerError] = PublishError) -> Translated:
+              refused: type[BrokerError] = PublishError, sent: bool = False) -> Translated:
     """A channelcast error for a confluent-kafka failure while ``doing`` something.
 
     ``doing`` is a phrase ("publishing", "creating topic x"); every message starts with
     it. ``settings``: the settings table the failing client was configured from
     ("kafka.producer"); given, a configuration the client refused (``_INVALID_ARG``)
     becomes a ConfigError naming it. ``refused``: the BrokerError subclass for a failure
-    with no more specific class. The caller raises the result ``from exc``. The table in
-    the module docstring is the whole map.
+    with no more specific class. ``sent``: ``exc`` is the delivery report of a message
+    produce() accepted, so it may have reached the broker (PublishOutcomeUnknown unless
+    the code proves it was not stored). The caller raises the result ``from exc``. The
+    table in the module docstring is the whole map.
     """
     err = kafka_error_of(exc)
     if err is None:
@@ -133,6 +174,13 @@ def translate(exc: BaseException | KafkaError, doing: str, *, settings: str | No
     text = f"{doing} failed: {err.name()}: {err.str()}"
     if code == KafkaError.MSG_SIZE_TOO_LARGE:
         return MessageTooLarge(text)
+    if sent and code not in _NOT_STORED and code not in _DENIED:
+        fatal = bool(err.fatal())
+        return PublishOutcomeUnknown(
+            f"{doing} failed: not acknowledged ({err.name()}: {err.str()}), but the message "
+            "may be stored: retry with the same message id"
+            + (" (fatal: this Kafka client cannot be used any more)" if fatal else ""),
+            retriable=not fatal)
     if err.fatal():
         return refused(f"{text} (fatal: this Kafka client cannot be used any more)")
     if code in _UNREACHABLE:

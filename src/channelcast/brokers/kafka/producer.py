@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from channelcast.brokers.kafka.client import finish, librdkafka_log
 from channelcast.brokers.kafka.errors import Translated, kafka_errors, translate
-from channelcast.errors import BrokerClosed
+from channelcast.errors import BrokerClosed, BrokerError, PublishOutcomeUnknown
 from channelcast.message import new_position
 from channelcast.types import Position
 
@@ -74,8 +74,8 @@ class _Batch:
     per batch that takes the next index of the report's partition from ``order``.
     """
 
-    __slots__ = ("delivered", "error", "expected", "failed", "future", "offsets", "order",
-                 "partitions", "sink")
+    __slots__ = ("delivered", "expected", "failed", "future", "offsets", "order",
+                 "partitions", "refused", "sink")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int,
                  sink: list[asyncio.Future[None]]) -> None:
@@ -88,8 +88,11 @@ class _Batch:
         self.order: dict[tuple[str, int], deque[int]] = {}
         self.expected = size
         self.delivered = 0
-        self.error: KafkaError | None = None
-        self.failed: dict[int, KafkaError | KafkaException] = {}  # index -> why
+        # index -> why: a KafkaError from a delivery report (the message was accepted by
+        # produce() and may have been sent), a KafkaException from produce() (never sent).
+        self.failed: dict[int, KafkaError | KafkaException] = {}
+        # The produce() refusal that stopped a batch midway (only without ``each``).
+        self.refused: KafkaException | None = None
 
     def on_ordered_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self.on_delivery(self.order[(msg.topic() or "", msg.partition() or 0)].popleft(),
@@ -101,8 +104,6 @@ class _Batch:
             self.offsets[index] = msg.offset() or 0
         else:
             self.failed[index] = err
-            if self.error is None:
-                self.error = err
         self.delivered += 1
         if self.delivered >= self.expected:
             self.sink.append(self.future)
@@ -119,6 +120,35 @@ class _Batch:
         self.expected = count
         if self.delivered >= count:
             finish(self.future)
+
+
+def _failure(why: KafkaError | KafkaException) -> Translated:
+    """The error of one failed message: a delivery report's KafkaError is for a message
+    that may have reached the broker (``sent``), produce()'s KafkaException for one that
+    never left the process."""
+    return translate(why, "publishing", sent=isinstance(why, KafkaError))
+
+
+def _batch_error(batch: _Batch, size: int) -> Translated:
+    """One error for a batch in which some message failed (``send``'s contract).
+
+    The first failure's own error if no message of the batch can be stored (none was
+    acknowledged and no failure is "may be stored"); otherwise PublishOutcomeUnknown
+    saying how many were acknowledged, retriable if every failure is.
+    """
+    errors = [_failure(batch.failed[i]) for i in sorted(batch.failed)]
+    if batch.refused is not None:
+        errors.append(_failure(batch.refused))
+    acknowledged = batch.delivered - len(batch.failed)
+    if not acknowledged and not any(isinstance(e, PublishOutcomeUnknown) for e in errors):
+        return errors[0]
+    if acknowledged == 0 and len(errors) == 1 and size == 1:
+        return errors[0]
+    retriable = all(isinstance(e, BrokerError) and e.retriable for e in errors)
+    return PublishOutcomeUnknown(
+        f"publishing failed for {size - acknowledged} of {size} messages (first: "
+        f"{errors[0]}); {acknowledged} were acknowledged, and the batch may be partly "
+        "stored: retry it with the same message ids", retriable=retriable)
 
 
 def _finish_all(futures: list[asyncio.Future[None]]) -> None:
@@ -203,10 +233,12 @@ class KafkaPublisher:
             log.error("Kafka producer closed with %d undelivered messages", remaining)
 
     async def send(self, messages: Sequence[Outgoing]) -> list[Position]:
-        """Produce ``messages`` and wait for all; the first failure is raised."""
+        """Produce ``messages`` and wait for all. On a failure, raises the first one's
+        error when no message of the batch can be stored, else PublishOutcomeUnknown
+        (the batch is partly stored, or may be): retry it with the same ids."""
         batch = await self._produce(messages, each=False)
-        if batch.error is not None:
-            raise translate(batch.error, "publishing")
+        if batch.failed or batch.refused is not None:
+            raise _batch_error(batch, len(messages)) from batch.refused
         return [new_position(m[0], partition, offset) for m, partition, offset
                 in zip(messages, batch.partitions, batch.offsets, strict=True)]
 
@@ -223,14 +255,15 @@ class KafkaPublisher:
             if why is None:
                 results.append(new_position(m[0], partition, offset))
             else:
-                results.append(translate(why, "publishing"))
+                results.append(_failure(why))
         return results
 
     async def _produce(self, messages: Sequence[Outgoing], each: bool) -> _Batch:
         """Produce every message, then wait until each is acknowledged or failed.
 
         ``each``: a message produce() refuses fails alone (``batch.failed``); otherwise
-        the refusal is raised once the messages already produced are acknowledged.
+        producing stops there (``batch.refused``; the rest is not sent) and the messages
+        already produced are waited for.
         """
         if self._closed:
             raise BrokerClosed("the Kafka broker is closed")
@@ -290,8 +323,7 @@ class KafkaPublisher:
                     _hand_over(done)
         except KafkaException as exc:
             batch.produced_only(produced)
-            await batch.future
-            raise translate(exc, "publishing") from exc
+            batch.refused = exc
         except BaseException:
             batch.produced_only(produced)
             raise
