@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pusher
 import pytest
 from websockets.asyncio.client import connect
 
@@ -28,6 +29,7 @@ from tests.pusher.conftest import (
     AuthServer,
     call,
     js_driver,
+    port_of,
     pusher_settings,
     sdk,
     webhook_receiver,
@@ -59,10 +61,13 @@ async def until(check: Any, wait_s: float = 30.0) -> Any:
 
 
 async def scenario(a: Running, b: Running, hooks: Any, close_b: Any) -> None:
-    # Both nodes know each other before clients come (each answered the other's sync).
+    via_a, via_b = sdk(a), sdk(b)
+    # Nodes publish nothing until the protocol is used: asking each takes it part; then
+    # both know each other before clients come (each answered the other's sync).
+    for client in (via_a, via_b):
+        assert await call(client.channels_info) == {"channels": {}}
     for node in (a, b):
         await until(lambda n=node: _knows_both(n))
-    via_a, via_b = sdk(a), sdk(b)
     async with js_driver() as js:
         with AuthServer(via_a) as auth:
             await js.connect("ann", a, auth=auth, user="ann")
@@ -211,8 +216,10 @@ async def test_a_crashed_nodes_channels_and_members_leave_and_are_reported(
                 settings.kafka, consumer={"session.timeout.ms": 6000}))
             async with running_gateway(settings, broker=create_broker(settings)) as b:
                 with serve_process(tmp_path, "--config", str(config), ready_s=60) as a:
-                    await until(lambda: _knows_both(b))
                     server = sdk(b)
+                    for port in (a.port, port_of(b)):
+                        await call(on_port(settings, port).channels_info)
+                    await until(lambda: _knows_both(b))
                     url = f"ws://127.0.0.1:{a.port}/app/{settings.gateway.app_key}?protocol=7"
                     async with connect(url) as ws:
                         hello = json.loads(await ws.recv())
@@ -251,6 +258,12 @@ async def test_a_crashed_nodes_channels_and_members_leave_and_are_reported(
     finally:
         await asyncio.to_thread(KafkaAdmin(kafka_bootstrap, timeout_s=30).delete_topics,
                                 [topic, dlq])
+
+
+def on_port(settings: Settings, port: int) -> pusher.Pusher:
+    g = settings.gateway
+    return pusher.Pusher(app_id=g.app_id, key=g.app_key, secret=g.app_secret,
+                         host="127.0.0.1", port=port, ssl=False)
 
 
 async def _vacated(client: Any) -> bool:

@@ -1,6 +1,7 @@
 """Webhooks on the memory broker: channel_occupied/vacated, member_added/removed,
 client_event and cache_miss, signed so that the SDK's ``validate_webhook`` accepts them,
-and retried until the receiver takes them (at least once)."""
+and retried until the receiver takes them (at least once). The cluster state behind them
+is published only once the protocol is used."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import running_gateway
+from channelcast.gateway.pusher.cluster import STATE_CHANNEL
+from channelcast.types import Position
+from tests.gateway.conftest import running_gateway, ws_client
 from tests.pusher.conftest import pusher_settings, raw_pusher, sdk, webhook_receiver
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,3 +79,24 @@ async def test_apps_without_a_webhook_url_send_none() -> None:
             await asyncio.sleep(0.5)
             assert hooks.hooks == []
             assert gw.gateway.pusher.webhooks.sent == 0
+
+
+async def test_a_node_publishes_no_pusher_state_until_the_protocol_is_used() -> None:
+    async with running_gateway(pusher_settings()) as gw:
+        broker = gw.gateway.broker
+
+        async def state_records() -> int:
+            end = await broker.end_position(STATE_CHANNEL)
+            return len(await broker.history(
+                STATE_CHANNEL, Position(end.topic, end.partition, -1)))
+
+        async with ws_client(gw.ws_url) as native:
+            await native.subscribe("news")
+            await asyncio.sleep(0.3)
+        assert await state_records() == 0
+        assert not gw.gateway.pusher.cluster.active
+        async with raw_pusher(gw) as ann:
+            await ann.subscribe("news")
+            await asyncio.sleep(0.3)
+        assert gw.gateway.pusher.cluster.active
+        assert await state_records() > 0

@@ -8,9 +8,14 @@ Every node publishes its own state as operations on one internal channel,
   at most every :data:`FLUSH_S`;
 * ``heartbeat``: the node's whole state, every ``ttl/3`` seconds (in parts of
   :data:`HEARTBEAT_PART_CHANNELS` channels, applied once complete), and at once when
-  another node asks with ``sync`` (which a node sends when it starts);
+  another node asks with ``sync`` (which a node sends when it starts taking part);
 * ``expire``: a node noticed another one silent for ``ttl`` seconds; ``bye``: a node leaves;
 * ``terminate``: close an app user's connections (every node closes its own).
+
+A node takes part (publishes) only once the protocol is used: on its first Pusher
+connection or HTTP API request, when another node's operations appear in the log, or at
+start when the recent log holds some (:meth:`Cluster.activate`). A deployment that never
+uses the Pusher protocol sees no traffic from it.
 
 :class:`OccupancyTable` (sans-I/O) applies them in log order. Since every node applies the
 same operations in the same order, all agree on which operation *caused* a transition
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channelcast.brokers.base import Broker, Subscription
+from channelcast.errors import HistoryUnavailable
 from channelcast.message import Envelope, Record
 from channelcast.types import ChannelName, Position
 
@@ -56,6 +62,9 @@ MAX_HEARTBEAT_PARTS = 10_000
 REPORT_QUEUE = 10_000
 REPORT_ATTEMPTS = 10
 LEAVE_S = 5.0
+LOOKBACK = 100
+"""Records of the state channel's partition a starting node looks back at (to decide
+whether the cluster uses the Pusher protocol)."""
 """How long a closing node tries to say goodbye (and hand over what that causes)."""
 FEED_QUEUE = 10_000
 
@@ -337,15 +346,38 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._left = asyncio.Event()
+        self.active = False
+        """Whether this node takes part (publishes); see :meth:`activate`."""
+        self._sync_now = False
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
-        """Follow the state channel from its end, ask the others for their state."""
-        self._position = await self.broker.end_position(STATE_CHANNEL)
+        """Follow the state channel from its end; take part at once if the recent log shows
+        that the cluster uses the Pusher protocol (else on first use, :meth:`activate`)."""
+        end = await self.broker.end_position(STATE_CHANNEL)
+        self._position = end
         await self._follow()
-        await self._publish({"op": "sync", "node": self.node_id})
-        self._beat_now = True
+        recent = max(end.offset - LOOKBACK, -1)
+        if recent < end.offset:
+            try:
+                used = bool(await self.broker.history(
+                    STATE_CHANNEL, Position(end.topic, end.partition, recent)))
+            except HistoryUnavailable:
+                used = False  # trimmed by retention: the others' heartbeats will tell
+            if used:
+                self.activate()
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._reporter())]
+
+    def activate(self) -> None:
+        """Take part: ask the others for their state and publish ours from now on. Until
+        then a node only reads the log (so a cluster that never uses the Pusher protocol
+        sees no traffic from it). Called on the node's first Pusher connection or HTTP API
+        request, and when another node's state appears in the log."""
+        if self.active or self._closed:
+            return
+        self.active = True
+        self._sync_now = self._beat_now = True
+        self._wake.set()
 
     async def _follow(self) -> None:
         assert self._position is not None
@@ -364,8 +396,9 @@ class Cluster:
             task.cancel()
         await asyncio.gather(*self._tasks[:1], return_exceptions=True)
         # Bounded: with the broker down, a node still shuts down (the others expire it).
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._leave(), LEAVE_S)
+        if self.active:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._leave(), LEAVE_S)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._reports.join(), LEAVE_S)
         tasks = [*self._tasks[1:], *([self._pump_task] if self._pump_task else [])]
@@ -419,12 +452,14 @@ class Cluster:
         return self._local.setdefault(app, _LocalApp())
 
     def connected(self, app: str, delta: int) -> None:
+        self.activate()
         self._app(app).connections += delta
         self._touch(app, None)
 
     def subscribed(self, app: str, channel: str, user_id: str | None, presence: bool,
                    delta: int) -> None:
         """A local connection joined (+1) or left (-1) ``channel``."""
+        self.activate()
         local = self._app(app)
         local.counts[channel] += delta
         if local.counts[channel] <= 0:
@@ -451,12 +486,15 @@ class Cluster:
 
     # --- queries (HTTP API) -------------------------------------------------------------
     def channels(self, app: str) -> dict[str, ChannelStat]:
+        self.activate()
         return self.table.cluster(app, self.local_state())
 
     def connections(self, app: str) -> int:
+        self.activate()
         return self.table.connections(app, self.local_state())
 
     async def request_terminate(self, app: str, user_id: str) -> None:
+        self.activate()
         await self._publish({"op": "terminate", "node": self.node_id, "app": app,
                              "user": user_id})
 
@@ -468,6 +506,8 @@ class Cluster:
             if isinstance(app, str) and isinstance(user, str):
                 self._terminate(app, user)
             return
+        if isinstance(op, dict) and op.get("node") != self.node_id:
+            self.activate()  # another node uses the protocol: take part
         transitions, author, wants_sync = self.table.apply(op, time.monotonic())
         if self._closed and self.node_id not in self.table.nodes:
             self._left.set()
@@ -487,6 +527,11 @@ class Cluster:
         await self.broker.publish_many([Envelope(STATE_CHANNEL, STATE_EVENT, op) for op in ops])
 
     async def _flush(self) -> None:
+        if not self.active:
+            return
+        if self._sync_now:
+            self._sync_now = False
+            await self._publish({"op": "sync", "node": self.node_id})
         if self._beat_now:
             self._beat_now = False
             self._dirty.clear()
@@ -514,7 +559,7 @@ class Cluster:
                 self._beat_now, last_beat = True, now
             try:
                 await self._flush()
-                for node in self.table.silent(now):
+                for node in self.table.silent(now) if self.active else ():
                     if node not in self._expiring:
                         self._expiring.add(node)
                         await self._publish({"op": "expire", "node": self.node_id,
