@@ -3,6 +3,12 @@
 A channel name is 1..164 characters of ``A-Z a-z 0-9 _ - = @ , . ;``; it must not start
 or end with ``.``. The prefix gives the type: ``private-`` and ``presence-`` channels need
 a signature to subscribe; everything else is public. This module never touches I/O.
+
+Reserved names: a name whose part after the type prefix starts with ``;`` (``;x``,
+``private-;1;x``) belongs to channelcast itself: the namespaces of Pusher apps other than
+the default one and the Pusher layer's own channels (docs/pusher.md). Brokers and workers
+take them like any name; what clients name (the native protocol, SSE, the publish API)
+goes through :func:`validate_client_channel`, which refuses them.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class ChannelType(enum.Enum):
 
 PRIVATE_PREFIX = "private-"
 PRESENCE_PREFIX = "presence-"
+RESERVED_MARK = ";"
+"""A name whose part after the type prefix starts with this is reserved (module docstring)."""
 
 
 def validate_channel(name: object) -> ChannelName:
@@ -65,3 +73,20 @@ def channel_type(name: str) -> ChannelType:
 
 def needs_auth(name: str) -> bool:
     return channel_type(name) is not ChannelType.PUBLIC
+
+
+def is_reserved(name: str) -> bool:
+    """Whether ``name`` is one of channelcast's own (see the module docstring)."""
+    for prefix in (PRESENCE_PREFIX, PRIVATE_PREFIX):
+        if name.startswith(prefix):
+            return name[len(prefix):].startswith(RESERVED_MARK)
+    return name.startswith(RESERVED_MARK)
+
+
+def validate_client_channel(name: object) -> ChannelName:
+    """:func:`validate_channel`, and not a reserved name: for channels a client names."""
+    channel = validate_channel(name)
+    if is_reserved(channel):
+        raise InvalidChannel(f"channel name {channel[:40]!r} is reserved: the part after the "
+                             f"type prefix must not start with {RESERVED_MARK!r}")
+    return channel

@@ -7,8 +7,10 @@ environment or config files, and no pydantic error leaves this module.
 
 Environment overrides use the original's names: ``KAFKA_BROKERS``, ``KAFKA_TOPIC_STRATEGY``,
 ``KAFKA_TOPIC_PREFIX``, ``KAFKA_DEFAULT_TOPIC``, ``KAFKA_DEFAULT_PARTITIONS``,
-``KAFKA_MANUAL_COMMIT``; plus ``CHANNELCAST_CONFIG`` (file path) and
-``CHANNELCAST_BROKER`` (``memory://`` or ``kafka://host:port,...``).
+``KAFKA_MANUAL_COMMIT``; plus ``CHANNELCAST_CONFIG`` (file path),
+``CHANNELCAST_BROKER`` (``memory://`` or ``kafka://host:port,...``) and the default app's
+``CHANNELCAST_APP_ID``, ``CHANNELCAST_APP_KEY``, ``CHANNELCAST_APP_SECRET``,
+``CHANNELCAST_APP_CLIENT_EVENTS``, ``CHANNELCAST_APP_WEBHOOK_URL`` (``gateway.app_*``).
 
 How: the settings are frozen dataclasses whose field annotations carry each key's checks;
 pydantic validates into them, pydantic-settings layers the sources (defaults <- file <-
@@ -134,6 +136,23 @@ def _broker_url(url: str) -> str:
     return url
 
 
+def _app_id(value: object) -> object:
+    """An app id: digits (the Pusher SDKs refuse others); a number in a file counts."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and not (value.strip().isascii() and value.strip().isdigit()):
+        raise _problem(f"must be digits (the Pusher SDKs require a numeric app id), "
+                       f"got {value!r}")
+    return value
+
+
+def _http_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or rest.startswith("/"):
+        raise _problem(f"must be an http:// or https:// URL, got {url!r}")
+    return url
+
+
 def _librdkafka_value(value: object) -> object:
     if not isinstance(value, str | int | float | bool):
         raise _problem("librdkafka settings must be scalars")
@@ -190,6 +209,8 @@ _TopicName = Annotated[TopicName, Strict(), StringConstraints(strip_whitespace=T
                        AfterValidator(_kafka_topic)]
 _Librdkafka = Mapping[Annotated[str, Strict()], Annotated[Any, AfterValidator(_librdkafka_value)]]
 _BrokerUrl = Annotated[_Text, AfterValidator(_broker_url)]
+_AppId = Annotated[_Text, BeforeValidator(_app_id)]
+_HttpUrl = Annotated[_Text, AfterValidator(_http_url)]
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -247,9 +268,11 @@ class GatewaySettings:
 
     host: _Text = "127.0.0.1"
     port: Annotated[_Int, Field(ge=0)] = 8000
-    app_id: _Text = "channelcast"
+    app_id: _AppId = "1"
     app_key: _Text = "channelcast-key"
     app_secret: _Text = "channelcast-secret"
+    app_client_events: _Flag = False
+    app_webhook_url: _HttpUrl | None = None
     max_subscriptions: Annotated[_Int, Field(ge=1)] = 100
     max_frame_bytes: Annotated[_Int, Field(ge=256)] = 65536
     send_queue: Annotated[_Int, Field(ge=1)] = 256
@@ -262,6 +285,39 @@ class GatewaySettings:
     write_timeout_s: _Positive = 10.0
 
 
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True, slots=True)
+class PusherSettings:
+    """The ``[pusher]`` section: the Pusher Channels protocol (docs/pusher.md); the limits
+    apply to every app that does not set its own."""
+
+    enabled: _Flag = True
+    activity_timeout: Annotated[_Int, Field(ge=1)] = 30
+    pong_timeout_s: _Positive = 30.0
+    max_connections: Annotated[_Int, Field(ge=0)] = 0
+    client_event_rate: Annotated[_Int, Field(ge=1)] = 10
+    max_event_bytes: Annotated[_Int, Field(ge=1)] = 10240
+    cache_lookback: Annotated[_Int, Field(ge=1)] = 1000
+    webhook_group: _Text = "channelcast-pusher-webhooks"
+    webhook_timeout_s: _Positive = 5.0
+    webhook_max_age_s: _Positive = 300.0
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    """One row of ``[[apps]]``: a Pusher app besides the default one (``gateway.app_*``).
+    ``None`` limits take ``[pusher]``'s."""
+
+    id: _AppId
+    key: _Text
+    secret: _Text
+    client_events: _Flag = False
+    webhook_url: _HttpUrl | None = None
+    max_connections: Annotated[_Int, Field(ge=0)] | None = None
+    client_event_rate: Annotated[_Int, Field(ge=1)] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything channelcast reads at start-up; build it with :func:`load_settings`."""
@@ -270,6 +326,8 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     source: str = "defaults"
+    pusher: PusherSettings = field(default_factory=PusherSettings)
+    apps: tuple[AppSettings, ...] = ()
 
     @property
     def broker_kind(self) -> str:
@@ -277,9 +335,10 @@ class Settings:
 
     def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
         """Plain data (JSON-ready). ``redact=True`` masks secrets for printing: the
-        gateway's ``app_secret`` and librdkafka settings whose name contains
-        ``password`` or ``secret``."""
+        gateway's ``app_secret``, each app's ``secret`` and librdkafka settings whose
+        name contains ``password`` or ``secret``."""
         data = asdict(self)
+        data["apps"] = list(data["apps"])
         data["kafka"]["topic_mapping"] = {
             m.pattern: {k: v for k, v in asdict(m).items()
                         if k != "pattern" and v not in (None, {})}
@@ -287,6 +346,8 @@ class Settings:
         }
         if redact:
             data["gateway"]["app_secret"] = REDACTED
+            for app in data["apps"]:
+                app["secret"] = REDACTED
             for client in ("producer", "consumer"):
                 data["kafka"][client] = {
                     k: REDACTED if any(w in k.lower() for w in ("password", "secret")) else v
@@ -306,7 +367,18 @@ ENV_KAFKA = {
     "KAFKA_DEAD_LETTER_TOPIC": "dead_letter_topic",
     "KAFKA_PARTITIONER": "partitioner",
 }
-_SECTIONS: dict[str, type[Any]] = {"kafka": KafkaSettings, "gateway": GatewaySettings}
+ENV_GATEWAY = {
+    "CHANNELCAST_APP_ID": "app_id",
+    "CHANNELCAST_APP_KEY": "app_key",
+    "CHANNELCAST_APP_SECRET": "app_secret",
+    "CHANNELCAST_APP_CLIENT_EVENTS": "app_client_events",
+    "CHANNELCAST_APP_WEBHOOK_URL": "app_webhook_url",
+}
+"""The default Pusher app is the gateway's own ``app_*`` (docs/pusher.md)."""
+_SECTIONS: dict[str, type[Any]] = {"kafka": KafkaSettings, "gateway": GatewaySettings,
+                                   "pusher": PusherSettings}
+_ROWS: dict[str, type[Any]] = {**_SECTIONS, "apps": AppSettings}
+"""What each top-level key's unknown-key errors list (``apps`` is a list of rows)."""
 
 
 # --- sources: the file and the environment, layered by pydantic-settings -----------------
@@ -322,6 +394,11 @@ class _Environment(PydanticBaseSettingsSource):
         kafka = {key: env[var] for var, key in ENV_KAFKA.items() if var in env}
         self.set_by = {f"kafka.{key}": var for var, key in ENV_KAFKA.items() if var in env}
         self.values: dict[str, Any] = {"kafka": kafka} if kafka else {}
+        gateway = {key: env[var] for var, key in ENV_GATEWAY.items() if var in env}
+        if gateway:
+            self.values["gateway"] = gateway
+            self.set_by.update({f"gateway.{key}": var for var, key in ENV_GATEWAY.items()
+                                if var in env})
         if "CHANNELCAST_BROKER" in env:
             self.values["broker"] = env["CHANNELCAST_BROKER"]
             self.set_by["broker"] = "CHANNELCAST_BROKER"
@@ -347,6 +424,8 @@ class _Layered(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    pusher: PusherSettings = Field(default_factory=PusherSettings)
+    apps: tuple[AppSettings, ...] = ()
     broker: _BrokerUrl = "memory://"
 
     @classmethod
@@ -386,12 +465,17 @@ def _sections(raw: dict[Any, Any]) -> dict[str, Any]:
     """The file's top level: only known keys; sections are tables (YAML writes an empty
     ``kafka:`` as null, which means defaults)."""
     for key in raw:
-        if not isinstance(key, str) or key not in ("broker", *_SECTIONS):
-            raise ConfigError(str(key), "unknown top-level key (known: broker, kafka, gateway)")
+        if not isinstance(key, str) or key not in ("broker", *_SECTIONS, "apps"):
+            raise ConfigError(str(key), "unknown top-level key (known: broker, kafka, "
+                              "gateway, pusher, apps)")
     for name in _SECTIONS:
         if name in raw and raw[name] is not None and not isinstance(raw[name], dict):
             raise ConfigError(name, f"must be a table/mapping, got {type(raw[name]).__name__}")
-    return {k: v for k, v in raw.items() if v is not None or k not in _SECTIONS}
+    if "apps" in raw and raw["apps"] is not None and not isinstance(raw["apps"], list):
+        raise ConfigError("apps", "must be a list of tables ([[apps]] in TOML), got "
+                          f"{type(raw['apps']).__name__}")
+    return {k: v for k, v in raw.items()
+            if v is not None or k not in (*_SECTIONS, "apps")}
 
 
 # --- pydantic's errors -> ConfigError, in this one place ----------------------------------
@@ -415,6 +499,8 @@ _WORDING = {
     **dict.fromkeys(("dict_type", "mapping_type", "dataclass_type", "dataclass_args_type"),
                     "must be a table/mapping, got {type}"),
     "channelcast": "{problem}",
+    "missing": "is missing",
+    "tuple_type": "must be a list of tables, got {type}",
 }
 _MISSING = {"topic": "pattern has no topic", "partitions": "pattern has no partition count"}
 
@@ -430,14 +516,15 @@ def _config_error(exc: ValidationError) -> ConfigError:
         problem = f"keys must be strings, got {type(value).__name__}"
     elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
         problem = (f"unknown key (allowed: {_known(TopicMapping)})" if in_row else
-                   f"unknown key (known: {_known(_SECTIONS[str(loc[0])])})")
+                   f"unknown key (known: {_known(_ROWS[str(loc[0])])})")
     elif kind == "missing" and in_row and loc[-1] in _MISSING:
         problem = _MISSING[str(loc[-1])]
     elif kind in _WORDING:
         problem = _WORDING[kind].format_map({**ctx, "value": value, "type": type(value).__name__})
     else:  # a check without wording of its own: pydantic's, plus the value
         problem = f"{error['msg']}, got {value!r}"
-    key = "".join(f'."{part}"' if i > 0 and loc[i - 1] == "topic_mapping" else f".{part}"
+    key = "".join(f'."{part}"' if i > 0 and loc[i - 1] == "topic_mapping" else
+                  f"[{part}]" if i == 1 and loc[0] == "apps" else f".{part}"
                   for i, part in enumerate(loc))
     return ConfigError(key[1:] + ctx.get("at", ""), problem)
 
@@ -486,7 +573,8 @@ def load_settings(path: str | Path | None = None,
             kafka = replace(kafka, brokers=broker.split("://", 1)[1])
 
         settings = Settings(broker=broker, kafka=kafka, gateway=layered.gateway,
-                            source=str(path) if path else "defaults")
+                            source=str(path) if path else "defaults",
+                            pusher=layered.pusher, apps=layered.apps)
         validate(settings)
     except ConfigError as exc:
         blamed = _blame_environment(exc, environment.set_by)
@@ -537,3 +625,11 @@ def validate(settings: Settings) -> None:
                           f"must be drop-oldest or disconnect, got {g.slow_client_policy!r}")
     if not 0 < g.port < 65536 and g.port != 0:
         raise ConfigError("gateway.port", f"must be 0..65535, got {g.port}")
+    ids, keys = {g.app_id: "gateway.app_id"}, {g.app_key: "gateway.app_key"}
+    for i, app in enumerate(settings.apps):
+        if app.id in ids:
+            raise ConfigError(f"apps[{i}].id", f"{app.id!r} is also the id at {ids[app.id]}")
+        if app.key in keys:
+            raise ConfigError(f"apps[{i}].key", f"{app.key!r} is also the key at "
+                              f"{keys[app.key]}")
+        ids[app.id], keys[app.key] = f"apps[{i}].id", f"apps[{i}].key"

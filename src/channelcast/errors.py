@@ -19,7 +19,8 @@ Every error the package raises on purpose derives from :class:`ChannelcastError`
     │   └── BrokerClosed                     the broker was used after close()
     ├── MissingDependency (ImportError)      an optional package or program is not installed
     ├── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
-    └── RequestRefused                       the gateway refuses an HTTP request (status, code)
+    ├── RequestRefused                       the gateway refuses an HTTP request (status, code)
+    └── DeliveryFailed (ConnectionError)     an outgoing HTTP call (a Pusher webhook) failed
 
 Errors from dependencies (confluent-kafka) are translated in exactly one place, the Kafka
 adapter, with ``raise ... from exc``.
@@ -127,3 +128,8 @@ class RequestRefused(ChannelcastError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class DeliveryFailed(ChannelcastError, ConnectionError):
+    """An outgoing HTTP delivery (a Pusher webhook POST) failed: unreachable, timed out,
+    or answered with a status other than 2xx. Raised to make the worker retry it."""

@@ -12,10 +12,13 @@ import pytest
 import yaml
 
 from channelcast.config import (
+    ENV_GATEWAY,
     ENV_KAFKA,
     REDACTED,
+    AppSettings,
     GatewaySettings,
     KafkaSettings,
+    PusherSettings,
     Settings,
     TopicMapping,
     load_settings,
@@ -489,8 +492,8 @@ def test_every_setting_and_variable_is_documented() -> None:
     text = (DOCS / "configuration.md").read_text()
     rows = {line.split("|")[1].strip().strip("`") for line in text.splitlines()
             if line.startswith("| `")}
-    for cls in (KafkaSettings, GatewaySettings):
+    for cls in (KafkaSettings, GatewaySettings, PusherSettings, AppSettings):
         for field in dataclasses.fields(cls):
             assert field.name in rows, f"docs/configuration.md lacks {cls.__name__}.{field.name}"
-    for var in [*ENV_KAFKA, "CHANNELCAST_BROKER", "CHANNELCAST_CONFIG"]:
+    for var in [*ENV_KAFKA, *ENV_GATEWAY, "CHANNELCAST_BROKER", "CHANNELCAST_CONFIG"]:
         assert f"`{var}`" in text, f"docs/configuration.md lacks {var}"

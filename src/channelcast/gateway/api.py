@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from channelcast.channels import validate_channel
+from channelcast.channels import validate_client_channel
 from channelcast.errors import (
     AuthError,
     ChannelcastError,
@@ -80,7 +80,7 @@ def parse_publish(body: bytes,
         if not isinstance(item, dict):
             raise MessageError(f"{where} must be an object {{channel, event, data}}")
         try:
-            channel = validate_channel(item.get("channel"))
+            channel = validate_client_channel(item.get("channel"))
         except InvalidChannel as exc:
             raise InvalidChannel(f"{where}: {exc}") from None
         try:
@@ -170,7 +170,7 @@ def _auth_params(body: bytes) -> tuple[str, ChannelName, dict[str, Any]]:
     except ValueError as exc:
         raise RequestRefused(400, BAD_REQUEST,
                              f"want JSON {{connection_id, channel}}: {exc}") from exc
-    return connection_id, validate_channel(params.get("channel")), params
+    return connection_id, validate_client_channel(params.get("channel")), params
 
 
 async def auth_endpoint(request: Request) -> Response:

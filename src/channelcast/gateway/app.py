@@ -10,6 +10,7 @@ Routes::
     POST /auth             channel signatures from the authorizer    api.auth_endpoint
     POST /demo/publish     unsigned publish (only when gateway.demo) api.demo_publish_endpoint
     GET  /healthz /readyz /metrics                                   api
+    WS   /app/{key}, /apps/{id}/...  the Pusher protocol (pusher.enabled; docs/pusher.md)
 
 Endpoints raise channelcast errors; :data:`ERROR_STATUS` turns each into its HTTP status
 and the JSON error body ``{"type": "error", "data": {"code", "message"}}``, here and
@@ -57,6 +58,7 @@ from channelcast.gateway.api import (
 )
 from channelcast.gateway.node import AuthGrant, Authorizer, AuthRequest, Gateway, demo_authorizer
 from channelcast.gateway.protocol import AUTH_FAILED, INVALID_CHANNEL, INVALID_POSITION, error_frame
+from channelcast.gateway.pusher.http import pusher_routes
 from channelcast.gateway.sse import format_cursor, parse_cursor, sse_endpoint
 from channelcast.gateway.websocket import websocket_endpoint
 
@@ -133,6 +135,8 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     ]
     if settings.gateway.demo:
         routes.append(Route("/demo/publish", demo_publish_endpoint, methods=["POST"]))
+    if settings.pusher.enabled:
+        routes.extend(pusher_routes())
     handlers = {cls: error_response for cls, _, _ in ERROR_STATUS}
     handlers[RequestRefused] = error_response
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

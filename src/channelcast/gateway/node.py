@@ -11,6 +11,8 @@ and the HTTP API (:mod:`.api`) do, and find their node with :func:`gateway_of`.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ from channelcast.gateway.auth import RequestVerifier
 from channelcast.gateway.hub import Hub
 from channelcast.gateway.metrics import GatewayMetrics
 from channelcast.gateway.protocol import ClientProtocol, Credentials
+from channelcast.gateway.pusher.node import PusherNode
 from channelcast.gateway.session import Session, Transport
 from channelcast.types import ChannelName
 
@@ -76,6 +79,10 @@ class Gateway:
         g = self.settings.gateway
         self.hub = Hub(self.broker, presence_ttl_s=g.presence_ttl_s, metrics=self.metrics)
         self.metrics.watch_broker(self.broker)
+        # Socket ids "<node>.<n>", digits only (the Pusher SDKs accept no other shape).
+        self.node_number = secrets.randbelow(9 * 10**9) + 10**9
+        self._socket_ids = itertools.count(1)
+        self.pusher = PusherNode(self)
         self.credentials = Credentials(g.app_key, g.app_secret)
         self.verifier = RequestVerifier(g.app_key, g.app_secret)
         if self.authorizer is None and g.demo:
@@ -84,6 +91,7 @@ class Gateway:
     async def start(self) -> None:
         await self.broker.start()
         await self.hub.start()
+        await self.pusher.start()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -102,13 +110,14 @@ class Gateway:
         await self.drain()
         if self._releases:  # sessions that ended: their channels are being left
             await asyncio.gather(*list(self._releases), return_exceptions=True)
+        await self.pusher.close()
         await self.hub.close()
         await self.broker.close()
 
     def new_session(self, transport: Transport) -> Session:
         """A session for one new connection over ``transport``, with this node's limits."""
         g = self.settings.gateway
-        protocol = ClientProtocol(Session.new_connection_id(self.hub.node_id), self.credentials,
+        protocol = ClientProtocol(self.new_socket_id(), self.credentials,
                                   max_subscriptions=g.max_subscriptions,
                                   max_frame_bytes=g.max_frame_bytes)
         return Session(self.hub, protocol, transport, send_queue=g.send_queue,
@@ -141,6 +150,11 @@ class Gateway:
             self._releases.add(release)
             release.add_done_callback(self._releases.discard)
         await asyncio.shield(release)
+
+
+    def new_socket_id(self) -> str:
+        """A connection id unique in the cluster: ``<node number>.<n>``, digits only."""
+        return f"{self.node_number}.{next(self._socket_ids)}"
 
 
 def gateway_of(conn: HTTPConnection) -> Gateway:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from channelcast.channels import ChannelType, channel_type, validate_channel
+from channelcast.channels import ChannelType, channel_type, validate_client_channel
 from channelcast.errors import AuthError, InvalidChannel, InvalidPosition
 from channelcast.gateway import jsontext
 from channelcast.gateway.auth import verify_channel
@@ -128,7 +128,7 @@ def _frame_channel(obj: dict[str, Any]) -> ChannelName | Send:
     """The frame's ``channel``, validated, or the ``invalid_channel`` error to send."""
     raw = obj.get("channel")
     try:
-        return validate_channel(raw)
+        return validate_client_channel(raw)
     except InvalidChannel as exc:
         return _error_send(INVALID_CHANNEL, str(exc), raw if isinstance(raw, str) else None)
 

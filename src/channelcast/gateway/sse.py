@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from channelcast.channels import needs_auth, validate_channel
+from channelcast.channels import needs_auth, validate_client_channel
 from channelcast.errors import InvalidChannel, InvalidPosition, RequestRefused
 from channelcast.gateway.node import gateway_of
 from channelcast.gateway.protocol import (
@@ -106,7 +106,7 @@ def parse_cursor(text: str, channels: list[ChannelName]) -> dict[ChannelName, Po
         name, sep, pos = part.partition(":")
         if not sep:
             raise InvalidPosition(f"not a channel:position entry: {part!r}")
-        out[validate_channel(name)] = parse_position(pos)
+        out[validate_client_channel(name)] = parse_position(pos)
     return out
 
 
@@ -127,7 +127,7 @@ async def sse_endpoint(request: Request) -> Response:
     names = [c for c in raw.split(",") if c]
     if not names:
         raise InvalidChannel("give channels: /sse?channels=a,b")
-    channels = list(dict.fromkeys(validate_channel(c) for c in names))
+    channels = list(dict.fromkeys(validate_client_channel(c) for c in names))
     private = [c for c in channels if needs_auth(c)]
     if private:
         raise RequestRefused(403, AUTH_REQUIRED, f"SSE serves public channels only; "

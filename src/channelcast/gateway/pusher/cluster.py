@@ -1,0 +1,590 @@
+"""Cluster-wide Pusher state through the broker: subscription and user counts, connection
+counts, occupied/vacated and member transitions, terminate requests.
+
+Every node publishes its own state as operations on one internal channel,
+:data:`STATE_CHANNEL` (one partition: a single, total order every node reads alike):
+
+* ``update``: the node's new counts for the channels (and connection counts) that changed,
+  at most every :data:`FLUSH_S`;
+* ``heartbeat``: the node's whole state, every ``ttl/3`` seconds (in parts of
+  :data:`HEARTBEAT_PART_CHANNELS` channels, applied once complete), and at once when
+  another node asks with ``sync`` (which a node sends when it starts taking part);
+* ``expire``: a node noticed another one silent for ``ttl`` seconds; ``bye``: a node leaves;
+* ``terminate``: close an app user's connections (every node closes its own).
+
+A node takes part (publishes) only once the protocol is used: on its first Pusher
+connection or HTTP API request, when another node's operations appear in the log, or at
+start when the recent log holds some (:meth:`Cluster.activate`). A deployment that never
+uses the Pusher protocol sees no traffic from it.
+
+:class:`OccupancyTable` (sans-I/O) applies them in log order. Since every node applies the
+same operations in the same order, all agree on which operation *caused* a transition
+(a channel's cluster-wide count going 0 -> n or n -> 0, a user appearing in or leaving a
+presence channel): the node that published that operation (for ``expire``, the node that
+noticed) is the one that reports it, so each transition is reported once. A node that has
+just started knows only its own state until the others answer its ``sync`` (one broker
+round trip); transitions its own operations cause in that window may be reported twice.
+
+:class:`Cluster` is the asyncio side: it follows the channel with its own broker
+subscription (not the hub's: it is no client), again from the last applied position
+should that subscription fail; it publishes the operations, and answers the HTTP API's
+questions from the table, with this node's own current counts in place of its last
+published ones. Its queue of reports is bounded (:data:`REPORT_QUEUE`); when full,
+reports are dropped and logged, as is a report the broker refused
+:data:`REPORT_ATTEMPTS` times. This module never touches client connections: it calls
+back (``report``, ``terminate``) and :mod:`.node` acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from channelcast.brokers.base import Broker, Subscription
+from channelcast.errors import HistoryUnavailable
+from channelcast.message import Envelope, Record
+from channelcast.types import ChannelName, Position
+
+log = logging.getLogger("channelcast.gateway.pusher")
+
+STATE_CHANNEL = ChannelName(";pusher;state")
+STATE_EVENT = "pusher-state"
+FLUSH_S = 0.05
+HEARTBEAT_PART_CHANNELS = 500
+MAX_HEARTBEAT_PARTS = 10_000
+REPORT_QUEUE = 10_000
+REPORT_ATTEMPTS = 10
+LEAVE_S = 5.0
+LOOKBACK = 100
+"""Records of the state channel's partition a starting node looks back at (to decide
+whether the cluster uses the Pusher protocol)."""
+"""How long a closing node tries to say goodbye (and hand over what that causes)."""
+FEED_QUEUE = 10_000
+
+OCCUPIED = "channel_occupied"
+VACATED = "channel_vacated"
+MEMBER_ADDED = "member_added"
+MEMBER_REMOVED = "member_removed"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStat:
+    """One channel on one node (or summed over the cluster): connections subscribed, and
+    for presence channels the distinct user ids."""
+
+    count: int
+    users: frozenset[str] | None = None
+
+
+@dataclass(slots=True)
+class AppState:
+    connections: int = 0
+    channels: dict[str, ChannelStat] = field(default_factory=dict)
+
+
+NodeState = dict[str, AppState]
+"""app id -> state, for one node."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A cluster-wide change to report as a webhook event."""
+
+    app: str
+    name: str
+    channel: str
+    user_id: str | None = None
+
+
+# --- wire form ------------------------------------------------------------------------
+
+
+def _stat_obj(stat: ChannelStat) -> list[Any]:
+    return [stat.count] if stat.users is None else [stat.count, sorted(stat.users)]
+
+
+def _stat_of(obj: object) -> ChannelStat | None:
+    if not isinstance(obj, list) or not obj or not isinstance(obj[0], int) or obj[0] < 0:
+        return None
+    users = obj[1] if len(obj) > 1 else None
+    if users is not None and not (isinstance(users, list)
+                                  and all(isinstance(u, str) for u in users)):
+        return None
+    return ChannelStat(obj[0], None if users is None else frozenset(users))
+
+
+def _apps_obj(apps: Mapping[str, AppState]) -> dict[str, Any]:
+    return {a: {"conns": s.connections, "channels": {c: _stat_obj(v)
+                                                     for c, v in s.channels.items()}}
+            for a, s in apps.items()}
+
+
+def _apps_of(obj: object) -> dict[str, tuple[int | None, dict[str, ChannelStat | None]]]:
+    """Decoded ``apps``: app -> (connections or None, channel -> stat or None to drop)."""
+    out: dict[str, tuple[int | None, dict[str, ChannelStat | None]]] = {}
+    if not isinstance(obj, dict):
+        return out
+    for app, raw in obj.items():
+        if not isinstance(app, str) or not isinstance(raw, dict):
+            continue
+        conns = raw.get("conns")
+        channels = raw.get("channels")
+        out[app] = (conns if isinstance(conns, int) and conns >= 0 else None,
+                    {c: _stat_of(v) for c, v in channels.items() if isinstance(c, str)}
+                    if isinstance(channels, dict) else {})
+    return out
+
+
+def update_op(node: str, apps: Mapping[str, AppState]) -> dict[str, Any]:
+    """The changed part of a node's state: a channel with count 0 is gone."""
+    return {"op": "update", "node": node, "apps": _apps_obj(apps)}
+
+
+def heartbeat_ops(node: str, state: Mapping[str, AppState], *,
+                  per_part: int = HEARTBEAT_PART_CHANNELS) -> list[dict[str, Any]]:
+    """The node's whole state, in parts of at most ``per_part`` channels."""
+    items = [(a, c, s) for a, st in state.items() for c, s in st.channels.items()]
+    chunks = [items[i:i + per_part] for i in range(0, len(items), per_part)] or [[]]
+    beat = uuid.uuid4().hex[:12]
+    ops = []
+    for i, chunk in enumerate(chunks):
+        apps: dict[str, AppState] = {a: AppState(st.connections) for a, st in state.items()}
+        for a, c, s in chunk:
+            apps[a].channels[c] = s
+        ops.append({"op": "heartbeat", "node": node, "beat": beat, "part": i,
+                    "parts": len(chunks), "apps": _apps_obj(apps)})
+    return ops
+
+
+# --- the table (sans-I/O) ----------------------------------------------------------------
+
+
+def _sum(stats: Iterable[ChannelStat]) -> ChannelStat:
+    count, users, presence = 0, set[str](), False
+    for s in stats:
+        count += s.count
+        if s.users is not None:
+            presence = True
+            users |= s.users
+    return ChannelStat(count, frozenset(users) if presence else None)
+
+
+class OccupancyTable:
+    """Every node's state as the log tells it, and the transitions each operation causes."""
+
+    def __init__(self, local_node: str, ttl_s: float) -> None:
+        self.local_node = local_node
+        self.ttl_s = ttl_s
+        self.nodes: dict[str, NodeState] = {}
+        self.seen: dict[str, float] = {}
+        self._partial: dict[str, tuple[str, NodeState, set[int]]] = {}
+
+    def cluster(self, app: str, overlay: NodeState | None = None) -> dict[str, ChannelStat]:
+        """Channel -> cluster-wide stat for one app; ``overlay`` replaces the local node's
+        entry (its current state rather than its last published one)."""
+        stats: dict[str, list[ChannelStat]] = {}
+        for _node, state in self._states(overlay):
+            st = state.get(app)
+            if st is not None:
+                for c, s in st.channels.items():
+                    stats.setdefault(c, []).append(s)
+        return {c: agg for c, v in stats.items() if (agg := _sum(v)).count > 0}
+
+    def connections(self, app: str, overlay: NodeState | None = None) -> int:
+        return sum(st.connections for _, state in self._states(overlay)
+                   if (st := state.get(app)) is not None)
+
+    def _states(self, overlay: NodeState | None) -> list[tuple[str, NodeState]]:
+        out = [(n, s) for n, s in self.nodes.items()
+               if overlay is None or n != self.local_node]
+        if overlay is not None:
+            out.append((self.local_node, overlay))
+        return out
+
+    def silent(self, now: float) -> list[str]:
+        """Other nodes not heard from within ``ttl_s``."""
+        return [n for n in self.nodes if n != self.local_node
+                and now - self.seen.get(n, float("-inf")) > self.ttl_s]
+
+    def apply(self, op: object, now: float) -> tuple[list[Transition], str | None, bool]:
+        """Apply one operation: (transitions it caused, the node that reports them,
+        whether another node asked for a heartbeat). Malformed operations change nothing."""
+        if not isinstance(op, dict) or not isinstance(op.get("node"), str):
+            return [], None, False
+        kind, node = op.get("op"), op["node"]
+        if kind == "sync":
+            return [], None, node != self.local_node
+        if kind in ("expire", "bye"):
+            gone = op.get("gone", node) if kind == "expire" else node
+            if not isinstance(gone, str) or gone not in self.nodes:
+                return [], None, False
+            # Even our own expiry (we were too slow): every node applies every operation
+            # alike; our next heartbeat brings our state back.
+            return self._replace(gone, None), node, gone == self.local_node
+        self.seen[node] = now
+        if kind == "update":
+            state = {a: AppState(st.connections, dict(st.channels))
+                     for a, st in self.nodes.get(node, {}).items()}
+            for app, (conns, channels) in _apps_of(op.get("apps")).items():
+                st = state.setdefault(app, AppState())
+                if conns is not None:
+                    st.connections = conns
+                for c, s in channels.items():
+                    if s is None or s.count == 0:
+                        st.channels.pop(c, None)
+                    else:
+                        st.channels[c] = s
+            return self._replace(node, state), node, False
+        if kind == "heartbeat":
+            full = self._heartbeat(node, op)
+            if full is None:
+                return [], None, False
+            return self._replace(node, full), node, False
+        return [], None, False
+
+    def _heartbeat(self, node: str, op: dict[str, Any]) -> NodeState | None:
+        parts, part, beat = op.get("parts", 1), op.get("part", 0), op.get("beat", "")
+        if not (isinstance(parts, int) and isinstance(part, int) and isinstance(beat, str)
+                and 0 <= part < parts <= MAX_HEARTBEAT_PARTS):
+            return None
+        current = self._partial.get(node)
+        if current is None or current[0] != beat:
+            current = (beat, {}, set())
+            self._partial[node] = current
+        state, seen_parts = current[1], current[2]
+        for app, (conns, channels) in _apps_of(op.get("apps")).items():
+            st = state.setdefault(app, AppState())
+            if conns is not None:
+                st.connections = conns
+            st.channels.update({c: s for c, s in channels.items()
+                                if s is not None and s.count > 0})
+        seen_parts.add(part)
+        if len(seen_parts) < parts:
+            return None
+        del self._partial[node]
+        return state
+
+    def _replace(self, node: str, state: NodeState | None) -> list[Transition]:
+        before = self.nodes.get(node, {})
+        apps = set(before) | set(state or {})
+        touched = {(a, c) for a in apps for c in
+                   set(before.get(a, AppState()).channels)
+                   | set((state or {}).get(a, AppState()).channels)}
+        old = {(a, c): self._channel(a, c) for a, c in touched}
+        if state is None:
+            self.nodes.pop(node, None)
+            self.seen.pop(node, None)
+            self._partial.pop(node, None)
+        else:
+            self.nodes[node] = state
+        out: list[Transition] = []
+        for (a, c), was in sorted(old.items()):
+            now = self._channel(a, c)
+            if was.count == 0 and now.count > 0:
+                out.append(Transition(a, OCCUPIED, c))
+            for user in sorted((now.users or frozenset()) - (was.users or frozenset())):
+                out.append(Transition(a, MEMBER_ADDED, c, user))
+            for user in sorted((was.users or frozenset()) - (now.users or frozenset())):
+                out.append(Transition(a, MEMBER_REMOVED, c, user))
+            if was.count > 0 and now.count == 0:
+                out.append(Transition(a, VACATED, c))
+        return out
+
+    def _channel(self, app: str, channel: str) -> ChannelStat:
+        return _sum(st.channels[channel] for state in self.nodes.values()
+                    if (st := state.get(app)) is not None and channel in st.channels)
+
+
+# --- the service ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _LocalApp:
+    connections: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    users: dict[str, Counter[str]] = field(default_factory=dict)
+    """presence channel -> user id -> local connections of that user there"""
+
+    def stat(self, channel: str) -> ChannelStat:
+        users = self.users.get(channel)
+        return ChannelStat(self.counts[channel],
+                           None if users is None else frozenset(u for u, n in users.items()
+                                                                if n > 0))
+
+
+Reporter = Callable[[list[Transition]], Awaitable[None]]
+Terminator = Callable[[str, str], None]
+
+
+class Cluster:
+    """This node's part in the cluster-wide Pusher state (see the module docstring)."""
+
+    def __init__(self, broker: Broker, node_id: str, *, ttl_s: float, report: Reporter,
+                 terminate: Terminator) -> None:
+        self.broker = broker
+        self.node_id = node_id
+        self.ttl_s = ttl_s
+        self.table = OccupancyTable(self.node_id, ttl_s)
+        self._report = report
+        self._terminate = terminate
+        self._local: dict[str, _LocalApp] = {}
+        self._dirty: dict[str, set[str]] = {}
+        self._wake = asyncio.Event()
+        self._beat_now = False
+        self._expiring: set[str] = set()
+        self._reports: asyncio.Queue[list[Transition]] = asyncio.Queue(REPORT_QUEUE)
+        self._position: Position | None = None
+        self._subscription: Subscription | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._left = asyncio.Event()
+        self.active = False
+        """Whether this node takes part (publishes); see :meth:`activate`."""
+        self._sync_now = False
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Follow the state channel from its end; take part at once if the recent log shows
+        that the cluster uses the Pusher protocol (else on first use, :meth:`activate`)."""
+        end = await self.broker.end_position(STATE_CHANNEL)
+        self._position = end
+        await self._follow()
+        recent = max(end.offset - LOOKBACK, -1)
+        if recent < end.offset:
+            try:
+                used = bool(await self.broker.history(
+                    STATE_CHANNEL, Position(end.topic, end.partition, recent, end.epoch)))
+            except HistoryUnavailable:
+                used = False  # trimmed by retention: the others' heartbeats will tell
+            if used:
+                self.activate()
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._reporter())]
+
+    def activate(self) -> None:
+        """Take part: ask the others for their state and publish ours from now on. Until
+        then a node only reads the log (so a cluster that never uses the Pusher protocol
+        sees no traffic from it). Called on the node's first Pusher connection or HTTP API
+        request, and when another node's state appears in the log."""
+        if self.active or self._closed:
+            return
+        self.active = True
+        self._sync_now = self._beat_now = True
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        assert self._position is not None
+        self._subscription = self.broker.subscribe(
+            [STATE_CHANNEL], since={STATE_CHANNEL: self._position}, max_queue=FEED_QUEUE)
+        await self._subscription.ready()
+        self._pump_task = asyncio.create_task(self._pump(self._subscription))
+
+    async def close(self) -> None:
+        """Tell the others this node left (its channels and members go now, not after
+        ``ttl``), report what that causes, stop."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks[:1]:
+            task.cancel()
+        await asyncio.gather(*self._tasks[:1], return_exceptions=True)
+        # Bounded: with the broker down, a node still shuts down (the others expire it).
+        if self.active:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._leave(), LEAVE_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reports.join(), LEAVE_S)
+        tasks = [*self._tasks[1:], *([self._pump_task] if self._pump_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.close()
+
+    async def _leave(self) -> None:
+        await self._flush()
+        await self._publish({"op": "bye", "node": self.node_id})
+        await self._left.wait()  # our own bye, back through the log, and its reports
+
+    async def _pump(self, subscription: Subscription) -> None:
+        """Apply the log in order; if the subscription fails, follow again from the last
+        applied position (nothing skipped, nothing applied twice)."""
+        try:
+            async for record in subscription:
+                pos, last = record.position, self._position
+                if record.channel != STATE_CHANNEL or (
+                        last is not None and (pos.topic, pos.partition) ==
+                        (last.topic, last.partition) and pos.offset <= last.offset):
+                    continue
+                self._position = pos
+                self._apply(record)
+            reason = "the subscription ended"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if self._closed:
+            return
+        log.warning("pusher cluster state: lost %s (%s); following it again", STATE_CHANNEL,
+                    reason)
+        with contextlib.suppress(Exception):
+            await subscription.close()
+        delay = 0.1
+        while not self._closed:
+            try:
+                await self._follow()
+                return
+            except Exception as exc:
+                log.warning("pusher cluster state: cannot follow %s: %s", STATE_CHANNEL, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- local changes (from sessions) -----------------------------------------------
+    def _app(self, app: str) -> _LocalApp:
+        return self._local.setdefault(app, _LocalApp())
+
+    def connected(self, app: str, delta: int) -> None:
+        self.activate()
+        self._app(app).connections += delta
+        self._touch(app, None)
+
+    def subscribed(self, app: str, channel: str, user_id: str | None, presence: bool,
+                   delta: int) -> None:
+        """A local connection joined (+1) or left (-1) ``channel``."""
+        self.activate()
+        local = self._app(app)
+        local.counts[channel] += delta
+        if local.counts[channel] <= 0:
+            del local.counts[channel]
+        if presence:
+            users = local.users.setdefault(channel, Counter())
+            if user_id is not None:
+                users[user_id] += delta
+                if users[user_id] <= 0:
+                    del users[user_id]
+            if channel not in local.counts:
+                local.users.pop(channel, None)
+        self._touch(app, channel)
+
+    def _touch(self, app: str, channel: str | None) -> None:
+        dirty = self._dirty.setdefault(app, set())
+        if channel is not None:
+            dirty.add(channel)
+        self._wake.set()
+
+    def local_state(self) -> NodeState:
+        return {a: AppState(loc.connections, {c: loc.stat(c) for c in loc.counts})
+                for a, loc in self._local.items()}
+
+    # --- queries (HTTP API) -------------------------------------------------------------
+    def channels(self, app: str) -> dict[str, ChannelStat]:
+        self.activate()
+        return self.table.cluster(app, self.local_state())
+
+    def connections(self, app: str) -> int:
+        self.activate()
+        return self.table.connections(app, self.local_state())
+
+    async def request_terminate(self, app: str, user_id: str) -> None:
+        self.activate()
+        await self._publish({"op": "terminate", "node": self.node_id, "app": app,
+                             "user": user_id})
+
+    # --- the log ------------------------------------------------------------------------
+    def _apply(self, record: Record) -> None:
+        op = record.envelope.data
+        if isinstance(op, dict) and op.get("op") == "terminate":
+            app, user = op.get("app"), op.get("user")
+            if isinstance(app, str) and isinstance(user, str):
+                self._terminate(app, user)
+            return
+        if isinstance(op, dict) and op.get("node") != self.node_id:
+            self.activate()  # another node uses the protocol: take part
+        transitions, author, wants_sync = self.table.apply(op, time.monotonic())
+        if self._closed and self.node_id not in self.table.nodes:
+            self._left.set()
+        if isinstance(op, dict) and op.get("op") == "expire":
+            self._expiring.discard(str(op.get("gone")))
+        if wants_sync:
+            self._beat_now = True
+            self._wake.set()
+        if transitions and author == self.node_id:
+            try:
+                self._reports.put_nowait(transitions)
+            except asyncio.QueueFull:
+                log.warning("pusher webhooks: report queue full, dropped %d events",
+                            len(transitions))
+
+    async def _publish(self, *ops: dict[str, Any]) -> None:
+        await self.broker.publish_many([Envelope(STATE_CHANNEL, STATE_EVENT, op) for op in ops])
+
+    async def _flush(self) -> None:
+        if not self.active:
+            return
+        if self._sync_now:
+            self._sync_now = False
+            await self._publish({"op": "sync", "node": self.node_id})
+        if self._beat_now:
+            self._beat_now = False
+            self._dirty.clear()
+            await self._publish(*heartbeat_ops(self.node_id, self.local_state()))
+            return
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        apps = {}
+        for app, channels in dirty.items():
+            loc = self._app(app)
+            apps[app] = AppState(loc.connections, {c: loc.stat(c) for c in channels})
+        await self._publish(update_op(self.node_id, apps))
+
+    async def _run(self) -> None:
+        """Flush changes (at most every FLUSH_S), heartbeat every ttl/3, expire others."""
+        last_beat = time.monotonic()
+        tick = min(FLUSH_S * 4, self.ttl_s / 10)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), tick)
+            self._wake.clear()
+            now = time.monotonic()
+            if now - last_beat >= self.ttl_s / 3:
+                self._beat_now, last_beat = True, now
+            try:
+                await self._flush()
+                for node in self.table.silent(now) if self.active else ():
+                    if node not in self._expiring:
+                        self._expiring.add(node)
+                        await self._publish({"op": "expire", "node": self.node_id,
+                                             "gone": node})
+            except Exception as exc:
+                log.warning("pusher cluster state: publish failed: %s", exc)
+                self._beat_now = True  # the next heartbeat restores what was lost
+                await asyncio.sleep(min(1.0, self.ttl_s / 10))
+            await asyncio.sleep(FLUSH_S)
+
+    async def _reporter(self) -> None:
+        """Hand reports over (to the webhook channel), retrying a failing broker with
+        back-off for about half a minute before a report is dropped with a WARNING."""
+        while True:
+            transitions = await self._reports.get()
+            try:
+                for attempt in range(REPORT_ATTEMPTS):
+                    try:
+                        await self._report(transitions)
+                        break
+                    except Exception as exc:
+                        if attempt + 1 == REPORT_ATTEMPTS or self._closed:
+                            log.warning("pusher webhooks: dropped %d events: %s",
+                                        len(transitions), exc)
+                            break
+                        await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
+            finally:
+                self._reports.task_done()
