@@ -29,7 +29,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    cluster = kafka_local.Cluster(name="pytest", brokers=1, port=39192)
+    cluster = kafka_local.Cluster(name="pytest", brokers=1, port=21192)
     try:
         cluster.stop()
         bootstrap = cluster.start()
@@ -50,6 +50,9 @@ def unique() -> str:
 @contextmanager
 def private_cluster(name: str, port: int, brokers: int = 1) -> Iterator[kafka_local.Cluster]:
     """A Kafka cluster of the test's own (it may kill and restart nodes); stopped after.
+
+    Ports stay below 32768: Linux hands out 32768-60999 for outgoing connections, and a
+    cluster's port taken by one of those fails its start (seen here once).
 
     A cluster that cannot start FAILS the test, like the suite's broker.
     """

@@ -32,7 +32,7 @@ G = GatewaySettings()
 
 @pytest.fixture
 def outage_cluster() -> Iterator[kafka_local.Cluster]:
-    with private_cluster("gateway-outage", 44192) as cluster:
+    with private_cluster("gateway-outage", 24092) as cluster:
         yield cluster
 
 

@@ -30,7 +30,7 @@ BATCH = 20
 
 @pytest.fixture
 def restart_cluster() -> Iterator[kafka_local.Cluster]:
-    with private_cluster("brokers-restart", 41092) as cluster:
+    with private_cluster("brokers-restart", 22092) as cluster:
         yield cluster
 
 

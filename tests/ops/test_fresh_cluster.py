@@ -26,7 +26,7 @@ MAPPING = {"realtime.user": 10, "realtime.public": 3, "realtime": 10}
 
 @pytest.fixture(scope="module")
 def fresh_bootstrap() -> Iterator[str]:
-    with private_cluster("ops-fresh", 43192) as cluster:
+    with private_cluster("ops-fresh", 23092) as cluster:
         yield cluster.bootstrap
 
 
