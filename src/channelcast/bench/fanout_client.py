@@ -32,7 +32,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -208,7 +208,7 @@ def main(argv: list[str]) -> int:
     if mode not in MODES:
         print(f"unknown mode {mode!r}; known: {', '.join(MODES)}", file=sys.stderr)
         return 2
-    result = asyncio.run(run(url, int(clients), channel, cast(Mode, mode), int(expected)))
+    result = asyncio.run(run(url, int(clients), channel, mode, int(expected)))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -20,6 +20,6 @@ the peers' libraries, are imported only when they run.
 
 from __future__ import annotations
 
-from channelcast.bench.peers.model import PEER_SCENARIOS
+from channelcast.bench.model import PEER_SCENARIOS
 
 __all__ = ["PEER_SCENARIOS"]

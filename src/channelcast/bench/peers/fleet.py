@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from channelcast.bench.peers.process import PeerFailed
+from channelcast.bench.peers.process import PeerFailed, open_log
 from channelcast.bench.peers.wire import Mode
 
 
@@ -66,9 +66,8 @@ async def client_fleet(url: str, clients: int, channel: str, mode: Mode, expecte
                        workdir: Path, connect_s: float = 180.0) -> AsyncIterator[Fleet]:
     """``clients`` WebSocket clients of ``mode`` subscribed to ``channel`` at ``url`` in a
     process of their own; entered once all are subscribed (``ready``)."""
-    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"clients-{mode}.log"
-    with log_path.open("wb") as log:
+    with open_log(workdir, log_path.name) as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "channelcast.bench.fanout_client", url, str(clients),
             channel, mode, str(expected), stdout=asyncio.subprocess.PIPE, stderr=log,

@@ -12,11 +12,9 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from channelcast.bench.model import BenchConfig
+from channelcast.bench.model import PEER_SCENARIOS, BenchConfig
 
-FANOUT, PUBLISH, KAFKA_BROWSER = "peers-fanout", "peers-publish", "peers-kafka-browser"
-PEER_SCENARIOS = (FANOUT, PUBLISH, KAFKA_BROWSER)
-"""The peers comparison's scenarios, in the order they run."""
+FANOUT, PUBLISH, KAFKA_BROWSER = PEER_SCENARIOS
 
 # Figure names (units in the name).
 DELIVERIES_PER_S = "deliveries/s"

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from channelcast.errors import BrokerError
 
@@ -75,6 +76,20 @@ class Server:
                              f"{self.log_tail()}")
 
 
+def write_file(folder: Path, name: str, text: str) -> Path:
+    """``folder/name`` with ``text`` (the folder created): a server's config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def open_log(folder: Path, name: str) -> BinaryIO:
+    """A new log file ``folder/name`` for a child process's output (the folder created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return (folder / name).open("wb")
+
+
 def minimal_env(extra: Mapping[str, str] | None = None, home: Path | None = None
                 ) -> dict[str, str]:
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
@@ -107,9 +122,8 @@ async def server_process(name: str, argv: Sequence[str], *, port: int, workdir: 
     """Run ``argv`` in ``workdir`` until the context exits; entered once ``port`` on
     127.0.0.1 accepts connections. Raises PeerFailed if it exits or does not listen
     within ``start_s`` seconds (with the end of its log)."""
-    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name.split()[0].lower()}.log"
-    with log_path.open("wb") as log:
+    with open_log(workdir, log_path.name) as log:
         process = await asyncio.create_subprocess_exec(
             *argv, cwd=str(workdir), stdin=asyncio.subprocess.DEVNULL, stdout=log,
             stderr=asyncio.subprocess.STDOUT,

@@ -41,7 +41,13 @@ from channelcast.bench.peers.configs import (
 )
 from channelcast.bench.peers.install import Peer
 from channelcast.bench.peers.plain_server import PUBLISH_PATH
-from channelcast.bench.peers.process import PeerFailed, Server, free_port, server_process
+from channelcast.bench.peers.process import (
+    PeerFailed,
+    Server,
+    free_port,
+    server_process,
+    write_file,
+)
 from channelcast.bench.peers.wire import (
     Mode,
     centrifugo_publish,
@@ -121,9 +127,7 @@ def gateway_starter(broker: str = "memory://", *, send_queue: int = 256,
     @contextlib.asynccontextmanager
     async def start(workdir: Path) -> AsyncIterator[Running]:
         port = free_port()
-        path = workdir / "channelcast.yaml"
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(gateway_config(
+        path = write_file(workdir, "channelcast.yaml", yaml.safe_dump(gateway_config(
             broker, app_key=GATEWAY_KEY, app_secret=GATEWAY_SECRET, send_queue=send_queue,
             kafka_brokers=kafka_brokers, default_topic=default_topic)))
         argv = [sys.executable, "-c", SERVE, "serve", "--config", str(path),
@@ -166,9 +170,7 @@ def centrifugo_starter(peer: Peer, *, kafka_brokers: str | None = None,
     async def start(workdir: Path) -> AsyncIterator[Running]:
         assert peer.path is not None
         port = free_port()
-        path = workdir / "config.json"
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(centrifugo_config(
+        path = write_file(workdir, "config.json", json.dumps(centrifugo_config(
             port, CENTRIFUGO_API_KEY, kafka_brokers=kafka_brokers, kafka_topic=kafka_topic,
             consumer_group=consumer_group), indent=1))
         async with server_process("Centrifugo", [str(peer.path), "--config", str(path)],
@@ -210,9 +212,8 @@ def sockudo_starter(peer: Peer, app: PusherApp | None = None) -> Starter:
     async def start(workdir: Path) -> AsyncIterator[Running]:
         assert peer.path is not None
         port = free_port()
-        path = workdir / "sockudo.json"
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(sockudo_config(port, app), indent=1))
+        path = write_file(workdir, "sockudo.json", json.dumps(sockudo_config(port, app),
+                                                               indent=1))
         # Run in its own folder: sockudo also reads ./config/config.toml if there is one.
         async with server_process("sockudo", [str(peer.path), "--config", str(path)],
                                   port=port, workdir=workdir) as server, \
