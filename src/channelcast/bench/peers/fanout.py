@@ -50,6 +50,8 @@ from channelcast.bench.peers.servers import (
 Log = Callable[[str], None]
 CHANNEL = "fanout.0"
 FIXED, BURST = 1, 2
+MIN_TICKS = 10
+"""The least server CPU, in clock ticks, that the burst must use for a per-delivery figure."""
 BURST_BATCH = 10
 """Messages per publish request in the burst: the Pusher HTTP API's documented batch
 limit, used for every server alike."""
@@ -155,14 +157,18 @@ async def run_one(contender: Contender, config: BenchConfig, pad: str, workdir: 
     summary = fixed.summary()
     seconds = (burst["last_ns"] - start) / 1e9
     deliveries = burst["count"]
+    cpu = cpu1 - cpu0
+    # /proc counts CPU in clock ticks (10 ms): fewer than MIN_TICKS is not a measurement.
+    measured = cpu >= MIN_TICKS / os.sysconf("SC_CLK_TCK")
     figures = {
         DELIVERIES_PER_S: deliveries / seconds if seconds > 0 and deliveries else math.nan,
-        CPU_US_PER_DELIVERY: (cpu1 - cpu0) / deliveries * 1e6 if deliveries else math.nan,
+        CPU_US_PER_DELIVERY: cpu / deliveries * 1e6 if deliveries and measured else math.nan,
         P50_MS: summary.p50_ms, P99_MS: summary.p99_ms,
         DELIVERED: 100.0 * (deliveries + fixed_count) / (clients * expected),
     }
     note = (f"burst {deliveries:,}/{clients * config.fanout_burst:,} delivered in "
-            f"{seconds:.2f} s, {cpu1 - cpu0:.2f} s server CPU; fixed rate "
+            f"{seconds:.2f} s, {cpu:.2f} s server CPU"
+            f"{'' if measured else ' (too little to measure per delivery)'}; fixed rate "
             f"{fixed_count:,}/{clients * config.fanout_messages:,} delivered")
     return PeerRun(figures, note, load), negotiated(result)
 

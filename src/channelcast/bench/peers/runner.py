@@ -65,6 +65,14 @@ async def run_peers(target: Target, config: BenchConfig, peers_dir: Path,
     for peer in (centrifugo, sockudo):
         machine[peer.name] = (f"{peer.version} ({peer.path})" if peer.found
                               else f"not found: {peer.missing}")
+    if target.bootstrap is not None and config.warm_up_s > 0:
+        from channelcast.bench.scenarios import warm_up_broker
+
+        try:
+            took = await warm_up_broker(target, config, log)
+            machine["broker_warm_up"] = f"{took:.0f} s of raw load before the scenarios"
+        except Exception as exc:
+            results.errors.append(f"warm-up: {_describe(exc)}")
     with tempfile.TemporaryDirectory(prefix="channelcast-peers-") as tmp:
         workdir = Path(tmp)
         for scenario in PEER_SCENARIOS:
