@@ -140,7 +140,9 @@ def run(
     if scenarios is not None:
         overrides["scenarios"] = tuple(s.strip() for s in scenarios.split(",") if s.strip())
         names = PEER_SCENARIO_NAMES if peers else SCENARIO_NAMES
-        other = [s for s in overrides["scenarios"] if s not in names]
+        # Known names of the other mode; unknown names are BenchConfig's to refuse.
+        other = [s for s in overrides["scenarios"]
+                 if s in (SCENARIO_NAMES if peers else PEER_SCENARIO_NAMES)]
         if other:
             raise ConfigError("--scenarios", f"{', '.join(other)}: not a scenario of "
                               f"{'--peers' if peers else 'this run (peers-* need --peers)'};"
