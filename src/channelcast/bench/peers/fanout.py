@@ -41,11 +41,13 @@ from channelcast.bench.peers.model import (
 from channelcast.bench.peers.servers import (
     Contender,
     Publisher,
+    Starter,
     centrifugo_starter,
     gateway_starter,
     plain_starter,
     sockudo_starter,
 )
+from channelcast.bench.peers.wire import Mode
 
 Log = Callable[[str], None]
 CHANNEL = "fanout.0"
@@ -84,16 +86,16 @@ def contenders(config: BenchConfig, centrifugo: Peer, sockudo: Peer,
         f"send_queue {queue}; publish: POST /api/publish (signed)",
         gateway_starter("memory://", send_queue=queue), channelcast=True)]
     missing: list[PeerResult] = []
-    for peer, make, mode, settings in (
-            (centrifugo, centrifugo_starter, "centrifugo",
-             "memory engine, JSON protocol, anonymous subscribe allowed, WebSocket "
-             "compression off (default); publish: HTTP server API"),
-            (sockudo, sockudo_starter, "pusher",
-             "local adapter, memory app manager, rate limiter off, WebSocket compression "
-             "disabled (default); Pusher protocol 7; publish: HTTP API (signed)")):
+    peers: list[tuple[Peer, Callable[[Peer], Starter], Mode, str]] = [
+        (centrifugo, centrifugo_starter, "centrifugo",
+         "memory engine, JSON protocol, anonymous subscribe allowed, WebSocket "
+         "compression off (default); publish: HTTP server API"),
+        (sockudo, sockudo_starter, "pusher",
+         "local adapter, memory app manager, rate limiter off, WebSocket compression "
+         "disabled (default); Pusher protocol 7; publish: HTTP API (signed)")]
+    for peer, make, mode, settings in peers:
         if peer.found:
-            runnable.append(Contender(peer.name, mode, peer.version,  # type: ignore[arg-type]
-                                      settings, make(peer)))
+            runnable.append(Contender(peer.name, mode, peer.version, settings, make(peer)))
         else:
             missing.append(PeerResult(FANOUT, peer.name, not_run=peer.missing))
     runnable.append(Contender(
