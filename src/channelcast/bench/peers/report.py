@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,6 +223,12 @@ def render_plot(results: PeersResults, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(22, 6))
     for ax, (scenario, figure, title) in zip(axes, panels, strict=True):
         rows = [r for r in results.scenario(scenario) if r.ran]
+        if not rows:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=9)
+            continue
         values = [r.median(figure) for r in rows]
         lows = [v - r.spread(figure)[0] for r, v in zip(rows, values, strict=True)]
         highs = [r.spread(figure)[1] - v for r, v in zip(rows, values, strict=True)]
@@ -229,7 +236,7 @@ def render_plot(results: PeersResults, path: Path) -> None:
         ax.bar(range(len(rows)), [0 if math.isnan(v) else v for v in values], color=colors,
                yerr=[[0 if math.isnan(x) else x for x in lows],
                      [0 if math.isnan(x) else x for x in highs]], capsize=4)
-        ax.set_xticks(range(len(rows)), [r.name.replace(" ", "\n", 1) for r in rows],
+        ax.set_xticks(range(len(rows)), [textwrap.fill(r.name, 18) for r in rows],
                       fontsize=7)
         for i, v in enumerate(values):
             if not math.isnan(v):
