@@ -1,12 +1,22 @@
 """The fan-out benchmark's clients: N WebSocket connections in a process of their own.
 
-Run as ``python -m channelcast.bench.fanout_client URL N CHANNEL MODE EXPECTED``. MODE
-``channelcast`` speaks the gateway protocol (wait for ``connected``, subscribe, wait for
-``subscribed``); ``plain`` just connects. It prints ``ready`` once every client is in,
-then records, per phase tag (``data["r"]``), each delivery's latency from the intended send
-time in ``data["t"]`` (``time.monotonic_ns``: one clock for every process on the machine),
-and prints one JSON line with counts, first/last receive times and the encoded histogram
-when each client has ``EXPECTED`` messages or no message came for 30 s.
+Run as ``python -m channelcast.bench.fanout_client URL N CHANNEL MODE EXPECTED``. MODE is
+the server's subscribe protocol (:mod:`channelcast.bench.peers.wire`): ``channelcast``
+(the gateway), ``centrifugo``, ``pusher`` (sockudo) or ``plain`` (just connect). Every
+connection makes a browser-like handshake: Chromium's permessage-deflate offer
+(``permessage-deflate; client_max_window_bits``), an ``Origin`` of the server's own
+address, Chromium's User-Agent and request headers; what each server answered is counted
+in the result (``extensions``).
+
+Each connection reads from the moment it is open (so application-level pings are
+answered while the others still connect). The process prints ``ready`` once every client
+is subscribed, ``probed`` once every client has seen a probe (phase tag 0: the server is
+live, e.g. its Kafka consumer reads) and ``received`` when the readers are done (before it
+closes the connections), then records, per phase tag (``data["r"]`` >= 1),
+each delivery's latency from the intended send time in ``data["t"]``
+(``time.monotonic_ns``: one clock for every process on the machine), and prints one JSON
+line with counts, first/last receive times and the encoded histogram when each client has
+``EXPECTED`` messages or no message came for 30 s.
 
 Separate process so the clients do not share an event loop (or the GIL) with the server
 they measure.
@@ -15,18 +25,33 @@ they measure.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
-import re
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.typing import Origin
 
 from channelcast.bench.hist import LatencyRecorder
+from channelcast.bench.peers.wire import (
+    BROWSER_HEADERS,
+    CHROMIUM_EXTENSIONS,
+    CHROMIUM_USER_AGENT,
+    MODES,
+    Handshake,
+    Mode,
+    keepalive_reply,
+    stamps,
+)
+
+PROBE = 0
 
 
 @dataclass
@@ -47,54 +72,84 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _open(url: str, channel: str, mode: str) -> ClientConnection:
-    ws = await connect(url, max_size=1 << 22, open_timeout=60, ping_interval=None,
-                       compression=None)
-    if mode == "channelcast":
-        while json.loads(await ws.recv()).get("type") != "connected":
-            pass
-        await ws.send(json.dumps({"type": "subscribe", "channel": channel}))
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame.get("type") == "subscribed":
-                break
-            if frame.get("type") == "error":
-                raise RuntimeError(f"subscribe failed: {frame}")
-    return ws
+def origin_of(url: str) -> str:
+    """The ``Origin`` a page served by this server would send (http for ws, https for wss)."""
+    parts = urlsplit(url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return f"{scheme}://{parts.netloc}"
 
 
-_STAMP = re.compile(r'"t":(\d+),"r":(\d+)')
+def chromium_deflate_offer() -> ClientPerMessageDeflateFactory:
+    """permessage-deflate offered exactly as Chromium offers it (no parameter but
+    ``client_max_window_bits``, zlib's default settings)."""
+    return ClientPerMessageDeflateFactory(client_max_window_bits=True)
 
 
 class _Progress:
     received = 0
 
 
-async def _read(ws: ClientConnection, phases: dict[int, PhaseStats], expected: int,
-                progress: _Progress) -> None:
-    got = 0
-    clock = time.monotonic_ns
-    search = _STAMP.search
-    with contextlib.suppress(Exception):  # closed by the server or by the idle watchdog
-        async for raw in ws:
-            now = clock()
-            # A regex, not json.loads: the client process must stay cheaper than the
-            # server it measures (both share two cores).
-            m = search(raw if isinstance(raw, str) else raw.decode())
-            if m is None:
-                continue
-            stats = phases.get(int(m.group(2)))
-            if stats is None:
-                stats = phases[int(m.group(2))] = PhaseStats()
-            stats.recorder.record_ns(now - int(m.group(1)))
-            if not stats.count:
-                stats.first_ns = now
-            stats.last_ns = now
-            stats.count += 1
-            progress.received += 1
-            got += 1
-            if got >= expected:
-                return
+@dataclass
+class _Client:
+    ws: ClientConnection
+    mode: Mode
+    expected: int
+    phases: dict[int, PhaseStats]
+    progress: _Progress
+    probed: asyncio.Event = field(default_factory=asyncio.Event)
+    got: int = 0
+
+    async def read(self) -> None:
+        clock = time.monotonic_ns
+        mode = self.mode
+        ws = self.ws
+        phases = self.phases
+        with contextlib.suppress(Exception):  # closed by the server or by the watchdog
+            async for raw in ws:
+                now = clock()
+                text = raw if isinstance(raw, str) else raw.decode()
+                if mode == "centrifugo" or mode == "pusher":
+                    reply = keepalive_reply(mode, text)
+                    if reply is not None:
+                        await ws.send(reply)
+                        continue
+                # A regex, not json.loads: the client process must stay cheaper than the
+                # server it measures (both share two cores).
+                for sent, tag in stamps(text):
+                    if tag == PROBE:
+                        self.probed.set()
+                        continue
+                    stats = phases.get(tag)
+                    if stats is None:
+                        stats = phases[tag] = PhaseStats()
+                    stats.recorder.record_ns(now - sent)
+                    if not stats.count:
+                        stats.first_ns = now
+                    stats.last_ns = now
+                    stats.count += 1
+                    self.progress.received += 1
+                    self.got += 1
+                if self.got >= self.expected:
+                    return
+
+
+async def _open(url: str, channel: str, mode: Mode) -> ClientConnection:
+    ws = await connect(url, max_size=1 << 22, open_timeout=60, ping_interval=None,
+                       compression=None, extensions=[chromium_deflate_offer()],
+                       origin=Origin(origin_of(url)), user_agent_header=CHROMIUM_USER_AGENT,
+                       additional_headers=list(BROWSER_HEADERS))
+    shake = Handshake(mode, channel)
+    try:
+        for frame in shake.start():
+            await ws.send(frame)
+        while not shake.done:
+            raw = await ws.recv()
+            for frame in shake.receive(raw if isinstance(raw, str) else raw.decode()):
+                await ws.send(frame)
+    except BaseException:
+        await ws.close()
+        raise
+    return ws
 
 
 async def _watchdog(tasks: list[asyncio.Task[None]], progress: _Progress,
@@ -113,27 +168,46 @@ async def _watchdog(tasks: list[asyncio.Task[None]], progress: _Progress,
             last, idle = progress.received, 0.0
 
 
-async def run(url: str, clients: int, channel: str, mode: str, expected: int,
+async def _announce_probed(clients: list[_Client]) -> None:
+    await asyncio.gather(*(c.probed.wait() for c in clients))
+    print("probed", flush=True)
+
+
+async def run(url: str, clients: int, channel: str, mode: Mode, expected: int,
               idle_s: float = 30.0) -> dict[str, Any]:
     raise_fd_limit()
-    connections: list[ClientConnection] = []
-    # Connect in modest waves: a 1,000-connection stampede only measures the accept queue.
-    for first in range(0, clients, 50):
-        connections += await asyncio.gather(*(_open(url, channel, mode)
-                                              for _ in range(first, min(clients, first + 50))))
-    print("ready", flush=True)
     phases: dict[int, PhaseStats] = {}
     progress = _Progress()
-    readers = [asyncio.create_task(_read(ws, phases, expected, progress))
-               for ws in connections]
+    opened: list[_Client] = []
+    readers: list[asyncio.Task[None]] = []
+    # Connect in modest waves: a 1,000-connection stampede only measures the accept queue.
+    for first in range(0, clients, 50):
+        batch = await asyncio.gather(*(_open(url, channel, mode)
+                                       for _ in range(first, min(clients, first + 50))))
+        for ws in batch:
+            client = _Client(ws, mode, expected, phases, progress)
+            opened.append(client)
+            readers.append(asyncio.create_task(client.read()))
+    print("ready", flush=True)
+    announcer = asyncio.create_task(_announce_probed(opened))
     await _watchdog(readers, progress, idle_s)
     await asyncio.gather(*readers, return_exceptions=True)
-    await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
-    return {"clients": clients, "phases": {str(k): v.to_json() for k, v in phases.items()}}
+    print("received", flush=True)  # before closing: the server's close work is not timed
+    announcer.cancel()
+    extensions = collections.Counter(
+        c.ws.response.headers.get("Sec-WebSocket-Extensions", "") if c.ws.response else ""
+        for c in opened)
+    await asyncio.gather(*(c.ws.close() for c in opened), return_exceptions=True)
+    return {"clients": clients, "offered": CHROMIUM_EXTENSIONS,
+            "extensions": dict(extensions),
+            "phases": {str(k): v.to_json() for k, v in phases.items()}}
 
 
 def main(argv: list[str]) -> int:
     url, clients, channel, mode, expected = argv
+    if mode not in MODES:
+        print(f"unknown mode {mode!r}; known: {', '.join(MODES)}", file=sys.stderr)
+        return 2
     result = asyncio.run(run(url, int(clients), channel, mode, int(expected)))
     print(json.dumps(result), flush=True)
     return 0

@@ -17,6 +17,9 @@ from channelcast.bench.hist import LatencySummary
 SCENARIOS = ("strategies", "overhead", "ceiling", "fanout")
 """Scenario names, in the order they run."""
 
+PEER_SCENARIOS = ("peers-fanout", "peers-publish", "peers-kafka-browser")
+"""The peers comparison's scenarios (``channelcast bench --peers``), in the order they run."""
+
 
 def _run_id() -> str:
     return uuid.uuid4().hex[:8]
@@ -44,6 +47,10 @@ class BenchConfig:
     fanout_messages: int = 50
     fanout_burst: int = 200
     fanout_rate: float = 5.0
+    browser_clients: int = 100
+    """WebSocket clients of the peers' Kafka-to-browser scenario."""
+    browser_rate: float = 100.0
+    """Records per second (for ``rate_seconds``) in the peers' Kafka-to-browser scenario."""
     drain_s: float = 60.0
     scenarios: tuple[str, ...] = SCENARIOS
     run_id: str = field(default_factory=_run_id)
@@ -70,21 +77,21 @@ class BenchConfig:
             overhead_channels=10, overhead_partitions=3, overhead_rounds=1,
             java_records=20_000,
             fanout_clients=20, fanout_messages=20, fanout_burst=20, fanout_rate=20.0, drain_s=20.0,
-            publishers=200)
+            publishers=200, browser_clients=10, browser_rate=50.0)
         values.update(overrides)
         return cls(**values)
 
     def __post_init__(self) -> None:
         from channelcast.errors import ConfigError
 
-        unknown = set(self.scenarios) - set(SCENARIOS)
+        unknown = set(self.scenarios) - set(SCENARIOS) - set(PEER_SCENARIOS)
         if unknown:
             raise ConfigError("bench.scenarios", f"unknown scenario(s) {sorted(unknown)}; "
-                              f"known: {', '.join(SCENARIOS)}")
+                              f"known: {', '.join(SCENARIOS + PEER_SCENARIOS)}")
         for name in ("channels", "messages", "message_bytes", "batch", "window", "publishers",
                      "repeat",
                      "overhead_channels", "overhead_partitions", "overhead_rounds", "java_records",
-                     "fanout_clients", "fanout_messages", "fanout_burst"):
+                     "fanout_clients", "fanout_messages", "fanout_burst", "browser_clients"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bench.{name}", f"must be >= 1, got {getattr(self, name)}")
         if any(not r > 0 for r in self.rates):
@@ -93,8 +100,10 @@ class BenchConfig:
             raise ConfigError("bench.saturation_fraction", "must be in (0, 1]")
         if not self.warm_up_s >= 0:
             raise ConfigError("bench.warm_up_s", f"must be >= 0 seconds, got {self.warm_up_s}")
-        if self.rate_seconds <= 0 or self.drain_s <= 0 or self.fanout_rate <= 0:
-            raise ConfigError("bench", "rate_seconds, drain_s and fanout_rate must be > 0")
+        if (self.rate_seconds <= 0 or self.drain_s <= 0 or self.fanout_rate <= 0
+                or self.browser_rate <= 0):
+            raise ConfigError("bench", "rate_seconds, drain_s, fanout_rate and browser_rate "
+                                       "must be > 0")
 
 
 @dataclass(slots=True)

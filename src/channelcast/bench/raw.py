@@ -10,6 +10,8 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
 * :func:`spread_round_trip`: produce at a fixed rate over given partitions and consume in a
   second thread; latency is taken from the *intended* send time written into the message
   (coordinated omission). :func:`round_trip` is it on one partition.
+* :func:`produce_scheduled`: produce records a caller makes at a fixed rate (the peers
+  comparison's Kafka-to-browser source; someone else consumes them).
 
 :func:`warm_up` runs the first and third for a while, untimed, on a broker just started.
 
@@ -56,6 +58,7 @@ __all__ = [
     "end_offsets",
     "ping",
     "produce_loop",
+    "produce_scheduled",
     "round_trip",
     "spread_round_trip",
     "wait_writable",
@@ -63,6 +66,9 @@ __all__ = [
 ]
 
 _STAMP = struct.Struct(">q")
+
+RawHeaders = list[tuple[str, str | bytes | None]]
+"""Kafka headers as confluent-kafka takes them: (name, value) pairs, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +429,54 @@ def spread_round_trip(producer_config: Mapping[str, Any], consumer_config: Mappi
         stop.set()
         thread.join(10.0)
         consumer.close()
+
+
+def produce_scheduled(bootstrap: str, topic: str, partition: int, count: int, rate: float,
+                      make: Callable[[int, int], tuple[bytes, bytes | None, RawHeaders]], *,
+                      config: Mapping[str, Any] | None = None,
+                      stop: threading.Event | None = None,
+                      timeout_s: float = 60.0) -> RawRoundTrip:
+    """Produce ``count`` records at ``rate`` per second to one partition; record ``i`` is
+    ``make(i, intended_ns)`` -> (value, key, headers), ``intended_ns`` its scheduled send
+    time (``time.monotonic_ns``), kept even when the producer falls behind. ``stop``
+    ends it early once set. Returns (sent, 0, seconds until all were acknowledged).
+    Blocking."""
+    producer = _producer(bootstrap, config)
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    interval = 1e9 / rate
+    try:
+        producer.list_topics(topic, timeout=timeout_s)
+        start = time.monotonic_ns()
+        sent = 0
+        while sent < count and not (stop is not None and stop.is_set()):
+            due = min(count, int((time.monotonic_ns() - start) / interval) + 1)
+            while sent < due:
+                value, key, headers = make(sent, start + int(sent * interval))
+                try:
+                    producer.produce(topic, value, key, partition=partition, headers=headers,
+                                     on_delivery=on_delivery)
+                    sent += 1
+                except BufferError:
+                    producer.poll(0.001)
+            producer.poll(0)
+            pause = (start + int(sent * interval) - time.monotonic_ns()) / 1e9
+            if pause > 0 and sent < count:
+                time.sleep(pause)
+        left = producer.flush(timeout_s)
+        elapsed = (time.monotonic_ns() - start) / 1e9
+    except KafkaException as exc:
+        raise translate(exc, "raw scheduled producer") from exc
+    if left:
+        raise BrokerError(f"raw producer: {left} message(s) not acknowledged in {timeout_s}s")
+    if failures:
+        raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
+                                     "(the first failure shown)")
+    return RawRoundTrip(sent, 0, elapsed)
 
 
 def warm_up(bootstrap: str, topic: str, partitions: int, *, seconds: float, size: int,

@@ -20,11 +20,18 @@ SCENARIO_NAMES = ("strategies", "overhead", "ceiling", "fanout")
 """For the help text only (the package is not imported for it); the same names, in the
 same order, as ``channelcast.bench.SCENARIOS`` (a test holds them equal)."""
 
+PEER_SCENARIO_NAMES = ("peers-fanout", "peers-publish", "peers-kafka-browser")
+"""Likewise, ``channelcast.bench.PEER_SCENARIOS`` (the ``--peers`` comparison)."""
+
 OUTPUT = Path("bench-results")
 """Default results folder, the same as ``channelcast.bench.DEFAULT_OUTPUT``."""
 
 KAFKA_LIBS_ENV = "CHANNELCAST_KAFKA_LIBS"
 """Where ``--kafka-libs`` is read from when not given (``scripts/bench`` sets it)."""
+
+PEERS_DIR_ENV = "CHANNELCAST_PEERS_DIR"
+"""Where ``--peers-dir`` is read from when not given; the same name as
+``channelcast.bench.peers.install.PEERS_DIR_ENV`` and ``scripts/bench-peers``."""
 
 
 def _settings(option: str, pairs: list[str]) -> dict[str, str]:
@@ -70,10 +77,20 @@ def run(
     clients: Annotated[int | None, typer.Option(
         help="WebSocket clients in the fan-out scenario (default 1000).")] = None,
     scenarios: Annotated[str | None, typer.Option(
-        help=f"Comma-separated subset of: {', '.join(SCENARIO_NAMES)}.")] = None,
+        help=f"Comma-separated subset of: {', '.join(SCENARIO_NAMES)} (with --peers: of "
+             f"{', '.join(PEER_SCENARIO_NAMES)}).")] = None,
+    peers: Annotated[bool, typer.Option(
+        "--peers", help="Instead of the scenarios above, channelcast side by side with "
+                        "Centrifugo, sockudo, a plain websockets loop, FastStream and "
+                        "broadcaster (installed by scripts/bench-peers); a peer that is "
+                        "missing is reported as not run.")] = False,
+    peers_dir: Annotated[Path | None, typer.Option(
+        "--peers-dir", metavar="DIR", envvar=PEERS_DIR_ENV, show_envvar=True,
+        help="The folder scripts/bench-peers built the peers into (default "
+             "${XDG_CACHE_HOME:-~/.cache}/channelcast/peers).")] = None,
     repeat: Annotated[int | None, typer.Option(
-        help="Run the strategies scenario N times on fresh topics; its targets are judged "
-             "on the median (default 1).")] = None,
+        help="Run the strategies scenario (with --peers: every peers scenario) N times on "
+             "fresh topics; its targets are judged on the median (default 1).")] = None,
     rounds: Annotated[int | None, typer.Option(
         help="Alternating rounds of the overhead scenario's publish loops; the median is "
              "reported (default 3, 1 with --quick).")] = None,
@@ -98,7 +115,12 @@ def run(
     are then skipped). For a full run on a private one-node Kafka, run scripts/bench
     with these options from a channelcast checkout: it starts one, runs this command with
     --bootstrap and --kafka-libs (and --warm-up 15 unless --quick), then stops it. Needs
-    channelcast's optional bench dependencies (its bench extra)."""
+    channelcast's optional bench dependencies (its bench extra).
+
+    With --peers: the peers comparison instead (fan-out, publish, Kafka to browser against
+    Centrifugo, sockudo, plain websockets, FastStream, broadcaster), written to a folder
+    of its own; install the peers with scripts/bench-peers (the peers extra and the
+    builds), run it with scripts/bench --peers --repeat 3."""
     # Here, not at the top: see the module docstring (MissingDependency without the extra).
     from channelcast.bench import BenchConfig, bench
 
@@ -117,10 +139,24 @@ def run(
         overrides["rates"] = _rates(rates)
     if scenarios is not None:
         overrides["scenarios"] = tuple(s.strip() for s in scenarios.split(",") if s.strip())
+        names = PEER_SCENARIO_NAMES if peers else SCENARIO_NAMES
+        # Known names of the other mode; unknown names are BenchConfig's to refuse.
+        other = [s for s in overrides["scenarios"]
+                 if s in (SCENARIO_NAMES if peers else PEER_SCENARIO_NAMES)]
+        if other:
+            raise ConfigError("--scenarios", f"{', '.join(other)}: not a scenario of "
+                              f"{'--peers' if peers else 'this run (peers-* need --peers)'};"
+                              f" choose from {', '.join(names)}")
+    elif peers:
+        overrides["scenarios"] = PEER_SCENARIO_NAMES
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
 
     def log(message: str) -> None:
         typer.echo(message, err=True)
+
+    if peers:
+        _run_peers(config, bootstrap, peers_dir, out, log)
+        return
 
     # As `channelcast serve` does: the start-up heap out of the collector's full
     # collections, whose pauses every in-flight message (raw or channelcast) would pay.
@@ -135,6 +171,22 @@ def run(
         raise typer.Exit(1)
 
 
+def _run_peers(config: Any, bootstrap: str | None, peers_dir: Path | None, out: Path,
+               log: Any) -> None:
+    from channelcast.bench.peers.install import default_peers_dir
+    from channelcast.bench.peers.runner import peers_bench
+    from channelcast.runtime import freeze_startup_heap
+
+    freeze_startup_heap()
+    results, paths = peers_bench(config, peers_dir=peers_dir or default_peers_dir(),
+                                 bootstrap=bootstrap, output=out, log=log)
+    typer.echo(paths["report"].read_text(encoding="utf-8"))
+    typer.echo(f"written: {paths['report']}, {paths['json']}, {paths['plot']}")
+    if results.errors:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("bench", short_help="Benchmark strategies, overheads, the Java ceiling and "
-                                    "gateway fan-out; write a report.")(run)
+                                    "gateway fan-out, or (--peers) channelcast against its "
+                                    "peers; write a report.")(run)
