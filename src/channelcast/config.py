@@ -283,6 +283,7 @@ class GatewaySettings:
     demo: _Flag = False
     send_buffer_bytes: Annotated[_Int, Field(ge=0)] = 262144
     write_timeout_s: _Positive = 10.0
+    compression: _Flag = False
 
 
 @with_config(ConfigDict(extra="forbid"))

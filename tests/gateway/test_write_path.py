@@ -154,33 +154,62 @@ def test_text_frame_parses_as_one_unmasked_text_frame(size: int) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("compression", [None, "deflate"])
+@pytest.mark.parametrize(("server", "offer"), [(False, None), (False, "deflate"),
+                                               (True, None), (True, "deflate")])
 async def test_many_messages_over_the_direct_path_arrive_complete_and_in_order(
-        compression: str | None) -> None:
-    """Without compression the shared frame bytes are written; with permessage-deflate
-    each connection's own compressor frames them."""
-    async with running_gateway(settings_with()) as gw, \
-            ws_client(gw.ws_url, compression=compression) as client:
-        await client.send({"type": "subscribe", "channel": "order"})
-        while (await client.recv())["type"] != "subscribed":
-            pass
+        server: bool, offer: str | None) -> None:
+    """Compression is off by default (a browser's offer is declined); with
+    ``gateway.compression`` it is negotiated without server context takeover, so each
+    message is compressed once and the same frame bytes go to every such connection."""
+    async with running_gateway(settings_with(compression=server)) as gw, \
+            ws_client(gw.ws_url, compression=offer) as client, \
+            ws_client(gw.ws_url, compression=offer) as other:
+        for c in (client, other):
+            await c.send({"type": "subscribe", "channel": "order"})
+            while (await c.recv())["type"] != "subscribed":
+                pass
         # Published in one call: the pump hands them out back to back, so the writer
         # finds many queued and takes the direct, batched path.
         await gw.gateway.broker.publish_many(
             [Envelope(channel=ChannelName("order"), event="e", data={"seq": i, "pad": "y" * 300})
              for i in range(500)])
-        seqs = []
-        while len(seqs) < 500:
-            frame = await asyncio.wait_for(client.recv(), 10)
-            assert frame["type"] == "message", frame
-            seqs.append(frame["data"]["seq"])
-        assert seqs == list(range(500))
-        assert bool(client.ws.protocol.extensions) == (compression is not None)
+        for c in (client, other):
+            seqs = []
+            while len(seqs) < 500:
+                frame = await asyncio.wait_for(c.recv(), 10)
+                assert frame["type"] == "message", frame
+                seqs.append(frame["data"]["seq"])
+            assert seqs == list(range(500))
+        negotiated = client.ws.protocol.extensions
+        assert bool(negotiated) == (server and offer is not None)
+        if negotiated:
+            assert negotiated[0].remote_no_context_takeover  # the server's side, seen here
         session = next(iter(gw.gateway.sessions))
         assert isinstance(session.transport, DirectTransport)
         assert session.transport.room() > 0  # the server offers the direct path
-        assert gw.gateway.metrics.delivered == 500
-        assert session.protocol.channels == {"order"}
+        assert gw.gateway.metrics.delivered == 1000
+
+
+@pytest.mark.parametrize("size", [5, 300, 70_000])
+def test_a_shared_deflated_frame_is_what_websockets_writes_without_context_takeover(
+        size: int) -> None:
+    from websockets.extensions.permessage_deflate import PerMessageDeflate
+    from websockets.frames import Frame, Opcode
+
+    from channelcast.gateway.server import deflated_frame, shared_deflate
+
+    ext = PerMessageDeflate(False, True, 12, 12, {"memLevel": 5})
+    text = json.dumps({"seq": size, "pad": "ab" * size})
+    params = shared_deflate([ext])
+    assert params is not None
+    ours = deflated_frame(text, params)
+    theirs = ext.encode(Frame(Opcode.TEXT, text.encode()))
+    assert theirs.rsv1
+    assert ours[0] == 0xC1  # FIN, RSV1, text
+    assert ours.endswith(bytes(theirs.data))
+    # Twice the same message: the same bytes, built once.
+    assert deflated_frame(text, params) is ours or len(text) > 16 * 1024
+    assert shared_deflate([PerMessageDeflate(False, False, 12, 12, {})]) is None
 
 
 def test_take_stops_at_the_room_and_keeps_the_bound_on_what_is_left() -> None:

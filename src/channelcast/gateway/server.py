@@ -21,9 +21,14 @@ import ipaddress
 import logging
 import re
 import socket
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.protocol import State
 
 from channelcast.brokers import Broker
@@ -120,6 +125,51 @@ def text_frame(text: str) -> bytes:
     return frame
 
 
+DeflateParams = tuple[int, tuple[tuple[str, Any], ...]]
+"""(window bits, zlib compress settings) of a connection's permessage-deflate."""
+_deflated: dict[tuple[str, DeflateParams], bytes] = {}
+
+
+def shared_deflate(extensions: list[Any]) -> DeflateParams | None:
+    """The parameters of a negotiated permessage-deflate that compresses every message on
+    its own (``server_no_context_takeover``), or None: then the compressed bytes depend on
+    what the connection sent before, and cannot be shared."""
+    if len(extensions) != 1 or not isinstance(extensions[0], PerMessageDeflate):
+        return None
+    ext = extensions[0]
+    if not ext.local_no_context_takeover:
+        return None
+    return ext.local_max_window_bits, tuple(sorted(ext.compress_settings.items()))
+
+
+def deflated_frame(text: str, params: DeflateParams) -> bytes:
+    """A compressed, unfragmented text frame (RSV1 set, RFC 7692 7.2.1): the message
+    deflated on its own with ``params``, the trailing ``00 00 ff ff`` removed, exactly what
+    websockets' PerMessageDeflate writes without context takeover. Built once per message
+    and parameters (a bounded cache, like :func:`text_frame`)."""
+    key = (text, params)
+    frame = _deflated.get(key)
+    if frame is not None:
+        return frame
+    bits, settings = params
+    encoder = zlib.compressobj(wbits=-bits, **dict(settings))
+    payload = encoder.compress(text.encode()) + encoder.flush(zlib.Z_SYNC_FLUSH)
+    payload = payload[:-4]
+    n = len(payload)
+    if n < 126:
+        head = bytes((0xC1, n))
+    elif n < 1 << 16:
+        head = bytes((0xC1, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0xC1, 127)) + n.to_bytes(8, "big")
+    frame = head + payload
+    if len(text) <= _FRAME_CACHE_TEXT:
+        if len(_deflated) >= _FRAME_CACHE_ITEMS:
+            _deflated.clear()
+        _deflated[key] = frame
+    return frame
+
+
 _warned: set[tuple[str, ...]] = set()
 
 
@@ -145,6 +195,16 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if getattr(self.config, "ws_per_message_deflate", False) and hasattr(
+                    self.conn, "available_extensions"):
+                # Compress each message on its own (no context takeover, RFC 7692 7.1.1),
+                # so one compressed frame per message serves every such connection.
+                self.conn.available_extensions = [ServerPerMessageDeflateFactory(
+                    server_no_context_takeover=True, server_max_window_bits=12,
+                    client_max_window_bits=12, compress_settings={"memLevel": 5})]
+
         def connection_made(self, transport: Any) -> None:
             if send_buffer_bytes > 0:
                 sock = transport.get_extra_info("socket")
@@ -179,16 +239,24 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
                 return 0
 
         def direct_write(self, texts: list[str]) -> None:
-            """Write these text frames in one ``transport.write``. Without extensions
-            (compression), the frame bytes are the same for every client: built once.
-            Raises ConnectionResetError once the connection is closing."""
+            """Write these text frames in one ``transport.write``. The frame bytes are the
+            same for every client with the same framing, so they are built once per message
+            and shared: uncompressed, or compressed without context takeover (see
+            :func:`shared_deflate`). Only a connection whose compression keeps a context
+            compresses per connection. Raises ConnectionResetError once the connection is
+            closing."""
             if self.close_sent or self.disconnected or self.transport.is_closing():
                 raise ConnectionResetError("the WebSocket connection is closing")
             conn = self.conn
             if conn.extensions:
-                for text in texts:
-                    conn.send_text(text.encode())
-                self.transport.write(b"".join(conn.data_to_send()))
+                params = shared_deflate(conn.extensions)
+                if params is None:
+                    for text in texts:
+                        conn.send_text(text.encode())
+                    self.transport.write(b"".join(conn.data_to_send()))
+                    return
+                self.transport.write(b"".join(
+                    conn.data_to_send() + [deflated_frame(t, params) for t in texts]))
                 return
             # Anything the protocol queued itself (a pong, say) goes first, as it would.
             self.transport.write(b"".join(conn.data_to_send() + [text_frame(t) for t in texts]))
@@ -262,6 +330,9 @@ def build_server(settings: Settings, *, host: str | None = None, port: int | Non
         app, host=host or g.host, port=g.port if port is None else port,
         ws=websocket_protocol(g.send_buffer_bytes),
         ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
+        # Off by default: small realtime messages gain little, and compressing them cost
+        # most of the gateway's CPU per delivery (docs/benchmarks.md, "Peers").
+        ws_per_message_deflate=g.compression,
         ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="on",
         timeout_graceful_shutdown=10, log_level=log_level, access_log=access_log)
     return GatewayServer(config, app.state.gateway)
