@@ -1,13 +1,15 @@
-"""History on Kafka: a channel's records between two offsets, and partition watermarks.
+"""History on Kafka: some channels' records between two offsets, and partition watermarks.
 
 Owns one long-lived metadata consumer (watermark queries, serialised by a lock) and the
-short-lived assign()-only consumers that read a range of a partition and keep the
-records of one channel. Blocking reads run in worker threads; the event loop never waits
-on librdkafka.
+short-lived assign()-only consumers that read a range of a partition and keep the records
+of the asked-for channels (through :mod:`channelcast.ingest`, so other producers' records
+read the same here as in the fan-out path). It checks a position against the topic's
+real layout and epoch (the broker's topic table) before reading. Blocking reads run in
+worker threads; the event loop never waits on librdkafka.
 
 It never joins a consumer group, never commits, and never imports the broker, the
 fan-out consumer or the workers: subscriptions are handed this object to read their
-backlog.
+backlog and to catch up after falling behind.
 """
 
 from __future__ import annotations
