@@ -49,7 +49,7 @@ from typing import Any
 
 from channelcast.brokers.base import Broker, Subscription
 from channelcast.errors import HistoryUnavailable
-from channelcast.message import Envelope, Record
+from channelcast.message import INTERNAL, Envelope, Record
 from channelcast.types import ChannelName, Position
 
 log = logging.getLogger("channelcast.gateway.pusher")
@@ -361,7 +361,8 @@ class Cluster:
         if recent < end.offset:
             try:
                 used = bool(await self.broker.history(
-                    STATE_CHANNEL, Position(end.topic, end.partition, recent, end.epoch)))
+                    STATE_CHANNEL, Position(end.topic, end.partition, recent, end.epoch),
+                    include_internal=True))
             except HistoryUnavailable:
                 used = False  # trimmed by retention: the others' heartbeats will tell
             if used:
@@ -382,7 +383,8 @@ class Cluster:
     async def _follow(self) -> None:
         assert self._position is not None
         self._subscription = self.broker.subscribe(
-            [STATE_CHANNEL], since={STATE_CHANNEL: self._position}, max_queue=FEED_QUEUE)
+            [STATE_CHANNEL], since={STATE_CHANNEL: self._position}, max_queue=FEED_QUEUE,
+            include_internal=True)
         await self._subscription.ready()
         self._pump_task = asyncio.create_task(self._pump(self._subscription))
 
@@ -524,7 +526,9 @@ class Cluster:
                             len(transitions))
 
     async def _publish(self, *ops: dict[str, Any]) -> None:
-        await self.broker.publish_many([Envelope(STATE_CHANNEL, STATE_EVENT, op) for op in ops])
+        # Internal records: no subscriber, history read or worker of anyone else sees them.
+        await self.broker.publish_many([Envelope(STATE_CHANNEL, STATE_EVENT, op, type=INTERNAL)
+                                        for op in ops])
 
     async def _flush(self) -> None:
         if not self.active:
