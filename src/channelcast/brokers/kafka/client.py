@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -43,7 +45,54 @@ TP = tuple[str, int]
 """(topic, partition)."""
 
 librdkafka_log = logging.getLogger("channelcast.kafka.librdkafka")
-"""librdkafka's own log lines (connection failures while a broker restarts, ...)."""
+"""librdkafka's own log lines (connection failures while a broker restarts, ...), through
+:class:`RepeatFilter`."""
+
+REPEAT_WINDOW_S = 30.0
+
+
+class RepeatFilter(logging.Filter):
+    """librdkafka's log lines, readable during an outage.
+
+    While a broker is down every client retries every second and librdkafka logs each
+    failed attempt (``FAIL``, at its ERR level), forever: hundreds of ERROR lines a minute
+    saying the same thing. This filter (1) logs a failed connection attempt as a WARNING:
+    an outage is reported where it matters (a publish's BrokerUnavailable, ``/readyz``,
+    a subscription's error), and a line per retry is not an error of its own; (2) lets a
+    line through once per :data:`REPEAT_WINDOW_S` seconds per distinct text (client name
+    and counters left out), adding how many repeats it held back meanwhile.
+    """
+
+    _NAMES = re.compile(r"rdkafka#\w+-\d+|\(after \d+ms[^)]*\)|, \d+ identical error\(s\) "
+                        r"suppressed")
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR and text.startswith("FAIL "):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        key = self._NAMES.sub("", text)
+        now = time.monotonic()
+        with self._lock:
+            first, held = self._seen.get(key, (0.0, -1))
+            if held >= 0 and now - first < self.window_s:
+                self._seen[key] = (first, held + 1)
+                return False
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        if held > 0:
+            record.msg = f"{text} ({held} more like this in the last {self.window_s:.0f} s)"
+            record.args = None
+        return True
+
+
+librdkafka_log.addFilter(RepeatFilter())
 
 
 def consumer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
