@@ -63,6 +63,22 @@ def validate_channel(name: object) -> ChannelName:
     return ChannelName(name)
 
 
+GLOB_CHARACTERS = frozenset("*?[]!^")
+"""What a channel pattern (an fnmatch glob) may hold beside channel characters."""
+
+
+def validate_pattern(pattern: object) -> str:
+    """Return a channel glob (``user.*``), or raise InvalidChannel naming the character no
+    channel name can contain."""
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidChannel(f"channel pattern must be a non-empty string, got {pattern!r}")
+    for c in pattern:
+        if c not in CHANNEL_CHARACTERS and c not in GLOB_CHARACTERS:
+            raise InvalidChannel(f"channel pattern {pattern!r} has character {c!r}, which no "
+                                 f"channel name can contain (channels use {ALLOWED_CHARACTERS})")
+    return pattern
+
+
 def channel_type(name: str) -> ChannelType:
     if name.startswith(PRESENCE_PREFIX):
         return ChannelType.PRESENCE

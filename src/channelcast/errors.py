@@ -6,6 +6,7 @@ Every error the package raises on purpose derives from :class:`ChannelcastError`
     ├── ConfigError (ValueError)             a config key is missing or wrong; names the key
     ├── InvalidChannel (ValueError)          a channel name breaks the grammar; names the rule
     ├── InvalidPosition (ValueError)         a position string is not topic:partition:offset
+    ├── InvalidWorker (ValueError)           a worker's group, channel patterns or handlers
     ├── StrategyError (LookupError)          unknown strategy / partitioner / bad import path
     ├── MessageError (ValueError)
     │   ├── SerializationError               data is not JSON-serializable
@@ -48,6 +49,11 @@ class InvalidChannel(ChannelcastError, ValueError):
 
 class InvalidPosition(ChannelcastError, ValueError):
     """A position string is not ``topic:partition:offset``."""
+
+
+class InvalidWorker(ChannelcastError, ValueError):
+    """``broker.worker(...)`` was given an empty group, a channel pattern no channel can
+    match, no handler, or a handler that is not callable; the message names which."""
 
 
 class StrategyError(ChannelcastError, LookupError):

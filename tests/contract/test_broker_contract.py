@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -416,3 +417,47 @@ async def test_a_slow_partition_does_not_hold_up_the_others(broker: Broker, uniq
         release.set()
         await worker.stop()
         await task
+
+
+async def test_a_plain_function_handler_runs_once_per_message(broker: Broker,
+                                                               unique: str) -> None:
+    # A plain (not async) function is a handler too: it runs in a worker thread, once per
+    # message. (It used to be called, fail to be awaited, and be retried then dead-lettered.)
+    import threading
+
+    seen: list[tuple[int, bool]] = []
+
+    def handle(record: Record) -> None:
+        seen.append((record.envelope.data["n"],
+                     threading.current_thread() is threading.main_thread()))
+
+    await broker.publish_many(envelopes("jobs.1", 3))
+    worker = broker.worker(f"g-{unique}", channels={"jobs.*": handle}, manual_commit=True)
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: len(seen) >= 3, 40, "the plain handler")
+        await asyncio.sleep(0.3)
+        assert [n for n, _ in seen] == [0, 1, 2]
+        assert not any(on_main for _, on_main in seen)  # never blocks the event loop
+        assert worker.stats.failed_attempts == 0
+        assert worker.stats.dead_lettered == 0
+    finally:
+        await worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"group": "", "channels": {"a.*": print}}, "group must be a non-empty string"),
+    ({"group": "g", "channels": {}}, "at least one handler"),
+    ({"group": "g", "channels": {"user .*": print}}, "has character ' '"),
+    ({"group": "g", "channels": {"a.*": "not callable"}}, r"channels\['a.\*'\] must be a "),
+    ({"group": "g", "topics": {"t": 3}}, r"topics\['t'\] must be a function"),
+])
+async def test_bad_worker_arguments_are_refused_naming_what(
+        broker: Broker, kwargs: dict[str, Any], error: str) -> None:
+    from channelcast.errors import ChannelcastError
+
+    kwargs = dict(kwargs)  # the parameter is shared by both backends
+    group = kwargs.pop("group")
+    with pytest.raises(ChannelcastError, match=error):
+        broker.worker(group, **kwargs)

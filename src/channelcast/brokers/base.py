@@ -28,18 +28,23 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from channelcast.channels import validate_pattern
+from channelcast.errors import InvalidWorker
 from channelcast.message import Envelope, Record
 from channelcast.strategies.base import TopicStrategy
 from channelcast.types import ChannelName, JSONValue, Position
 
-Handler = Callable[[Record], Awaitable[None]]
-"""A worker callback. Raising means failure: the message is retried, then dead-lettered."""
+Handler = Callable[[Record], Awaitable[None]] | Callable[[Record], None]
+"""A worker callback: an ``async def`` function (or any callable returning an awaitable),
+or a plain function, which runs in a worker thread so it cannot block the event loop.
+Raising means failure: the message is retried, then dead-lettered."""
 
 DEFAULT_SUBSCRIPTION_QUEUE = 10_000
 
@@ -58,6 +63,25 @@ HEADER_DLQ_PARTITION = "dlq.partition"
 HEADER_DLQ_OFFSET = "dlq.offset"
 
 
+AsyncHandler = Callable[[Record], Awaitable[None]]
+
+
+def as_async(handler: Handler) -> AsyncHandler:
+    """``handler`` as an async callable: an async one as is; a plain function runs in a
+    worker thread (``asyncio.to_thread``), and an awaitable it returns is awaited."""
+    call = type(handler).__call__  # an object whose __call__ is async
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call):
+        return handler  # type: ignore[return-value]
+
+    async def in_thread(record: Record) -> None:
+        result = await asyncio.to_thread(handler, record)
+        if inspect.isawaitable(result):
+            await result
+
+    in_thread.__qualname__ = getattr(handler, "__qualname__", repr(handler))
+    return in_thread
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff: attempt n (1-based) waits ``min(initial * 2**(n-1), maximum)``."""
@@ -70,7 +94,7 @@ class RetryPolicy:
         return float(min(self.initial_backoff_s * (2 ** (attempt - 1)), self.max_backoff_s))
 
 
-async def handle_with_retries(handler: Handler, record: Record, retry: RetryPolicy,
+async def handle_with_retries(handler: AsyncHandler, record: Record, retry: RetryPolicy,
                               on_failure: Callable[[int, Exception], None]) -> Exception | None:
     """Run ``handler`` up to ``retry.max_attempts`` times with backoff between attempts.
 
@@ -105,12 +129,29 @@ class ChannelRouter:
     """Picks the handler for a record: per-topic callbacks (the legacy "old format") first,
     then the first channel glob that matches. Shared by every backend."""
 
-    def __init__(self, channels: Mapping[str, Handler], topics: Mapping[str, Handler]) -> None:
-        self.topics = dict(topics)
-        self.channels = [(re.compile(fnmatch.translate(p)), h) for p, h in channels.items()]
+    def __init__(self, channels: Mapping[str, Handler], topics: Mapping[str, Handler],
+                 group: str | None = None) -> None:
+        """Raises InvalidWorker for an empty ``group`` (when given), no handler at all, or a
+        handler that is not callable, and InvalidChannel for a pattern no channel can
+        match (a character outside the channel grammar)."""
+        if group is not None and (not isinstance(group, str) or not group.strip()):
+            raise InvalidWorker(f"a worker's group must be a non-empty string, got {group!r}")
+        if not channels and not topics:
+            raise InvalidWorker("a worker needs at least one handler: channels={pattern: "
+                                "handler} and/or topics={topic: handler}")
+        for where, table in (("channels", channels), ("topics", topics)):
+            for name, handler in table.items():
+                if not callable(handler):
+                    raise InvalidWorker(f"{where}[{name!r}] must be a function (async def, "
+                                        f"or a plain one), got {type(handler).__name__}")
+        for pattern in channels:
+            validate_pattern(pattern)
+        self.topics = {t: as_async(h) for t, h in topics.items()}
+        self.channels = [(re.compile(fnmatch.translate(p)), as_async(h))
+                         for p, h in channels.items()]
         self.patterns = list(channels)
 
-    def handler_for(self, record: Record) -> Handler | None:
+    def handler_for(self, record: Record) -> AsyncHandler | None:
         handler = self.topics.get(record.position.topic)
         if handler is not None:
             return handler

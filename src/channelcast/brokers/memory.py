@@ -431,7 +431,7 @@ class MemoryBroker:
                dead_letter_topic: str | None = None) -> MemoryWorker:
         self._check_open()
         return MemoryWorker(
-            self, group, ChannelRouter(channels or {}, topics or {}),
+            self, group, ChannelRouter(channels or {}, topics or {}, group),
             self.manual_commit if manual_commit is None else manual_commit,
             retry or self.retry, dead_letter_topic or self.dead_letter_topic)
 

@@ -357,7 +357,7 @@ class KafkaBroker:
         self._publisher_or_fail()
         s = self.settings
         return KafkaWorker(
-            group, ChannelRouter(channels or {}, topics or {}),
+            group, ChannelRouter(channels or {}, topics or {}, group),
             s.manual_commit if manual_commit is None else manual_commit,
             retry or RetryPolicy(s.max_attempts, s.retry_backoff_ms / 1000,
                                  s.retry_backoff_max_ms / 1000),
