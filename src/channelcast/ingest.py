@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,8 @@ HeaderPairs = Sequence[tuple[str, bytes | str | None]]
 """Record headers as Kafka clients return them: (name, value) pairs in order."""
 
 _SECONDS_BELOW = 100_000_000_000
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+"""What validate_message_id accepts (message.py): the ids a foreign record may keep."""
 """Timestamps below this are seconds (year 5138 in seconds; 1973 in milliseconds)."""
 _OURS = b'{"id":"'
 
@@ -95,11 +98,21 @@ def channel_of(key: bytes | None, headers: HeaderPairs | None) -> ChannelName | 
         return None
 
 
+def is_channel_name(name: str) -> bool:
+    """Whether ``name`` follows the channel grammar."""
+    return _valid(name) is not None
+
+
+def has_our_headers(headers: HeaderPairs | None) -> bool:
+    """Whether the headers start as channelcast's producer writes them: channel, event,
+    id."""
+    return (headers is not None and len(headers) >= 3 and headers[0][0] == "channel"
+            and headers[1][0] == "event" and headers[2][0] == "id")
+
+
 def is_ours(value: bytes | None, headers: HeaderPairs | None) -> bool:
     """Whether the record looks written by channelcast (see the module docstring)."""
-    return (value is not None and value.startswith(_OURS) and headers is not None
-            and len(headers) >= 3 and headers[0][0] == "channel"
-            and headers[1][0] == "event" and headers[2][0] == "id")
+    return value is not None and value.startswith(_OURS) and has_our_headers(headers)
 
 
 def to_record(value: bytes | None, key: bytes | None, headers: HeaderPairs | None,
@@ -180,17 +193,23 @@ def parse_strict(value: bytes) -> Any:
 
 
 def normalise_timestamp(ts: object, fallback_ms: int) -> int:
-    """Unix milliseconds from what other producers write: ms as is, seconds (also
-    fractional, e.g. ``microtime(true)``) scaled; anything else -> ``fallback_ms``."""
+    """Unix milliseconds from what other producers write: seconds (also fractional, e.g.
+    PHP's ``microtime(true)``) scaled up, milliseconds as they are, microseconds and
+    nanoseconds scaled down; anything else (not a number, not positive, past the year
+    5138 in milliseconds) -> ``fallback_ms``, the record's own timestamp."""
     if isinstance(ts, bool) or not isinstance(ts, int | float):
         return fallback_ms
     if isinstance(ts, float) and not math.isfinite(ts):
         return fallback_ms
-    if ts <= 0:
-        return fallback_ms
-    if ts < _SECONDS_BELOW:
-        return round(ts * 1000)
-    return round(ts)
+    for below, scale in _TIMESTAMP_SCALES:
+        if 0 < ts < below:
+            return round(ts * scale)
+    return fallback_ms
+
+
+_TIMESTAMP_SCALES = ((_SECONDS_BELOW, 1000), (10**14, 1), (10**17, 1e-3), (10**20, 1e-6))
+"""(below, to milliseconds) per unit: seconds, ms, us, ns (values below 10^11 are seconds:
+10^11 ms is 1973, 10^11 s the year 5138)."""
 
 
 def derived_id(topic: str, partition: int, offset: int, timestamp_ms: int) -> str:
@@ -209,6 +228,9 @@ def _foreign(value: bytes | None, channel: ChannelName | None, key: bytes | None
         obj = parse_strict(value)
     except ValueError as exc:
         return Skipped(str(exc))
+    if header_text(headers, "channelcast.internal") is not None:
+        return Skipped("the header channelcast.internal is reserved for channelcast's own "
+                       "records")
     event = header_text(headers, "event")
     mid = header_text(headers, "id")
     ts = timestamp_ms
@@ -230,7 +252,8 @@ def _foreign(value: bytes | None, channel: ChannelName | None, key: bytes | None
         ts = normalise_timestamp(obj.get("timestamp"), timestamp_ms)
     else:
         data = obj
-    if not mid or len(mid) > 64:
+    if not isinstance(mid, str) or not _MESSAGE_ID.fullmatch(mid):
+        # No id, or one publish() would refuse (validate_message_id): a derived one.
         mid = derived_id(topic, partition, offset, timestamp_ms)
     env = Envelope(channel=channel, event=event or DEFAULT_EVENT, data=data, id=mid,
                    timestamp=ts, type=MESSAGE)

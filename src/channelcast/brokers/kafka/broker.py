@@ -34,7 +34,11 @@ from channelcast.brokers.base import (
     Handler,
     RetryPolicy,
 )
-from channelcast.brokers.kafka.client import consumer_config, private_consumer_config
+from channelcast.brokers.kafka.client import (
+    consumer_config,
+    private_consumer_config,
+    refresh_metadata,
+)
 from channelcast.brokers.kafka.errors import Translated, kafka_errors
 from channelcast.brokers.kafka.fanout import FanoutConsumer, KafkaSubscription
 from channelcast.brokers.kafka.history import HistoryReader
@@ -43,7 +47,7 @@ from channelcast.brokers.kafka.topics import TopicEnsurer
 from channelcast.brokers.kafka.worker import KafkaWorker
 from channelcast.channels import validate_channel
 from channelcast.config import KafkaSettings
-from channelcast.errors import BrokerClosed
+from channelcast.errors import BrokerClosed, PublishOutcomeUnknown
 from channelcast.message import INTERNAL, Envelope, Record, encode, validate_message_id
 from channelcast.strategies import TopicStrategy, create_strategy
 from channelcast.types import ChannelName, JSONValue, Position
@@ -111,6 +115,10 @@ class KafkaBroker:
         if self._started:
             return
         config = producer_defaults(self.settings.brokers, self._timeout)
+        # Follow a topic's growth as soon as the topic table does (librdkafka's default
+        # is 5 minutes, during which new partitions would be unknown to the producer).
+        config["topic.metadata.refresh.interval.ms"] = max(
+            1000, int(self.settings.metadata_refresh_s * 1000))
         config.update(self.settings.producer)
         with kafka_errors("creating the producer", settings="kafka.producer"):
             self._publisher = KafkaPublisher(config, flush_timeout=self._timeout,
@@ -144,8 +152,23 @@ class KafkaBroker:
         """Re-read the topics' layouts now and let the fan-out consumer follow."""
         async with self._following:
             changes = await self._topics.refresh()
+            publisher = self._publisher
+            if publisher is not None:
+                for topic in changes.grown:  # make the new partitions known to it now
+                    await asyncio.to_thread(refresh_metadata, publisher.producer, topic,
+                                            self._timeout)
             if changes and self._fanout is not None and self._fanout.alive:
                 await self._fanout.apply(changes)
+
+    def follow_soon(self) -> None:
+        """Look at the topics' layouts now, in the background (after a publish timed out:
+        a deleted topic is then reported at once to the next publishes)."""
+        if self._closed or self._following.locked():
+            return
+        task = asyncio.ensure_future(self._follow_once())
+        self._sending.add(task)  # awaited by close()
+        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(_log_failure)
 
     def _skip(self, topic: str, partition: int, offset: int, why: str) -> None:
         self.skipped_records += 1
@@ -240,6 +263,8 @@ class KafkaBroker:
                 batch = [(self._rerouted(o, channel), channel, future)
                          for o, channel, future in batch]
             results = await self._publisher.send_each([item[0] for item in batch])
+            if any(isinstance(r, PublishOutcomeUnknown) for r in results):
+                self.follow_soon()  # a deleted topic? the next publishes will know
         except Exception as exc:
             for *_, future in batch:
                 if not future.done():
@@ -294,7 +319,11 @@ class KafkaBroker:
             # Routed before the topic was known: by the topic's real count now.
             outgoing = [self._rerouted(o, env.channel)
                         for o, env in zip(outgoing, envelopes, strict=True)]
-        return await publisher.send(outgoing)
+        try:
+            return await publisher.send(outgoing)
+        except PublishOutcomeUnknown:
+            self.follow_soon()  # a deleted topic? the next publishes will know
+            raise
 
     # --- fan-out ---------------------------------------------------------------------
     def subscribe(self, channels: Iterable[str], *,
@@ -369,6 +398,11 @@ class KafkaBroker:
     async def _send_dead_letters(self, messages: Sequence[Outgoing]) -> list[Position]:
         # Looked up on each call: a worker outliving close() gets BrokerClosed.
         return await self._publisher_or_fail().send(messages)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("re-reading the topics' metadata failed: %s", task.exception())
 
 
 def from_settings(settings: Settings) -> KafkaBroker:

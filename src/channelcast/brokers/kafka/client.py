@@ -20,9 +20,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from channelcast.brokers.kafka.errors import translate
+from channelcast.brokers.kafka.errors import has_code, translate
 from channelcast.errors import BrokerError
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ __all__ = [
     "librdkafka_log",
     "private_consumer_config",
     "read_watermarks",
+    "refresh_metadata",
     "take_available",
 ]
 
@@ -102,6 +103,9 @@ def consumer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
         "bootstrap.servers": settings.brokers, "logger": librdkafka_log,
         "socket.connection.setup.timeout.ms": timeout_ms,
         "reconnect.backoff.max.ms": 1000,
+        # Follow a topic's growth as soon as the broker's own topic table does.
+        "topic.metadata.refresh.interval.ms": max(1000, int(settings.metadata_refresh_s
+                                                            * 1000)),
         "enable.partition.eof": False, "auto.offset.reset": "earliest"}
     config.update(settings.consumer)
     config.update(overrides)
@@ -180,8 +184,24 @@ def read_watermarks(consumer: Consumer, topic: str, partition: int,
                 TopicPartition(topic, partition), timeout=left, cached=False)
             return int(low), int(high)
         except KafkaException as exc:
+            if has_code(exc, KafkaError._UNKNOWN_PARTITION) and time.monotonic() < deadline:
+                # The topic grew and this client's metadata does not know the new
+                # partition yet (librdkafka refreshes it every few minutes): ask now.
+                refresh_metadata(consumer, topic, left)
+                continue
             error = translate(exc, f"reading offsets of {topic}:{partition}")
             if (not isinstance(error, BrokerError) or not error.retriable
                     or time.monotonic() >= deadline):
                 raise error from exc
         time.sleep(0.1)
+
+
+def refresh_metadata(client: Any, topic: str, timeout: float) -> None:
+    """Make a client (Consumer or Producer) re-read one topic's metadata now: a Metadata
+    response updates librdkafka's cache, so partitions added a moment ago become usable.
+    A failure here is left to the caller's next attempt."""
+    try:
+        client.list_topics(topic, timeout=max(0.5, timeout))
+    except KafkaException as exc:
+        librdkafka_log.debug("refreshing the metadata of %s failed: %s", topic, exc)
+    time.sleep(0.05)

@@ -88,6 +88,9 @@ _LEADERSHIP = frozenset({
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError.UNKNOWN_LEADER_EPOCH,
     KafkaError.FENCED_LEADER_EPOCH,
+    # A partition this client's metadata does not know yet: the topic grew a moment ago
+    # (the broker refreshes the client's metadata when it notices; trying again helps).
+    KafkaError._UNKNOWN_PARTITION,
 })
 
 # The cluster refused a topic as asked (partition count, topic config, a create policy).

@@ -50,7 +50,14 @@ from channelcast.brokers.kafka.client import TP, finish, read_watermarks, take_a
 from channelcast.brokers.kafka.errors import translate
 from channelcast.brokers.kafka.topics import TopicChanges
 from channelcast.errors import BrokerClosed, BrokerError, BrokerUnavailable, HistoryUnavailable
-from channelcast.ingest import Skipped, channel_of, header_text, to_record
+from channelcast.ingest import (
+    Skipped,
+    channel_of,
+    has_our_headers,
+    header_text,
+    is_channel_name,
+    to_record,
+)
 from channelcast.message import Record
 from channelcast.types import ChannelName, Position
 
@@ -682,25 +689,40 @@ class FanoutConsumer:
             if channel is not None:
                 subs = by_channel.get(channel)
                 if not subs:
-                    continue
+                    if has_our_headers(headers) or is_channel_name(channel):
+                        continue  # a channel nobody here reads
+                    channel = None  # not a channel name: the record is read as below
+            if channel is not None:
                 record = to_record(msg.value(), msg.key(), headers, topic, partition,
                                    offset, msg.timestamp()[1], epochs.get(topic),
                                    channel,  # type: ignore[arg-type]
                                    keep_headers=False)
             else:
-                # Another producer's record without a channel header: its value (an
-                # envelope naming its channel) or its key says which channel.
-                record = to_record(msg.value(), msg.key(), headers, topic, partition,
-                                   offset, msg.timestamp()[1], epochs.get(topic))
+                # Another producer's record without a (usable) channel header: its value
+                # (an envelope naming its channel) or its key says which channel.
+                key = msg.key()
+                record = to_record(msg.value(), key, headers, topic, partition, offset,
+                                   msg.timestamp()[1], epochs.get(topic))
                 if not isinstance(record, Skipped):
                     subs = by_channel.get(record.channel)
                     if not subs:
                         continue
-                elif channel_of(msg.key(), None) not in by_channel and msg.key() is not None:
+                elif key is not None and (keyed := channel_of(key, None)) is not None \
+                        and keyed not in by_channel:
                     continue  # keyed for a channel nobody here reads: not ours to report
             if isinstance(record, Skipped) or not subs:
                 if isinstance(record, Skipped):
                     self._skipped(topic, partition, offset, record.reason)
+                continue
+            holding = self._subs
+            if not any(tp in holding.get(sub, ()) for sub in subs):
+                # Its channel lives in another partition (a producer that partitioned by
+                # something else): where subscribers of the channel never read. Said once,
+                # the same on every node, rather than delivered by chance.
+                self._skipped(topic, partition, offset,
+                              f"a record of channel {record.channel!r} in a partition "
+                              "where that channel does not live (its producer did not "
+                              "partition by channel)")
                 continue
             internal = record.internal
             for sub in subs:
@@ -709,6 +731,8 @@ class FanoutConsumer:
                 behind = sub.behind
                 if behind and tp in behind:
                     continue  # it reads this one when it catches up
+                if tp not in holding.get(sub, ()):
+                    continue
                 records = out.get(sub)
                 if records is None:
                     out[sub] = [record]
