@@ -160,3 +160,35 @@ async def test_publishing_to_a_deleted_topic_fails_promptly_naming_it(
             await sub.close()
     finally:
         _delete(kafka_bootstrap, topic)
+
+
+async def test_after_growth_new_subscriptions_and_running_publishers_use_new_partitions(
+        kafka_bootstrap: str, unique: str) -> None:
+    # Found by a tester: after a topic grew, a running gateway could not subscribe a
+    # channel that moved to a new partition (its consumer's metadata did not know it), and
+    # a running publisher failed for minutes (_UNKNOWN_PARTITION, not retriable).
+    topic = f"g.grow-{unique}"
+    channel = next(c for c in (f"g.{i}" for i in range(10_000))
+                   if murmur2_partition(c.encode(), 6) >= 3)
+    _create(kafka_bootstrap, topic, 3)
+    settings = Settings(kafka=settings_for(
+        kafka_bootstrap, unique, metadata_refresh_s=1.0,
+        topic_mapping=(TopicMapping("g.*", TopicName(topic), 3),)))
+    try:
+        async with KafkaBroker(settings.kafka) as publisher, \
+                running_gateway(settings, broker=KafkaBroker(settings.kafka)) as gw:
+            await publisher.publish(channel, "e", "before")
+            _grow(kafka_bootstrap, topic, 6)
+            await asyncio.sleep(2.5)  # both brokers' topic tables notice
+            new_partition = murmur2_partition(channel.encode(), 6)
+            position = await publisher.publish(channel, "e", "after")
+            assert position.partition == new_partition
+            async with ws_client(gw.ws_url) as client:
+                reply = await client.subscribe(channel)
+                assert reply["type"] == "subscribed", reply
+                assert reply["data"]["position"].startswith(f"{topic}:{new_partition}:")
+                await publisher.publish(channel, "e", "live")
+                frame = await client.expect("message", 20)
+                assert frame["data"] == "live"
+    finally:
+        _delete(kafka_bootstrap, topic, f"acc-{unique}")

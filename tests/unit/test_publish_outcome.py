@@ -69,7 +69,7 @@ async def test_a_lone_message_that_timed_out_is_outcome_unknown_with_its_own_tex
 async def test_a_partly_acknowledged_batch_is_outcome_unknown() -> None:
     batch = await _batch(3)
     batch.delivered = 3
-    batch.failed = {1: NO_PARTITION}  # two of three are stored
+    batch.failed = {1: KafkaError(KafkaError.INVALID_RECORD)}  # two of three are stored
     error = _batch_error(batch, _messages(3))
     assert type(error) is PublishOutcomeUnknown
     assert "1 of 3 messages" in str(error)
