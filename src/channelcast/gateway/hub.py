@@ -232,6 +232,13 @@ class Hub:
         if not _same_partition(result.position, feed.position) or \
                 result.position.offset < feed.position.offset:
             result.position = feed.position
+        if result.replay:
+            # The replay comes after the `subscribed` reply: its position must be where the
+            # listener stands *before* the replay, or a client that drops mid-replay and
+            # resubscribes from it would skip what it never got.
+            first = result.replay[0][0].position
+            result.position = Position(first.topic, first.partition, first.offset - 1,
+                                       first.epoch)
         listener.attached(channel, result)
         attachment.buffer = None
         feed.listeners[listener] = attachment
