@@ -104,7 +104,7 @@ async def test_routes_follow_the_topics_real_partition_count(
         _delete(kafka_bootstrap, topic, kafka.default_topic)
 
 
-def _produce_bytes(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+def _produce_bytes(bootstrap: str, topic: str, key: bytes, value: bytes | None) -> None:
     """Binary values from another producer (Kafka's console producer reads text lines)."""
     from confluent_kafka import Producer
 
@@ -236,19 +236,70 @@ async def test_a_worker_gets_other_producers_records_and_dead_letters_garbage_cl
     async with KafkaBroker(kafka) as broker:
         java_produce(kafka_bootstrap, kafka.default_topic, [("jobs.1", '{"job":1}')])
         _produce_bytes(kafka_bootstrap, kafka.default_topic, b"jobs.1", b"\xff\xfe\x00")
+        # Garbage of another channel is its owner's to dead-letter; a tombstone is none.
+        _produce_bytes(kafka_bootstrap, kafka.default_topic, b"other.9", b"\xff\xfe\x00")
+        _produce_bytes(kafka_bootstrap, kafka.default_topic, b"jobs.1", None)
+        java_produce(kafka_bootstrap, kafka.default_topic, [("jobs.1", '{"job":2}')])
         dead = broker.subscribe(["jobs.1"])  # nothing: garbage never reaches subscribers
         worker = broker.worker(f"g-{unique}", channels={"jobs.*": handle})
         task = asyncio.create_task(worker.run())
         for _ in range(200):
-            if seen and worker.stats.dead_lettered:
+            if len(seen) >= 2:  # the last record: everything before it was handled
                 break
             await asyncio.sleep(0.1)
         await worker.stop()
         await asyncio.wait_for(task, 30)
-        assert [r.envelope.data for r in seen] == [{"job": 1}]
+        assert [r.envelope.data for r in seen] == [{"job": 1}, {"job": 2}]
         assert worker.stats.dead_lettered == 1
         await dead.close()
     [(key, headers)] = _read_all(kafka_bootstrap, kafka.dead_letter_topic)
     assert key == b"jobs.1"
     assert "MalformedMessage: not UTF-8 JSON: byte 0xff at position 0" in headers["dlq.error"]
     _delete(kafka_bootstrap, kafka.default_topic, kafka.dead_letter_topic)
+
+
+async def test_records_the_fan_out_cannot_attribute_are_reported_not_dropped_silently(
+        kafka_bootstrap: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Found by a tester: an invalid channel header, an undecodable key, and an envelope
+    # naming a channel of another partition were dropped (or delivered by chance) with no
+    # log line, while workers handled them.
+    kafka = settings_for(kafka_bootstrap, unique, partitions=2)
+    topic = kafka.default_topic
+    here = next(c for c in (f"p.{i}" for i in range(100))
+                if murmur2_partition(c.encode(), 2) == 0)
+    there = next(c for c in (f"p.{i}" for i in range(100))
+                 if murmur2_partition(c.encode(), 2) == 1)
+    async with KafkaBroker(kafka) as broker:
+        sub_here = broker.subscribe([here])
+        sub_there = broker.subscribe([there])
+        await sub_here.ready()
+        await sub_there.ready()
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        # 1. a header that is not a channel name: the key decides, as for workers
+        producer.produce(topic, b'{"n":1}', here.encode(), partition=0,
+                         headers=[("channel", b"bad channel!")])
+        # 2. a key that is not UTF-8 and no header: reported
+        producer.produce(topic, b'{"n":2}', b"\xff\xfe", partition=0)
+        # 3. an envelope of `there` in `here`'s partition: never delivered by chance
+        producer.produce(topic, json.dumps({"channel": there, "event": "e",
+                                            "data": 3}).encode(), here.encode(),
+                         partition=0)
+        producer.produce(topic, b'{"n":4}', here.encode(), partition=0)  # a marker
+        assert producer.flush(30) == 0
+        with caplog.at_level(logging.WARNING, logger="channelcast.kafka"):
+            got = await _take(sub_here, 2)
+            await asyncio.sleep(0.5)
+        assert [r.envelope.data for r in got] == [{"n": 1}, {"n": 4}]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sub_there.__anext__(), 1.0)
+        skipped = [r.getMessage() for r in caplog.records if "skipping the record" in
+                   r.getMessage()]
+        assert any("no channel" in line for line in skipped), skipped
+        assert any(f"channel '{there}' in a partition where that channel does not live"
+                   in line for line in skipped), skipped
+        assert broker.skipped_records >= 2
+        await sub_here.close()
+        await sub_there.close()
+    _delete(kafka_bootstrap, topic, kafka.dead_letter_topic)

@@ -109,3 +109,32 @@ def test_what_cannot_be_a_message_is_skipped_with_a_reason(
 def test_normalise_timestamp_bounds() -> None:
     assert normalise_timestamp(99_999_999_999, 1) == 99_999_999_999_000
     assert normalise_timestamp(100_000_000_000, 1) == 100_000_000_000
+
+
+@pytest.mark.parametrize(("stamp", "ms"), [
+    (1764201600123456, 1764201600123),        # microseconds
+    (1764201600123456789, 1764201600123),     # nanoseconds
+    (1e300, TS), (10**25, TS),                # absurd: the record's own
+])
+def test_timestamps_in_other_units_are_scaled_and_absurd_ones_replaced(
+        stamp: object, ms: int) -> None:
+    assert normalise_timestamp(stamp, TS) == ms
+
+
+@pytest.mark.parametrize("mid", ["bad id with spaces", "x" * 65, 12345, ""])
+def test_a_foreign_id_publish_would_refuse_is_replaced_by_a_derived_one(mid: object) -> None:
+    value = json.dumps({"id": mid, "channel": "orders.1", "event": "e", "data": 1})
+    record = _foreign(value.encode())
+    assert isinstance(record, Record)
+    assert len(record.id) == 26
+    assert record.id != mid
+    if isinstance(mid, str):  # the same id in an `id` header
+        header = _foreign(b"1", headers=[("id", mid.encode())])
+        assert isinstance(header, Record)
+        assert len(header.id) == 26
+
+
+def test_the_internal_header_is_reserved_for_channelcasts_own_records() -> None:
+    skipped = _foreign(b'{"op":"join"}', headers=[("channelcast.internal", b"1")])
+    assert isinstance(skipped, Skipped)
+    assert "reserved" in skipped.reason

@@ -151,6 +151,10 @@ class ChannelRouter:
                          for p, h in channels.items()]
         self.patterns = list(channels)
 
+    def matches(self, channel: str) -> bool:
+        """Whether one of the channel patterns matches ``channel``."""
+        return any(regex.match(channel) for regex, _handler in self.channels)
+
     def handler_for(self, record: Record) -> AsyncHandler | None:
         handler = self.topics.get(record.position.topic)
         if handler is not None:

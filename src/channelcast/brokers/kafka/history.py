@@ -103,16 +103,16 @@ class HistoryReader:
         """
         topic, partition, _key = self.topics.route(channel)
         epoch = self.topics.epochs.get(topic)
-        if since.epoch is not None and epoch is not None and since.epoch != epoch:
-            raise HistoryUnavailable(
-                f"position {since} is from another incarnation of topic {topic!r} (epoch "
-                f"{since.epoch}; the topic now is {epoch}: it was deleted and recreated): "
-                "its history is gone")
         if (since.topic, since.partition) != (topic, partition):
             raise HistoryUnavailable(
                 f"position {since} is not in channel {channel!r}'s partition "
                 f"{topic}:{partition} (was the topic mapping changed, or did the topic "
                 "grow?)")
+        if since.epoch is not None and epoch is not None and since.epoch != epoch:
+            raise HistoryUnavailable(
+                f"position {since} is from another incarnation of topic {topic!r} (epoch "
+                f"{since.epoch}; the topic now is {epoch}: it was deleted and recreated): "
+                "its history is gone")
         if since.offset + 1 >= until:
             if since.offset + 1 > until:  # past what is asked for: is it past the log?
                 _low, high = await self.watermarks(topic, partition)

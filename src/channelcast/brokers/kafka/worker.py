@@ -54,7 +54,7 @@ from channelcast.brokers.kafka.client import TP, coords, header, header_pairs, t
 from channelcast.brokers.kafka.errors import has_code, translate
 from channelcast.brokers.kafka.producer import Outgoing
 from channelcast.errors import BrokerClosed, BrokerError, MalformedMessage
-from channelcast.ingest import Skipped, to_record
+from channelcast.ingest import Skipped, channel_of, to_record
 from channelcast.strategies import TopicStrategy
 from channelcast.types import Position
 
@@ -313,9 +313,26 @@ class KafkaWorker:
         tasks = [part.task for _tp, part in parts if part.task is not None]
         if tasks:
             _done, running = await asyncio.wait(tasks, timeout=self._timeout)
+            for tp, part in parts:
+                if part.task in running:
+                    # Never silent: the message in hand is not committed, so the group's
+                    # next owner of the partition gets it again.
+                    log.warning("worker %s: the handler on %s:%d did not finish within %ss "
+                                "of the partition being given up; cancelled (its message is "
+                                "not committed and will be handled again)", self.group,
+                                tp[0], tp[1], self._timeout)
             for task in running:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _owns(self, topic: str, msg: Message) -> bool:
+        """Whether a record that carries no message is this worker's to dead-letter: its
+        topic is one of the worker's ``topics``, or the channel its header or key names
+        matches one of the worker's patterns."""
+        if topic in self._router.topics:
+            return True
+        channel = channel_of(msg.key(), header_pairs(msg))
+        return channel is not None and self._router.matches(channel)
 
     async def _work(self, tp: TP, part: _Partition) -> None:
         while not part.revoked:
@@ -335,7 +352,16 @@ class KafkaWorker:
         found = to_record(msg.value(), msg.key(), header_pairs(msg), topic, partition, offset,
                           msg.timestamp()[1], self._epochs.get(topic), keep_headers=True)
         if isinstance(found, Skipped):
-            await self._dead_letter(msg, MalformedMessage(found.reason), 0)
+            if msg.value() is None:  # a tombstone (log compaction's delete marker)
+                log.debug("worker %s: tombstone at %s:%d:%d skipped", self.group, topic,
+                          partition, offset)
+                return
+            if self._owns(topic, msg):
+                await self._dead_letter(msg, MalformedMessage(found.reason), 0)
+            else:  # every group reading the topic sees it; dead-lettering is its owner's
+                log.warning("worker %s: skipping the record at %s:%d:%d (not for its "
+                            "channels): %s", self.group, topic, partition, offset,
+                            found.reason)
             return
         record = found
         if record.internal:
