@@ -579,6 +579,13 @@ class FanoutConsumer:
                 tps.discard(tp)
                 sub.behind.pop(tp, None)
                 self._release([tp])
+                moved = sorted(c for c in sub.channels if self._routes.route(c)[0] == tp[0])
+                log.warning(
+                    "stopped reading %s:%d for %s (moved when the topic grew, %.0f s ago): "
+                    "a producer still writing there is not seen (Kafka's Java producer "
+                    "notices growth after metadata.max.age.ms, 5 minutes by default)",
+                    tp[0], tp[1], ", ".join(moved[:3]) + ("..." if len(moved) > 3 else ""),
+                    self._grace_s)
 
     def _end_topic(self, topic: str, error: BrokerError) -> None:
         for sub, tps in list(self._subs.items()):
