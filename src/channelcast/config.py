@@ -64,6 +64,13 @@ from channelcast.types import TopicName
 
 KNOWN_STRATEGIES = ("grouped", "one-per-channel")
 
+MAX_PARTITIONS = 10_000
+"""Most partitions one topic may declare. Every partition is a log (segment and index
+files, open file handles, memory) on each of its replicas, and a Kafka broker is
+commonly sized for a few thousand partitions in all; a single topic with more than ten
+thousand is past what a cluster handles well. The memory broker also builds every
+partition up front, so a mistyped count would exhaust memory at start-up."""
+
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
 _GLOB_CHARS = frozenset("*?[]!^")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -114,14 +121,47 @@ def _topic_prefix(prefix: str) -> str:
     return prefix
 
 
-def _host_ports(value: str) -> str:
-    """Check a ``host:port[,host:port]`` list (librdkafka's ``bootstrap.servers``)."""
+def _host_port_problem(value: str) -> str | None:
+    """What is wrong with a ``host:port[,host:port]`` list, or None."""
     for item in value.split(","):
         address = item.strip().split("://", 1)[-1]
         host, sep, port = address.rpartition(":")
         if not sep or not host or not _DECIMAL.fullmatch(port) or not 0 < int(port) < 65536:
-            raise _problem(f"{item.strip()!r} is not host:port "
-                           "(want host:port[,host:port], port 1-65535)")
+            return (f"{item.strip()!r} is not host:port "
+                    "(want host:port[,host:port], port 1-65535)")
+    return None
+
+
+def _host_ports(value: str) -> str:
+    """Check a ``host:port[,host:port]`` list (librdkafka's ``bootstrap.servers``)."""
+    problem = _host_port_problem(value)
+    if problem is not None:
+        raise _problem(problem)
+    return value
+
+
+def parse_bootstrap(value: str, key: str) -> str:
+    """A bootstrap list given on the command line (``--bootstrap``, ``--brokers``) ->
+    ``host:port[,host:port]``; a ``kafka://`` prefix (the form ``CHANNELCAST_BROKER``
+    takes) is accepted and removed. Raises ConfigError naming ``key`` at once, instead of
+    a client waiting out its timeout on an address it cannot parse."""
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme != "kafka":
+            raise ConfigError(key, f"want host:port[,host:port] (or kafka://host:port), "
+                              f"got {value!r}")
+        text = rest
+    problem = _host_port_problem(text) if text else "is empty"
+    if problem is not None:
+        raise ConfigError(key, problem)
+    return ",".join(item.strip() for item in text.split(","))
+
+
+def _partition_count(value: int) -> int:
+    if value > MAX_PARTITIONS:
+        raise _problem(f"must be <= {MAX_PARTITIONS:,} partitions (each is a log on every "
+                       f"replica; more is past Kafka's practical limits), got {value}")
     return value
 
 
@@ -201,6 +241,7 @@ def _by_pattern(value: object) -> dict[str, Any]:
 
 _Text = Annotated[str, Strict(), StringConstraints(strip_whitespace=True, min_length=1)]
 _Int = Annotated[int, Strict(), BeforeValidator(_decimal_text)]
+_Partitions = Annotated[_Int, Field(ge=1), AfterValidator(_partition_count)]
 _Positive = Annotated[float, Strict(), Field(gt=0.0, allow_inf_nan=False),
                       BeforeValidator(_number_text)]
 _Flag = Annotated[bool, Strict(), BeforeValidator(_flag_text)]
@@ -221,7 +262,7 @@ class TopicMapping:
 
     pattern: str
     topic: _TopicName
-    partitions: Annotated[_Int, Field(ge=1)]
+    partitions: _Partitions
     replication_factor: Annotated[_Int, Field(ge=1)] | None = None
     config: Mapping[Annotated[str, Strict()], Annotated[str, BeforeValidator(str)]] = field(
         default_factory=dict)
@@ -245,7 +286,7 @@ class KafkaSettings:
     topic_strategy: _Text = "grouped"
     topic_prefix: Annotated[_Text, AfterValidator(_topic_prefix)] = "realtime"
     default_topic: _Topic = "realtime"
-    default_partitions: Annotated[_Int, Field(ge=1)] = 10
+    default_partitions: _Partitions = 10
     replication_factor: Annotated[_Int, Field(ge=1)] = 1
     topic_mapping: _PatternTable = ()
     partitioner: _Text = "murmur2"
@@ -438,6 +479,35 @@ class _Layered(BaseSettings):
         return _CALL_SOURCES.get()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the
+    last silently, so a typo'd override would go unnoticed). Keys merged in with ``<<``
+    may still be overridden: that is what merging is for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[str, str], yaml.Mark] = {}
+        for key_node, _value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            first = seen.setdefault((key_node.tag, key_node.value), key_node.start_mark)
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} is written twice (first on line "
+                    f"{first.line + 1}); remove one", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line, column of the file) and what."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = exc.problem or "invalid YAML"
+    context = f" ({exc.context})" if exc.context else ""
+    return " ".join(f"{where}{what}{context}".split())
+
+
 def read_file(path: Path, key: str | None = None) -> dict[str, Any]:
     """Parse a TOML or YAML file into a dict; errors name the file (and ``key``, the
     setting that named the file, when given)."""
@@ -452,9 +522,11 @@ def read_file(path: Path, key: str | None = None) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(key, f"config file is not UTF-8 text: {exc}") from exc
     try:
-        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        data = tomllib.loads(text) if suffix == ".toml" else yaml.load(text, _UniqueKeyLoader)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(key, f"cannot parse config file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(key, f"cannot parse config file: {_yaml_problem(exc)}") from exc
     if data is None:  # an empty YAML file
         data = {}
     if not isinstance(data, dict):
@@ -494,6 +566,7 @@ _WORDING = {
     "finite_number": "must be a finite number, got {value!r}",
     "greater_than_equal": "must be >= {ge}, got {value}",
     "greater_than": "must be > {gt}, got {value}",
+    "less_than_equal": "must be <= {le}, got {value}",
     **dict.fromkeys(("bool_type", "bool_parsing"), "must be true or false, got {value!r}"),
     **dict.fromkeys(("string_type", "string_too_short"),
                     "must be a non-empty string, got {value!r}"),

@@ -21,6 +21,7 @@ Every error the package raises on purpose derives from :class:`ChannelcastError`
     ├── MissingDependency (ImportError)      an optional package or program is not installed
     ├── AuthError (PermissionError)          missing or bad signature (gateway, publish API)
     ├── RequestRefused                       the gateway refuses an HTTP request (status, code)
+    ├── ListenFailed (OSError)               the gateway cannot listen on its address
     └── DeliveryFailed (ConnectionError)     an outgoing HTTP call (a Pusher webhook) failed
 
 Errors from dependencies (confluent-kafka) are translated in exactly one place, the Kafka
@@ -139,3 +140,8 @@ class RequestRefused(ChannelcastError):
 class DeliveryFailed(ChannelcastError, ConnectionError):
     """An outgoing HTTP delivery (a Pusher webhook POST) failed: unreachable, timed out,
     or answered with a status other than 2xx. Raised to make the worker retry it."""
+
+
+class ListenFailed(ChannelcastError, OSError):
+    """``channelcast serve`` cannot listen on its address: the port is in use, the host
+    name does not resolve, or binding is not permitted. The message names the address."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import httpx
@@ -134,11 +135,19 @@ def test_demo_page_at_390px_wide_with_a_600_character_word(tmp_path: Path) -> No
             page_fits(1100)  # and wide: two columns, the word still wraps
             page.set_viewport_size({"width": 390, "height": 844})
 
-            # A failed publish: the previous "stored at" is gone, the error shows.
+            # A failed publish: the previous "stored at" is gone, the error shows, once
+            # (not "error: message: channel ...").
             page.fill("#publish-channel", "bad name")
             page.click("#publish-form button")
             expect(page.locator("#publish-result")).to_have_text(
-                re.compile(r"^error: .*channel"), timeout=15_000)
+                re.compile(r"^not published: channel name "), timeout=15_000)
+            # A missing field is called missing.
+            page.fill("#publish-channel", "demo")
+            page.evaluate("""() => fetch("/demo/publish", {method: "POST",
+                headers: {"Content-Type": "application/json"},
+                body: JSON.stringify({channel: "demo"})}).then(r => r.json())
+                .then(r => { document.title = r.data.message; })""")
+            expect(page).to_have_title("message.event is missing", timeout=15_000)
 
             # A refused channel does not stay under "Subscribed".
             page.fill("#subscribe-channel", "bad name")
@@ -147,6 +156,14 @@ def test_demo_page_at_390px_wide_with_a_600_character_word(tmp_path: Path) -> No
                                                                        timeout=15_000)
             expect(page.locator("#subscriptions")).not_to_contain_text("bad name")
             expect(page.locator("#subscriptions")).to_contain_text("demo")
-            assert failed == [f"400 {server.url}/demo/publish"]  # the one meant to fail
+            assert failed == [f"400 {server.url}/demo/publish"] * 2  # the ones meant to fail
+
+            # The server goes away: while the client retries, the page says "connecting"
+            # (with when the next attempt is due), not "disconnected".
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(20) == 0
+            expect(page.locator("#status")).to_have_text("connecting", timeout=15_000)
+            expect(page.locator("#status")).to_have_attribute(
+                "title", re.compile(r"^next attempt in [0-9.]+ s$"))
         finally:
             browser.close()

@@ -78,13 +78,16 @@ def test_serve_with_unreachable_kafka_fails_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "error: connecting to Kafka failed" in result.stderr
     assert "Traceback" not in result.stderr
+    # It says what it waits for, and never claims to serve.
+    assert "connecting to kafka://127.0.0.1:1 (up to 2 s; Ctrl-C stops)" in result.stderr
+    assert "channelcast gateway on" not in result.stdout + result.stderr
 
 
 def test_serve_is_secure_by_default_and_quiet_at_warning(tmp_path: Path) -> None:
     """No --demo: no demo page, no unsigned publish, no allow-all /auth. --log-level
     warning: no per-connection INFO lines. A real secret: no WARNING banner at all."""
     config = tmp_path / "c.toml"
-    config.write_text('[gateway]\napp_secret = "not-the-default"\n')
+    config.write_text('[gateway]\napp_secret = "not-the-default-secret"\n')
     with serve_process(tmp_path, "--config", str(config), "--log-level", "warning") as server:
         assert httpx.get(server.url + "/").json()["demo"] == "disabled"
         assert httpx.post(server.url + "/demo/publish",

@@ -15,7 +15,7 @@ from channelcast.config import GatewaySettings, Settings
 from channelcast.errors import ConfigError, SerializationError
 from channelcast.gateway import jsontext
 from channelcast.gateway.protocol import ClientProtocol, Credentials, Send, Subscribe, dumps
-from channelcast.gateway.server import is_loopback, startup_check
+from channelcast.gateway.server import MIN_SECRET_LENGTH, is_loopback, startup_check
 
 
 @pytest.fixture(autouse=True)
@@ -138,13 +138,30 @@ def test_startup_check_refuses_the_default_secret_off_loopback_and_warns_on_it()
         startup_check(with_gateway(), "0.0.0.0")
     assert caught.value.key == "gateway.app_secret"
     assert "channelcast-secret" not in str(caught.value)
-    assert startup_check(with_gateway(app_secret="s3cret"), "0.0.0.0") == []
+    # Both ways of setting a secret are named.
+    assert "in the config file or CHANNELCAST_APP_SECRET" in str(caught.value)
+    assert startup_check(with_gateway(app_secret=STRONG), "0.0.0.0") == []
     [secret] = startup_check(with_gateway(), "127.0.0.1")
     assert "default gateway.app_secret" in secret
     demo, _ = startup_check(with_gateway(demo=True), "::1")
     assert demo.startswith("DEMO MODE")
-    [demo] = startup_check(with_gateway(demo=True, app_secret="s3cret"), "10.0.0.1")
+    [demo] = startup_check(with_gateway(demo=True, app_secret=STRONG), "10.0.0.1")
     assert demo.startswith("DEMO MODE")
+
+
+STRONG = "k" * MIN_SECRET_LENGTH
+
+
+@pytest.mark.parametrize("secret", ["x", "s3cret", "k" * (MIN_SECRET_LENGTH - 1)])
+def test_a_short_secret_is_refused_off_loopback_and_warned_about_on_it(secret: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        startup_check(with_gateway(app_secret=secret), "0.0.0.0")
+    assert caught.value.key == "gateway.app_secret"
+    assert f"a secret of {len(secret)} character" in caught.value.problem
+    assert "is refused when binding '0.0.0.0'" in caught.value.problem
+    assert f"at least {MIN_SECRET_LENGTH}" in caught.value.problem
+    [warning] = startup_check(with_gateway(app_secret=secret), "127.0.0.1")
+    assert f"has only {len(secret)} character" in warning
 
 
 # --- config check --json ----------------------------------------------------------------

@@ -25,7 +25,8 @@ except ModuleNotFoundError as _missing:
 
     raise MissingDependency(
         f"channelcast bench needs the 'bench' extra ({_missing.name} is not installed): "
-        "pip install 'channelcast[bench]'") from _missing
+        "in a checkout: scripts/install; elsewhere: pip install 'channelcast[bench]'"
+    ) from _missing
 
 from channelcast.bench.hist import FixedRate, LatencyRecorder, LatencySummary
 from channelcast.bench.model import (

@@ -56,6 +56,7 @@ def _rates(text: str) -> tuple[float, ...]:
 
 def run(
     bootstrap: Annotated[str | None, typer.Option(
+        metavar="HOST:PORT",
         help="Kafka bootstrap servers (HOST:PORT). Use a broker of its own: the full run "
              "creates 1,000+ topics (and deletes them).")] = None,
     kafka_libs: Annotated[Path | None, typer.Option(

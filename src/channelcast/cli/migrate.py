@@ -20,8 +20,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from channelcast.cli.options import ConfigOption, settings_from
-from channelcast.cli.topics import BrokersOption, JsonOption, TimeoutOption, admin_for, fold_table
+from channelcast.cli.options import ConfigOption, TimeoutOption, settings_from
+from channelcast.cli.topics import BrokersOption, JsonOption, admin_for, fold_table
 from channelcast.ops import migrate as ops
 
 DEFAULT_CHECKPOINT = Path("channelcast-migrate.checkpoint.json")
@@ -79,16 +79,20 @@ def migrate(
     brokers: BrokersOption = None,
     timeout: TimeoutOption = None,
     prefix: Annotated[str | None, typer.Option(
-        help="Legacy topics are those whose name starts with this "
+        metavar="PREFIX", help="Legacy topics are those whose name starts with this "
              "(default: kafka.topic_prefix + '_', the one-per-channel naming).")] = None,
     pattern: Annotated[str | None, typer.Option(
-        help="Legacy topics are those whose whole name matches this regex "
+        metavar="REGEX", help="Legacy topics are those whose whole name matches this regex "
              "(instead of --prefix).")] = None,
     checkpoint: Annotated[Path, typer.Option(
+        metavar="FILE",
         help="Checkpoint file: progress is saved here after every acknowledged batch and "
              "a rerun resumes from it.")] = DEFAULT_CHECKPOINT,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Show the legacy topics, counts and routes; copy nothing.")] = False,
+        "--dry-run", help="Show the legacy topics, counts and routes (by the target "
+                          "topics' real partition counts); copy nothing. Fails as the real "
+                          "run would when a target topic is missing or has another "
+                          "partition count than the config.")] = False,
     follow: Annotated[bool, typer.Option(
         "--follow", help="After catching up keep copying new legacy messages (and new "
                          "legacy topics) until Ctrl-C / SIGTERM; for the cut-over.")] = False,
@@ -110,10 +114,12 @@ def migrate(
 ) -> None:
     """Move data off legacy one-topic-per-channel topics onto the grouped topics.
 
-    Every message is re-published keyed by its channel to the topic and partition the
-    configured grouped mapping gives it, keeping its id and per-channel order. Progress is
-    checkpointed (--checkpoint) so a killed run resumes without gaps or duplicates. Create
-    the target topics first with `channelcast topics apply`.
+    Every record is read as the gateway and the workers read it (the original's own
+    records included: second timestamps become milliseconds), then re-published keyed by
+    its channel to the topic and partition the configured grouped mapping gives it,
+    keeping its id and per-channel order. Progress is checkpointed (--checkpoint) so a
+    killed run resumes without gaps or duplicates. Create the target topics first with
+    channelcast topics apply.
     """
     settings = settings_from(config)
     selection = (ops.Selection(prefix=prefix, pattern=pattern) if prefix or pattern
@@ -128,6 +134,8 @@ def migrate(
             typer.echo(json.dumps({"plan": plan.to_dict()}, indent=2))
         else:
             _print_plan(plan, console)
+        if plan.problem is not None:  # what the real run would refuse with (exit 2)
+            raise plan.problem
         return
 
     if not verify_only:
@@ -182,4 +190,5 @@ def migrate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("migrate")(migrate)
+    app.command("migrate", short_help="Copy legacy one-topic-per-channel topics onto the "
+                                      "grouped topics (checkpointed, verified).")(migrate)

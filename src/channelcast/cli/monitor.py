@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
-from channelcast.cli.options import ConfigOption, settings_from
-from channelcast.cli.topics import BrokersOption, TimeoutOption, admin_for, fold_table
+from channelcast.cli.options import ConfigOption, TimeoutOption, settings_from
+from channelcast.cli.topics import BrokersOption, admin_for, fold_table
 from channelcast.errors import ConfigError
 from channelcast.ops.monitor import (
     DEFAULT_SAMPLE,
@@ -67,6 +68,9 @@ def render(snap: Snapshot) -> Group:
                         "-" if g.committed is None else str(g.committed), str(g.high),
                         str(g.lag))
         items.append(lag)
+    items.extend(f"group {escape(repr(g))}: no committed offsets on these topics (an "
+                 "unknown group, or one that never committed), so no lag to show"
+                 for g in snap.groups_without_offsets)
     items.extend(f"[yellow]warning:[/] {w.message}" for w in snap.warnings)
     return Group(*items)
 
@@ -76,13 +80,17 @@ def monitor(
     brokers: BrokersOption = None,
     timeout: TimeoutOption = None,
     topic: Annotated[list[str] | None, typer.Option(
-        "--topic", "-t", help="Topic to watch (repeatable). Default: the config's topics.")
+        "--topic", "-t", metavar="TOPIC",
+        help="Topic to watch (repeatable). Default: the config's topics.")
     ] = None,
     prefix: Annotated[list[str] | None, typer.Option(
-        "--prefix", help="Watch every topic starting with this (repeatable).")] = None,
+        "--prefix", metavar="PREFIX",
+        help="Watch every topic starting with this (repeatable).")] = None,
     group: Annotated[list[str] | None, typer.Option(
-        "--group", "-g", help="Consumer group to show lag for (repeatable). Default: every "
-                              "group with offsets on the watched topics.")] = None,
+        "--group", "-g", metavar="GROUP",
+        help="Consumer group to show lag for (repeatable); one without committed offsets "
+             "on the watched topics is named as such. Default: every group with offsets "
+             "on the watched topics.")] = None,
     no_lag: Annotated[bool, typer.Option("--no-lag", help="Skip consumer-group lag.")] = False,
     top: Annotated[int, typer.Option(min=1, help="How many hot channels to show.")] = 10,
     sample: Annotated[int, typer.Option(
@@ -111,7 +119,7 @@ def monitor(
         help="Serve /metrics for Prometheus on PORT (one snapshot per scrape) until "
              "Ctrl-C.")] = None,
     metrics_host: Annotated[str, typer.Option(
-        help="Address for --serve-metrics to listen on.")] = "127.0.0.1",
+        metavar="HOST", help="Address for --serve-metrics to listen on.")] = "127.0.0.1",
 ) -> None:
     """Per-partition message counts and skew, hot channels and consumer-group lag.
 
@@ -172,4 +180,5 @@ def monitor(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("monitor")(monitor)
+    app.command("monitor", short_help="Partition counts and skew, hot channels, consumer-group "
+                                      "lag (table, JSON, Prometheus).")(monitor)

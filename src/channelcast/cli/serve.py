@@ -1,15 +1,25 @@
-"""``channelcast serve``: run the gateway (the demo page at http://HOST:PORT/ with --demo)."""
+"""``channelcast serve``: run the gateway (the demo page at http://HOST:PORT/ with --demo).
+
+Thin: the start-up order, the signals and the shutdown are
+:func:`channelcast.gateway.server.serve`'s; this module checks the options, prints the
+warnings and, once the server really listens, the banner.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from dataclasses import replace
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from channelcast.cli.options import ConfigOption, settings_from
+
+if TYPE_CHECKING:
+    from channelcast.gateway.server import GatewayServer
 
 
 class LogLevel(StrEnum):
@@ -19,16 +29,23 @@ class LogLevel(StrEnum):
     error = "error"
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(config: ConfigOption = None,
           host: Annotated[str | None, typer.Option(
+              metavar="HOST",
               help="Interface to listen on (default: gateway.host, 127.0.0.1).")] = None,
           port: Annotated[int | None, typer.Option(
-              help="Port (default: gateway.port, 8000).")] = None,
+              metavar="PORT", min=0, max=65535,
+              help="Port, 0 for any free one (default: gateway.port, 8000).")] = None,
           demo: Annotated[bool, typer.Option(
               "--demo", help="Serve the demo page, its unsigned publish endpoint and an "
               "allow-all /auth (same as gateway.demo = true). Never in production.")] = False,
           log_level: Annotated[LogLevel, typer.Option(
-              help="Log level; at warning, the per-connection INFO lines are quiet.")
+              metavar="LEVEL", help="Log level: debug, info, warning or error; at warning, "
+                                    "the per-connection INFO lines are quiet.")
           ] = LogLevel.info,
           access_log: Annotated[bool, typer.Option(
               "--access-log/--no-access-log", help="One line per HTTP request.")] = False,
@@ -36,32 +53,54 @@ def serve(config: ConfigOption = None,
     """Run the realtime gateway: WebSocket, SSE, HTTP publish API (and the demo page).
 
     With no config it uses the embedded memory broker; with a kafka:// broker any number
-    of gateway nodes share the work. SIGINT/SIGTERM shut it down gracefully. The default
-    app secret is refused on any address but loopback.
+    of gateway nodes share the work. It binds its address first (a port in use is a
+    one-line error), then connects to the broker, and prints its address once it
+    accepts connections.
+
+    SIGINT/SIGTERM shut it down gracefully (exit code 0): clients are told, flushed and
+    closed within 5 s, then the broker is closed. During start-up they stop it at once
+    (exit code 0); a second Ctrl-C during the shutdown ends it at once (exit code 130).
+    The default app secret, and any secret shorter than 16 characters, is refused on any
+    address but loopback. Errors: one line, exit code 2.
     """
+    from channelcast.gateway.server import STOPPED_DURING_STARTUP, display_address, startup_check
     from channelcast.gateway.server import serve as run
-    from channelcast.gateway.server import startup_check
     from channelcast.runtime import freeze_startup_heap
 
-    settings = settings_from(config)
-    if demo:
-        settings = replace(settings, gateway=replace(settings.gateway, demo=True))
-    h = host or settings.gateway.host
-    p = settings.gateway.port if port is None else port
-    warnings = startup_check(settings, h)  # ConfigError: one line, exit 2
-    logging.basicConfig(level=log_level.value.upper(), format="%(levelname)s: %(message)s")
-    typer.echo(f"channelcast gateway on http://{h}:{p}/  (broker: {settings.broker}; "
-               f"app key: {settings.gateway.app_key}; Ctrl-C to stop)")
-    log = logging.getLogger("channelcast.gateway")
-    for warning in warnings:
-        log.warning(warning)
-    freeze_startup_heap()  # shorter garbage-collector pauses (see channelcast.runtime)
+    main_thread = threading.current_thread() is threading.main_thread()
+    # Until the server takes the signals over, SIGTERM stops us like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        run(settings, host=host, port=port, log_level=log_level.value, access_log=access_log)
-    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        settings = settings_from(config)
+        if demo:
+            settings = replace(settings, gateway=replace(settings.gateway, demo=True))
+        h = host or settings.gateway.host
+        warnings = startup_check(settings, h)  # ConfigError: one line, exit 2
+        logging.basicConfig(level=log_level.value.upper(),
+                            format="%(levelname)s: %(message)s")
+        log = logging.getLogger("channelcast.gateway")
+        for warning in warnings:
+            log.warning(warning)
+
+        def banner(server: GatewayServer) -> None:
+            typer.echo(f"channelcast gateway on http://{display_address(h, server.port)}/  "
+                       f"(broker: {settings.broker}; app key: {settings.gateway.app_key}; "
+                       "Ctrl-C to stop)")
+
+        freeze_startup_heap()  # shorter garbage-collector pauses (see channelcast.runtime)
+        code = run(settings, host=host, port=port, log_level=log_level.value,
+                   access_log=access_log, say=lambda line: typer.echo(line, err=True),
+                   on_listening=banner)
+    except KeyboardInterrupt:  # a signal before the server took the signals over
+        typer.echo("stopped by a signal while starting; nothing was served", err=True)
+        raise typer.Exit(STOPPED_DURING_STARTUP) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if code:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", short_help="Run the realtime gateway (WebSocket, SSE, HTTP API, "
+                                    "Pusher protocol; --demo: the demo page).")(serve)

@@ -9,17 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from channelcast.cli.options import ConfigOption, settings_from
-from channelcast.config import Settings
+from channelcast.cli.options import ConfigOption, TimeoutOption, bootstrap_from, settings_from
 from channelcast.ops.provision import PARTITION_INCREASE_HELP, TopicPlan, apply_plan, plan_topics
 
 if TYPE_CHECKING:
     from channelcast.brokers.kafka.admin import KafkaAdmin
+    from channelcast.config import Settings
 
 BrokersOption = Annotated[str | None, typer.Option(
-    "--brokers", "-b", help="Kafka bootstrap servers (default: kafka.brokers from the config).")]
-TimeoutOption = Annotated[float | None, typer.Option(
-    "--timeout", min=0.1, help="Seconds to wait for Kafka (default: kafka.timeout_s).")]
+    "--brokers", "-b", metavar="HOST:PORT",
+    help="Kafka bootstrap servers, host:port[,host:port] (default: kafka.brokers from the "
+         "config).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DeadLetterOption = Annotated[bool, typer.Option(
     "--dead-letter", help="Also provision kafka.dead_letter_topic (1 partition).")]
@@ -39,7 +39,7 @@ def admin_for(settings: Settings, brokers: str | None, timeout: float | None) ->
     """The admin client for the command (imports confluent-kafka only when needed)."""
     from channelcast.brokers.kafka.admin import KafkaAdmin
 
-    return KafkaAdmin(brokers or settings.kafka.brokers,
+    return KafkaAdmin(bootstrap_from(brokers, "--brokers") or settings.kafka.brokers,
                       timeout_s=timeout or settings.kafka.timeout_s)
 
 
@@ -118,7 +118,8 @@ def apply(config: ConfigOption = None, brokers: BrokersOption = None,
 
 def register(app: typer.Typer) -> None:
     topics_app = typer.Typer(help="Provision the config's Kafka topics (plan, then apply).",
-                             no_args_is_help=True)
-    topics_app.command("plan")(plan)
-    topics_app.command("apply")(apply)
+                             no_args_is_help=True, rich_markup_mode=None)
+    topics_app.command("plan", short_help="Dry run: what apply would create or change.")(plan)
+    topics_app.command("apply", short_help="Create missing topics, set differing configs "
+                                           "(idempotent).")(apply)
     app.add_typer(topics_app, name="topics")

@@ -53,6 +53,10 @@ OUTCOME_UNKNOWN = "outcome_unknown"
 request as it was (the same signed request, or the same ids)."""
 
 
+READY_PING_S = 3.0
+"""``/readyz``: how long the broker may take to answer its ping."""
+
+
 def parse_publish(body: bytes,
                   default_id: Callable[[int], str] | None = None) -> list[Envelope]:
     """The publish API body -> envelopes; raises MessageError/InvalidChannel naming the item
@@ -79,6 +83,10 @@ def parse_publish(body: bytes,
         where = f"messages[{i}]" if batch else "message"
         if not isinstance(item, dict):
             raise MessageError(f"{where} must be an object {{channel, event, data}}")
+        if "channel" not in item:
+            raise InvalidChannel(f"{where}.channel is missing")
+        if "event" not in item:
+            raise MessageError(f"{where}.event is missing")
         try:
             channel = validate_client_channel(item.get("channel"))
         except InvalidChannel as exc:
@@ -197,15 +205,20 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when accepting and the broker answers a ping within 3 s, else 503."""
+    """200 when accepting and the broker answers a ping within 3 s, else 503 with
+    ``{"status": ..., "error": "<error type>: <message>"}``."""
     gw = gateway_of(request)
     if not gw.accepting:
         return JSONResponse({"status": "shutting down"}, status_code=503)
     try:
-        await asyncio.wait_for(gw.broker.ping(), 3.0)
-    except (ChannelcastError, TimeoutError, OSError) as exc:
-        return JSONResponse({"status": "broker unreachable", "error": str(exc)},
-                            status_code=503)
+        await asyncio.wait_for(gw.broker.ping(), READY_PING_S)
+    except TimeoutError:
+        return JSONResponse({"status": "broker unreachable", "error": (
+            f"TimeoutError: the broker did not answer a ping within {READY_PING_S:g} s")},
+            status_code=503)
+    except (ChannelcastError, OSError) as exc:
+        return JSONResponse({"status": "broker unreachable",
+                             "error": f"{type(exc).__name__}: {exc}"}, status_code=503)
     return JSONResponse({"status": "ready", "broker": gw.settings.broker_kind})
 
 

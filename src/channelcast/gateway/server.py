@@ -1,8 +1,17 @@
-"""The gateway on uvicorn: bounded socket buffers, direct writes, ordered graceful shutdown.
+"""The gateway on uvicorn: bounded socket buffers, direct writes, ordered start and shutdown.
+
+Start (:func:`serve`, what ``channelcast serve`` runs): bind the address first (a port in
+use or a host that does not resolve is one :class:`~channelcast.errors.ListenFailed`
+line, before anything else happens), connect the broker (SIGINT/SIGTERM meanwhile stop
+the process at once: :data:`STOPPED_DURING_STARTUP`), then serve; the banner is printed
+only once the socket accepts connections.
 
 On SIGINT/SIGTERM: stop listening, tell every client (``closing`` frame / SSE event), flush
-their send buffers (up to ``flush_s``), close them with 1001, then stop the hub and broker.
-Plain uvicorn would close WebSockets with 1012 before the app hears about it.
+their send buffers, close them with 1001 and cut any connection still open, all within
+``drain_s`` (:data:`DRAIN_S`); give in-flight HTTP requests what is left of it; then stop
+the hub and close the broker (flushing pending publishes). Plain uvicorn would close
+WebSockets with 1012 before the app hears about it. A second SIGINT ends the process at
+once (:meth:`GatewayServer.handle_exit`), one line saying what it skipped.
 
 uvicorn internals: the WebSocket protocol below subclasses uvicorn's sans-I/O protocol and
 reads some of its attributes (:data:`DIRECT_PATH_ATTRIBUTES`) for the direct write path
@@ -17,11 +26,18 @@ attribute missing, a WARNING names the version and frames take the public ASGI p
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
 import logging
+import os
 import re
+import signal
 import socket
+import sys
+import threading
 import zlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -33,7 +49,7 @@ from websockets.protocol import State
 
 from channelcast.brokers import Broker
 from channelcast.config import GatewaySettings, Settings
-from channelcast.errors import ConfigError
+from channelcast.errors import ConfigError, ListenFailed
 from channelcast.gateway.app import create_app
 from channelcast.gateway.node import Authorizer, Gateway
 from channelcast.gateway.websocket import ABORT_EXTENSION, DIRECT_EXTENSION
@@ -64,28 +80,83 @@ def uvicorn_problem(version: str | None = None) -> str | None:
     return None
 
 
+DRAIN_S = 5.0
+"""Seconds a graceful shutdown gives the open connections, from the signal: flushing their
+send buffers, the close frame, then cutting what is still open; in-flight HTTP requests
+get what is left of it (at least :data:`REQUESTS_MIN_S`)."""
+REQUESTS_MIN_S = 0.5
+"""In-flight HTTP requests get at least this long after the connections' drain."""
+STOPPED_DURING_STARTUP = 0
+"""Exit code of ``channelcast serve`` stopped by SIGINT/SIGTERM before it served: a
+requested stop, like the graceful one after start-up."""
+
+
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, gateway: Gateway, flush_s: float = 5.0) -> None:
+    """uvicorn's server with channelcast's ordered shutdown (see the module docstring).
+
+    ``drain_s`` bounds the connections' part of a graceful shutdown. ``on_listening`` is
+    called once the sockets accept connections (the CLI prints its banner there). A
+    second SIGINT (Ctrl-C) while shutting down ends the process at once with exit code
+    130, after one line on stderr saying what was skipped: the remaining drain and the
+    broker's close (unacknowledged publishes are lost). A repeated SIGTERM does not: a
+    supervisor or script that sends it again only asks for the same graceful shutdown
+    (SIGKILL is the way to cut it short). That is only reachable through uvicorn's
+    signal handlers, i.e. when ``serve()`` runs in the main thread.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, drain_s: float = DRAIN_S,
+                 on_listening: Callable[[GatewayServer], None] | None = None) -> None:
         super().__init__(config)
         self.gateway = gateway
-        self.flush_s = flush_s
+        self.drain_s = drain_s
+        self.on_listening = on_listening
         self._signals_kept = isinstance(getattr(self, "_captured_signals", None), list)
         if not self._signals_kept:
             log.warning("uvicorn %s has no Server._captured_signals: after a graceful "
                         "shutdown on a signal, uvicorn re-raises it (exit code not 0)",
                         uvicorn.__version__)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit and self.on_listening is not None:
+            self.on_listening(self)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_s
         for server in self.servers:
             server.close()
-        await self.gateway.drain("server shutting down", self.flush_s)
+        log.info("shutting down: closing %d connection(s) within %g s (a second Ctrl-C "
+                 "exits at once)", len(self.gateway.sessions), self.drain_s)
+        # Each connection is flushed, closed or cut within drain_s (Session.shutdown).
+        await self.gateway.drain("server shutting down", self.drain_s)
+        # uvicorn then waits for the requests still running (its graceful timeout).
+        self.config.timeout_graceful_shutdown = max(REQUESTS_MIN_S,  # type: ignore[assignment]
+                                                    deadline - loop.time())
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.should_exit and self.started and sig == signal.SIGINT:
+            self._exit_now(sig)
         super().handle_exit(sig, frame)
         # We shut down gracefully on the signal; do not re-raise it afterwards (exit 0).
         if self._signals_kept:
             self._captured_signals.clear()
+
+    def _exit_now(self, sig: int) -> None:
+        """A second signal: the user wants out now. Say what is skipped, then leave
+        without unwinding (cancelling the shutdown half-way would only print tracebacks
+        from the app's lifespan)."""
+        open_connections = len(self.gateway.sessions)
+        name = signal.Signals(sig).name
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"channelcast: second {name}: exiting now, skipping the rest of the "
+                f"graceful shutdown ({open_connections} connection(s) cut without a close "
+                "frame; publishes the broker has not acknowledged are lost)\n")
+            sys.stderr.flush()
+            sys.stdout.flush()
+        os._exit(128 + sig)
 
     @property
     def port(self) -> int:
@@ -283,6 +354,10 @@ def websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]
 
 DEFAULT_APP_SECRET = GatewaySettings().app_secret
 """The secret every fresh install has: fine on loopback, refused anywhere else."""
+MIN_SECRET_LENGTH = 16
+"""Shortest ``gateway.app_secret`` accepted off loopback: the HMAC secret of every
+signature, so a short one can be guessed offline from one signed request."""
+SECRET_HOW = "set gateway.app_secret in the config file or CHANNELCAST_APP_SECRET"
 
 
 def is_loopback(host: str) -> bool:
@@ -298,14 +373,22 @@ def is_loopback(host: str) -> bool:
 
 def startup_check(settings: Settings, host: str) -> list[str]:
     """What ``channelcast serve`` must say before it binds ``host``: the WARNINGs to print
-    (demo mode, the default secret). Raises ConfigError (one line, exit 2 in the CLI) for
-    the default secret on an address that is not loopback."""
+    (demo mode, the default or a short secret). Raises ConfigError (one line, exit 2 in
+    the CLI) for the default secret, or one shorter than :data:`MIN_SECRET_LENGTH`
+    characters, on an address that is not loopback."""
     g = settings.gateway
     default_secret = g.app_secret == DEFAULT_APP_SECRET
+    short_secret = not default_secret and len(g.app_secret) < MIN_SECRET_LENGTH
+    length = f"{len(g.app_secret)} character{'' if len(g.app_secret) == 1 else 's'}"
+    where = f"binding {host or 'every interface'!r} (not a loopback address)"
     if default_secret and not is_loopback(host):
-        raise ConfigError("gateway.app_secret", f"the default secret is refused when binding "
-                          f"{host or 'every interface'!r} (not a loopback address): anyone "
-                          "could sign; set gateway.app_secret in the config file")
+        raise ConfigError("gateway.app_secret", f"the default secret is refused when {where}: "
+                          f"anyone could sign; {SECRET_HOW}")
+    if short_secret and not is_loopback(host):
+        raise ConfigError("gateway.app_secret", f"a secret of {length} "
+                          f"is refused when {where}: it signs every request and could be "
+                          f"guessed; use at least {MIN_SECRET_LENGTH} random characters "
+                          f"({SECRET_HOW})")
     warnings = []
     if g.demo:
         warnings.append("DEMO MODE: unsigned publishes to any channel (POST /demo/publish) "
@@ -313,17 +396,23 @@ def startup_check(settings: Settings, host: str) -> list[str]:
     if default_secret:
         warnings.append("the default gateway.app_secret is in use: anyone can sign "
                         "publishes and channel subscriptions; set your own before this is "
-                        "reachable from elsewhere")
+                        f"reachable from elsewhere ({SECRET_HOW})")
+    elif short_secret:
+        warnings.append(f"gateway.app_secret has only {length}: fine "
+                        f"on loopback, refused on any other address (at least "
+                        f"{MIN_SECRET_LENGTH})")
     return warnings
 
 
 def build_server(settings: Settings, *, host: str | None = None, port: int | None = None,
                  broker: Broker | None = None, authorizer: Authorizer | None = None,
-                 log_level: str = "info", access_log: bool = False) -> GatewayServer:
+                 log_level: str = "info", access_log: bool = False,
+                 on_listening: Callable[[GatewayServer], None] | None = None
+                 ) -> GatewayServer:
     """The configured uvicorn server (not started): bounded socket buffers, the direct write
     path when this uvicorn is the tested one, the ordered graceful shutdown. ``log_level``
     is uvicorn's (its per-connection lines are INFO); ``access_log`` one line per HTTP
-    request."""
+    request; ``on_listening`` as for :class:`GatewayServer`."""
     app = create_app(settings, broker=broker, authorizer=authorizer)
     g = settings.gateway
     config = uvicorn.Config(
@@ -335,19 +424,108 @@ def build_server(settings: Settings, *, host: str | None = None, port: int | Non
         ws_per_message_deflate=g.compression,
         ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="on",
         timeout_graceful_shutdown=10, log_level=log_level, access_log=access_log)
-    return GatewayServer(config, app.state.gateway)
+    return GatewayServer(config, app.state.gateway, on_listening=on_listening)
+
+
+def display_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 address (``[::1]:8000``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address ``host`` resolves to, on ``port`` (0: a free one),
+    the way asyncio's ``create_server`` binds them (``SO_REUSEADDR``; IPv6 sockets
+    IPv6-only); the server starts listening on them later. Raises ListenFailed naming the
+    address when the name does not resolve or an address cannot be bound (in use, not
+    local, not permitted)."""
+    address = display_address(host, port)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenFailed(f"cannot listen on {address}: the host name does not resolve "
+                           f"({exc.strerror})") from exc
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, sockaddr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.EADDRINUSE:
+            reason += " (another process listens there: pick another port, or stop it)"
+        raise ListenFailed(f"cannot listen on {address}: {reason}") from exc
+    return sockets
+
+
+@contextlib.contextmanager
+def _exit_on_signals(say: Callable[[str], None], doing: str) -> Iterator[None]:
+    """While start-up runs: SIGINT/SIGTERM end the process at once, with one line, and
+    :data:`STOPPED_DURING_STARTUP` (else SIGINT would wait for a connection attempt in a
+    worker thread to time out, and SIGTERM would kill the process without a word).
+    Nothing needs cleaning up yet: nothing was served and nothing published. Only in
+    the main thread, where signals arrive."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        say(f"stopped by {signal.Signals(sig).name} while starting ({doing}); nothing was "
+            "served")
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(STOPPED_DURING_STARTUP)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-          log_level: str = "info", access_log: bool = False) -> None:
-    """Run until SIGINT/SIGTERM (the ``channelcast serve`` command)."""
+          log_level: str = "info", access_log: bool = False,
+          say: Callable[[str], None] = _say,
+          on_listening: Callable[[GatewayServer], None] | None = None) -> int:
+    """Run until SIGINT/SIGTERM (the ``channelcast serve`` command); returns the exit code
+    (0 after a graceful shutdown).
+
+    Binds first (ListenFailed), then connects the broker (a ChannelcastError such as
+    BrokerUnavailable when it cannot), then serves. ``say`` gets the progress lines
+    ("connecting to ..."; default: stderr); ``on_listening`` is called once the server
+    accepts connections. A signal during start-up ends the process at once (see
+    :func:`_exit_on_signals`)."""
     server = build_server(settings, host=host, port=port, log_level=log_level,
-                          access_log=access_log)
+                          access_log=access_log, on_listening=on_listening)
+    sockets = listen_sockets(server.config.host, server.config.port)
 
     async def run() -> None:
         # Connect first, so an unreachable broker is one clear ChannelcastError (the CLI
         # prints it in one line, exit 2) rather than a failed ASGI lifespan.
-        await server.gateway.broker.start()
-        await server.serve()
+        if settings.broker_kind != "memory":
+            say(f"connecting to {settings.broker} (up to {settings.kafka.timeout_s:g} s; "
+                "Ctrl-C stops)")
+        with _exit_on_signals(say, f"connecting to {settings.broker}"):
+            await server.gateway.broker.start()
+        await server.serve(sockets=sockets)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        for sock in sockets:  # uvicorn closes them on shutdown; not if start-up failed
+            sock.close()
+    return 0

@@ -72,6 +72,9 @@ log = logging.getLogger("channelcast.gateway")
 
 DROP_OLDEST = "drop-oldest"
 DISCONNECT = "disconnect"
+CLOSE_RESERVE = 1.0
+"""Seconds of a graceful shutdown kept for the close frame after the flush (at most half
+of the shutdown's bound)."""
 
 
 @dataclass(slots=True)
@@ -380,20 +383,31 @@ class Session:
             self.closed.set()
 
     async def shutdown(self, reason: str, flush_s: float = 5.0) -> None:
-        """Graceful: tell the client, flush what is queued, then close with 1001."""
+        """Graceful: tell the client, flush what is queued, then close with 1001, all within
+        ``flush_s`` seconds: the flush may take all but the last :data:`CLOSE_RESERVE`
+        of them, the close frame the rest; a connection still open then is cut (a client
+        that stopped reading never takes the close frame either)."""
         if self._closing:
             return
         self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + flush_s
         self._send(self.protocol.render_closing(reason))
         self.outbox.finish()
         if self._writer is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._writer), flush_s)
+                await asyncio.wait_for(asyncio.shield(self._writer),
+                                       flush_s - min(CLOSE_RESERVE, flush_s / 2))
             if not self._writer.done():  # the client does not read: give up flushing
                 self._writer.cancel()
                 await asyncio.gather(self._writer, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.transport.close(CLOSE_GOING_AWAY, reason)
+        try:
+            await asyncio.wait_for(self.transport.close(CLOSE_GOING_AWAY, reason),
+                                   max(0.0, deadline - loop.time()))
+        except Exception:
+            if isinstance(self.transport, AbortableTransport):
+                with contextlib.suppress(Exception):
+                    await self.transport.abort()
 
     # --- frames from the client -------------------------------------------------------
     async def handle(self, frame: str | bytes) -> None:

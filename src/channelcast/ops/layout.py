@@ -3,7 +3,8 @@
 Kafka clients route a key by the topic's *real* partition count (``hash(key) % count``),
 and so does channelcast's broker. When a topic was created with another count than the
 config declares, the config's routes are wrong for it: :func:`layout_disagreements` lists
-those topics (``channelcast config check --bootstrap``) and :func:`real_routes` gives the
+those topics, and :func:`layout_report` also the declared topics that do not exist yet
+(``channelcast config check --bootstrap``), and :func:`real_routes` gives the
 partition each channel really uses (``channelcast route --bootstrap``).
 
 Library functions for the CLI and tests; they take a
@@ -52,7 +53,9 @@ class Disagreement:
                 f"{self.actual}); fix the mapping or the topic")
 
 
-def _partition_for(strategy: TopicStrategy, key: bytes, partitions: int) -> int:
+def partition_for(strategy: TopicStrategy, key: bytes, partitions: int) -> int:
+    """The partition ``strategy`` sends ``key`` to in a topic of ``partitions`` partitions
+    (its partitioner; murmur2 for a strategy without one), as Kafka clients compute it."""
     func = getattr(strategy, "partition_for", None)
     return int(func(key, partitions)) if func is not None else murmur2_partition(key,
                                                                                  partitions)
@@ -70,20 +73,62 @@ def real_routes(settings: KafkaSettings, channels: Iterable[str],
         count = counts.get(r.topic)
         partition = r.partition
         if count is not None:
-            partition = _partition_for(strategy, r.key, count)
+            partition = partition_for(strategy, r.key, count)
         out.append(RealRoute(channel, r.topic, partition, r.key.decode(), r.partition, count))
     return out
 
 
-def layout_disagreements(settings: KafkaSettings, admin: KafkaAdmin) -> list[Disagreement]:
-    """Declared topics (topic mapping, default topic) that exist with another partition
-    count than the config says."""
+@dataclass(frozen=True, slots=True)
+class MissingTopic:
+    """A declared topic the cluster does not have (yet): not an error, since channelcast
+    creates its declared topics when it starts, but a fact worth showing."""
+
+    topic: str
+    declared: int
+    where: str
+
+    def __str__(self) -> str:
+        return (f"topic {self.topic!r} does not exist; channelcast creates it with "
+                f"{self.declared} partitions on first use, or run `channelcast topics apply`")
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutReport:
+    """The declared topics against one cluster: ``matching`` (names with the configured
+    count), ``disagreements`` (a wrong count: routes differ) and ``missing`` topics."""
+
+    matching: tuple[str, ...]
+    disagreements: tuple[Disagreement, ...]
+    missing: tuple[MissingTopic, ...]
+
+
+def _declared(settings: KafkaSettings) -> dict[str, tuple[int, str]]:
     declared: dict[str, tuple[int, str]] = {
         settings.default_topic: (settings.default_partitions, "kafka.default_partitions")}
     for m in settings.topic_mapping:
         declared.setdefault(m.topic, (m.partitions,
                                       f'kafka.topic_mapping."{m.pattern}".partitions'))
+    return declared
+
+
+def layout_report(settings: KafkaSettings, admin: KafkaAdmin) -> LayoutReport:
+    """Every declared topic (topic mapping, default topic), in declaration order, as
+    matching, disagreeing or missing on the cluster (BrokerUnavailable if it cannot be
+    asked)."""
+    declared = _declared(settings)
     layouts = admin.layouts(declared)
-    return [Disagreement(topic, count, layouts[topic][0], where)
-            for topic, (count, where) in declared.items()
-            if topic in layouts and layouts[topic][0] != count]
+    matching, wrong, missing = [], [], []
+    for topic, (count, where) in declared.items():
+        if topic not in layouts:
+            missing.append(MissingTopic(topic, count, where))
+        elif layouts[topic][0] != count:
+            wrong.append(Disagreement(topic, count, layouts[topic][0], where))
+        else:
+            matching.append(topic)
+    return LayoutReport(tuple(matching), tuple(wrong), tuple(missing))
+
+
+def layout_disagreements(settings: KafkaSettings, admin: KafkaAdmin) -> list[Disagreement]:
+    """Declared topics (topic mapping, default topic) that exist with another partition
+    count than the config says."""
+    return list(layout_report(settings, admin).disagreements)

@@ -1,9 +1,13 @@
 """Migration off legacy one-topic-per-channel topics onto the grouped topics of the mapping.
 
-Each legacy message is decoded, then written keyed by its channel to the topic and
-partition the configured (grouped) strategy routes it to, with the same envelope, so its
-``id`` survives. Per-channel order holds because each legacy partition is read in order and
-written through one idempotent producer that keeps per-partition order.
+Each legacy record is read as every consumer reads it (:func:`channelcast.ingest.to_record`:
+channelcast's own records as they are; the original's and other producers' envelopes with
+their timestamps normalised to milliseconds and a deterministic id when they have none;
+other JSON wrapped as data), then written keyed by its channel to the topic and partition
+the configured (grouped) strategy routes it to, with that envelope, so its ``id``
+survives. A record no consumer would accept is malformed here too. Per-channel order
+holds because each legacy partition is read in order and written through one idempotent
+producer that keeps per-partition order.
 
 Resuming without gaps or visible duplicates rests on a local checkpoint file, written
 atomically after every acknowledged batch:
@@ -38,15 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from channelcast.brokers.base import HEADER_CHANNEL, HEADER_EVENT, HEADER_ID
-from channelcast.channels import validate_channel
 from channelcast.errors import (
     BrokerError,
     ConfigError,
     HistoryUnavailable,
-    InvalidChannel,
     MalformedMessage,
 )
+from channelcast.ingest import Skipped, to_record
 from channelcast.message import Envelope, decode, encode
+from channelcast.ops.layout import partition_for
 from channelcast.strategies import create_strategy
 from channelcast.strategies.base import TopicStrategy
 from channelcast.types import ChannelName
@@ -138,9 +142,15 @@ class SourcePlan:
 
 @dataclass(frozen=True, slots=True)
 class MigrationPlan:
+    """The dry run. ``target_partition`` of each source is by the target topic's real
+    partition count when it exists; ``problem`` is why the real run would refuse to start
+    (a missing target topic, or one whose partition count differs from the config's),
+    None when it would start."""
+
     sources: tuple[SourcePlan, ...]
     targets: tuple[str, ...]
     resumed: bool
+    problem: ConfigError | None = None
 
     @property
     def messages(self) -> int:
@@ -152,6 +162,7 @@ class MigrationPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"resumed": self.resumed, "targets": list(self.targets),
+                "problem": None if self.problem is None else str(self.problem),
                 "messages": self.messages, "remaining": self.remaining,
                 "sources": [{"topic": s.topic, "partitions": s.partitions,
                              "messages": s.messages, "remaining": s.remaining,
@@ -285,14 +296,26 @@ def _check_targets(admin: KafkaAdmin, strategy: TopicStrategy) -> dict[TP, int]:
     return {(w.topic, w.partition): w.high for w in admin.watermarks(have)}
 
 
-def _envelope(msg: RawMessage) -> Envelope:
-    """The legacy message's envelope; its channel must pass today's channel grammar."""
+def _read(msg: RawMessage) -> Envelope | Skipped:
+    """The legacy record as every consumer reads it (:func:`~channelcast.ingest.to_record`),
+    or why none would."""
+    got = to_record(msg.value, msg.key, list(msg.headers.items()), msg.topic, msg.partition,
+                    msg.offset, msg.timestamp_ms)
+    if isinstance(got, Skipped):
+        return got
     try:
-        env = decode(msg.value)
-        validate_channel(env.channel)
-    except (MalformedMessage, InvalidChannel) as exc:
-        raise MalformedMessage(f"{msg.topic}:{msg.partition}:{msg.offset}: {exc}") from exc
-    return env
+        return got.envelope
+    except MalformedMessage as exc:  # channelcast's own shape, bytes that do not decode
+        return Skipped(str(exc))
+
+
+def _envelope(msg: RawMessage) -> Envelope:
+    """The legacy record's envelope (:func:`_read`); MalformedMessage naming its position
+    for a record no consumer would accept."""
+    got = _read(msg)
+    if isinstance(got, Skipped):
+        raise MalformedMessage(f"{msg.topic}:{msg.partition}:{msg.offset}: {got.reason}")
+    return got
 
 
 def _id_of(msg: RawMessage) -> str | None:
@@ -313,18 +336,24 @@ def _sample_channels(bootstrap: str, lows: Mapping[TP, tuple[int, int]],
     first = {tp: (lo, lo + 1) for tp, (lo, hi) in lows.items() if hi > lo}
     out: dict[str, str] = {}
     for msg in read_ranges(bootstrap, first, timeout_s=timeout_s):
-        try:
-            out.setdefault(msg.topic, decode(msg.value).channel)
-        except MalformedMessage:
-            out.setdefault(msg.topic, "?malformed")
+        got = _read(msg)
+        out.setdefault(msg.topic, "?malformed" if isinstance(got, Skipped) else got.channel)
     return out
 
 
 def plan_migration(settings: Settings, admin: KafkaAdmin, selection: Selection,
                    checkpoint_path: Path | None = None) -> MigrationPlan:
-    """The dry run: legacy topics, their counts, what is left, where each channel goes."""
+    """The dry run: legacy topics, their counts, what is left, where each channel goes
+    (by the target topics' real partition counts), and whether the real run would start:
+    it checks the target topics exactly as :func:`migrate` does (``problem``)."""
     strategy = _target_strategy(settings)
     targets = [s.name for s in strategy.topics()]
+    problem: ConfigError | None = None
+    try:
+        _check_targets(admin, strategy)
+    except ConfigError as exc:
+        problem = exc
+    real = admin.partitions(targets)
     sources = find_sources(admin, selection, exclude=targets)
     checkpoint = Checkpoint.load(checkpoint_path) if checkpoint_path else None
     marks = {(w.topic, w.partition): (w.low, w.high) for w in admin.watermarks(sources)}
@@ -337,10 +366,13 @@ def plan_migration(settings: Settings, admin: KafkaAdmin, selection: Selection,
         channel = channels.get(topic)
         route = (strategy.route(ChannelName(channel))
                  if channel and not channel.startswith("?") else None)
+        partition = route.partition if route else None
+        if route is not None and route.topic in real:
+            partition = partition_for(strategy, route.key, real[route.topic])
         rows.append(SourcePlan(topic, len(tps), sum(hi - lo for lo, hi in tps.values()),
                                max(0, remaining), channel, route.topic if route else None,
-                               route.partition if route else None))
-    return MigrationPlan(tuple(rows), tuple(targets), checkpoint is not None)
+                               partition))
+    return MigrationPlan(tuple(rows), tuple(targets), checkpoint is not None, problem)
 
 
 def migrate(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpoint_path: Path,
@@ -539,9 +571,9 @@ def _copy(settings: Settings, admin: KafkaAdmin, selection: Selection, checkpoin
                     tp = (w.topic, w.partition)
                     checkpoint.target_floor[tp] = max(checkpoint.target_floor.get(tp, 0), w.high)
             checkpoint.save(checkpoint_path)
+            report()  # what was copied before a failure counts too
             if failure is not None:
                 raise failure
-            report()
     report()
     return MigrationReport(copied, dupes, bad, tuple(malformed), dict(per_channel),
                            time.monotonic() - started, finished)
@@ -564,9 +596,8 @@ def verify_migration(settings: Settings, admin: KafkaAdmin, selection: Selection
     source_marks = {(w.topic, w.partition): (w.low, w.high) for w in admin.watermarks(sources)}
     expected: dict[str, list[str]] = defaultdict(list)
     for msg in read_ranges(admin.bootstrap, source_marks, timeout_s=admin.timeout_s):
-        try:
-            env = decode(msg.value)
-        except MalformedMessage:
+        env = _read(msg)  # the same reading as the copy: the same ids
+        if isinstance(env, Skipped):
             continue
         expected[env.channel].append(env.id)
     wanted = {mid: ch for ch, ids in expected.items() for mid in ids}

@@ -17,7 +17,9 @@ as Prometheus text exposition, or as the CLI's live table, so the three never di
   messages in the window over the window's length. (Ranking by each partition's own
   newest messages instead let a channel with 1,500 messages outrank one with 4,000.)
 * Lag per group and partition: ``high - committed`` (``high - low`` when nothing is
-  committed for that partition).
+  committed for that partition). A group asked for by name that has committed nothing
+  on the watched topics (an unknown group, or one that never committed) is listed in
+  ``groups_without_offsets`` rather than left out silently.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class Snapshot:
     lag: tuple[Lag, ...]
     warnings: tuple[SkewWarning, ...]
     hot_window: HotWindow
+    groups_without_offsets: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` document; see docs/operations.md for the schema."""
@@ -161,6 +164,7 @@ class Snapshot:
                     for g in self.lag],
             "warnings": [{"kind": w.kind, "topic": w.topic, "partition": w.partition,
                           "message": w.message} for w in self.warnings],
+            "groups_without_offsets": list(self.groups_without_offsets),
         }
 
     def to_prometheus(self) -> bytes:
@@ -323,12 +327,15 @@ def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] |
     window = HotWindow(from_ms, now_ms, window_s, sum(in_window.values()), sum(read.values()))
 
     lag: list[Lag] = []
+    without_offsets: list[str] = []
     if groups is None or groups:
         selected = set(topics)
         high = {(w.topic, w.partition): w for w in marks}
         for group in (admin.list_groups() if groups is None else groups):
             committed = admin.group_offsets(group).committed
             touched = {t for (t, _) in committed if t in selected}
+            if not touched and groups is not None:
+                without_offsets.append(group)
             for (t, p), w in sorted(high.items()):
                 if t not in touched:
                     continue
@@ -343,7 +350,7 @@ def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] |
                 f"({p.share:.0%}; {p.messages / t.mean:.1f}x the mean of {t.mean:.0f})")
         for t in stats for p in t.partitions if p.overloaded)
     return Snapshot(now_ms, admin.bootstrap, top, sample, threshold, stats,
-                    tuple(hot[:top]), tuple(lag), warnings, window)
+                    tuple(hot[:top]), tuple(lag), warnings, window, tuple(without_offsets))
 
 
 class _ScrapeCollector:

@@ -9,8 +9,9 @@
  * It reconnects with backoff and resubscribes every channel with its last position, so the
  * gateway replays what was missed (or sends a "recovery_failed" error when it cannot).
  * Channel events: "subscribed", "message", "member_added", "member_removed", "error".
- * Client events: "state" (connecting/connected/disconnected), "connected", "dropped",
- * "error", "closing". A frame that is not JSON (which the gateway never sends) closes the
+ * Client events: "state" (connecting/connected/disconnected), "reconnecting" ({delayMs,
+ * attempt}: after a lost connection, when the next attempt is due), "connected",
+ * "dropped", "error", "closing". A frame that is not JSON (which the gateway never sends) closes the
  * connection with an "unreadable_frame" error, and the client reconnects.
  */
 (function (global) {
@@ -84,6 +85,7 @@
       self._setState("disconnected");
       if (!self._stopped) {
         var delay = Math.min(self.maxBackoffMs, 250 * Math.pow(2, self._attempt++));
+        self.emit("reconnecting", { delayMs: delay, attempt: self._attempt });
         setTimeout(function () { if (!self._stopped) self.connect(); }, delay);
       }
     };
