@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -81,8 +82,29 @@ _CLICK_ERROR = _click_errors("ClickException")
 _NO_ARGS_IS_HELP = _click_errors("NoArgsIsHelpError")
 
 
+def prose(text: str) -> str:
+    """A help text with the lines of each paragraph joined: rich keeps a docstring's line
+    breaks and wraps every line again, which breaks sentences mid-line at other widths.
+    Blank lines still separate paragraphs; one starting with ``\\b`` keeps its lines."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split())
+                       for p in paragraphs)
+
+
+def root_command() -> Any:
+    """The click command tree of :data:`app`, every help text made :func:`prose`."""
+    root: Any = typer.main.get_command(app)
+    todo = [root]
+    while todo:
+        command = todo.pop()
+        if command.help:
+            command.help = prose(command.help)
+        todo.extend(getattr(command, "commands", {}).values())
+    return root
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    command = typer.main.get_command(app)
+    command = root_command()
     try:
         # Without standalone mode click returns a command's typer.Exit code instead of
         # raising it: that is the exit code (None when the command just returned).
