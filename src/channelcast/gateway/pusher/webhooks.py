@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from channelcast.brokers.base import Broker, RetryPolicy, Worker
+from channelcast.brokers.base import Broker, RetryPolicy, Worker, WorkerStats
 from channelcast.config import PusherSettings
 from channelcast.errors import DeliveryFailed
 from channelcast.gateway.pusher.apps import AppRegistry, PusherApp
@@ -96,7 +96,7 @@ class Webhooks:
         self.timeout_s = settings.webhook_timeout_s
         self.max_age_s = settings.webhook_max_age_s
         self._http: httpx.AsyncClient | None = None
-        self._workers: list[Worker] = []
+        self._workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.sent = 0
 
@@ -104,6 +104,11 @@ class Webhooks:
     def senders(self) -> list[PusherApp]:
         """The apps whose webhooks this node helps send (those with a ``webhook_url``)."""
         return [app for app in self.apps if app.webhook_url]
+
+    def stats(self) -> dict[str, WorkerStats]:
+        """This node's sender of each app (by app id): records sent, failed attempts,
+        dead-lettered."""
+        return {app_id: worker.stats for app_id, worker in self._workers.items()}
 
     async def publish(self, app: PusherApp, events: list[dict[str, Any]], *,
                       time_ms: int | None = None) -> None:
@@ -124,7 +129,7 @@ class Webhooks:
             worker = self.broker.worker(webhook_group(self.settings, app),
                                         channels={webhook_channel(app): self.send},
                                         manual_commit=True, retry=self.retry)
-            self._workers.append(worker)
+            self._workers[app.id] = worker
             self._tasks.append(asyncio.create_task(self._run(app, worker)))
 
     @staticmethod
@@ -137,7 +142,7 @@ class Webhooks:
             log.error("pusher webhooks of app %s: the sender stopped: %s", app.id, exc)
 
     async def close(self) -> None:
-        for worker in self._workers:
+        for worker in self._workers.values():
             await worker.stop()
         if self._tasks:
             with contextlib.suppress(TimeoutError):
