@@ -1,5 +1,6 @@
-"""The Pusher side of one gateway node: its apps, its Pusher connections, the cluster
-state, webhooks, idle-connection pings, client events and cache lookups.
+"""The Pusher side of one gateway node: its apps, its Pusher connections (oldest first;
+the newest are the ones closed when the cluster is over an app's connection quota), the
+cluster state, webhooks, idle-connection pings, client events and cache lookups.
 
 The node (:class:`channelcast.gateway.node.Gateway`) starts and closes it; the WebSocket
 endpoint (:mod:`.session`) and the HTTP API (:mod:`.http`) use it. It never reads a frame
