@@ -327,14 +327,16 @@ async def test_the_connection_quota_holds_across_nodes_admitting_at_once(
             assert {ws.close_code for ws in admitted} <= {None, 4100}
             for ws in sockets:
                 await ws.close()
-            await until(lambda: _count_is(b, limited.id, 0))
+            for node in (a, b):
+                await until(lambda n=node: _count_is(n, limited.id, 0))
 
             # Deterministically: A is full (3 admitted, the 4th refused at once, exact on
             # one node); B then admits 4 as if it had not heard of A's yet.
             on_a = await asyncio.gather(*[_open(a, limited.key) for _ in range(4)])
             sockets += [ws for ws, _ in on_a]
             assert sorted(code or 0 for _, code in on_a) == [0, 0, 0, 4100]
-            await until(lambda: _count_is(b, limited.id, 3))
+            for node in (a, b):
+                await until(lambda n=node: _count_is(n, limited.id, 3))
             with patch.object(b.gateway.pusher, "over_quota", lambda app: False):
                 on_b = await asyncio.gather(*[_open(b, limited.key) for _ in range(4)])
             sockets += [ws for ws, _ in on_b]
