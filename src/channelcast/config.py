@@ -186,6 +186,22 @@ def _app_id(value: object) -> object:
     return value
 
 
+_APP_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def _app_key(key: str) -> str:
+    """An app key: it is a URL path segment (``/app/{key}``) and the part before ``:`` in
+    every signature (``key:signature``), so only characters that are safe in both."""
+    bad = next((c for c in key if c not in _APP_KEY_CHARS), None)
+    if bad is not None:
+        raise _problem(f"{key!r} has character {bad!r}; an app key is made of A-Z a-z 0-9 "
+                       ". _ - only (it is the URL path segment of /app/{key} and the part "
+                       "before ':' in signatures)")
+    if len(key) > 200:
+        raise _problem(f"is {len(key)} characters; an app key has at most 200")
+    return key
+
+
 def _http_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("http", "https") or not rest or rest.startswith("/"):
@@ -252,6 +268,7 @@ _Librdkafka = Mapping[Annotated[str, Strict()], Annotated[Any, AfterValidator(_l
 _BrokerUrl = Annotated[_Text, AfterValidator(_broker_url)]
 _AppId = Annotated[_Text, BeforeValidator(_app_id)]
 _HttpUrl = Annotated[_Text, AfterValidator(_http_url)]
+_AppKey = Annotated[_Text, AfterValidator(_app_key)]
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -310,7 +327,7 @@ class GatewaySettings:
     host: _Text = "127.0.0.1"
     port: Annotated[_Int, Field(ge=0)] = 8000
     app_id: _AppId = "1"
-    app_key: _Text = "channelcast-key"
+    app_key: _AppKey = "channelcast-key"
     app_secret: _Text = "channelcast-secret"
     app_client_events: _Flag = False
     app_webhook_url: _HttpUrl | None = None
@@ -340,8 +357,12 @@ class PusherSettings:
     client_event_rate: Annotated[_Int, Field(ge=1)] = 10
     max_event_bytes: Annotated[_Int, Field(ge=1)] = 10240
     cache_lookback: Annotated[_Int, Field(ge=1)] = 1000
+    max_user_info_bytes: Annotated[_Int, Field(ge=2)] = 1024
     webhook_group: _Text = "channelcast-pusher-webhooks"
-    webhook_timeout_s: _Positive = 5.0
+    webhook_timeout_s: Annotated[_Positive, Field(le=60.0)] = 5.0
+    webhook_max_attempts: Annotated[_Int, Field(ge=1, le=100)] = 10
+    webhook_retry_backoff_s: Annotated[_Positive, Field(le=3600.0)] = 0.5
+    webhook_retry_backoff_max_s: Annotated[_Positive, Field(le=3600.0)] = 30.0
     webhook_max_age_s: _Positive = 300.0
 
 
@@ -352,7 +373,7 @@ class AppSettings:
     ``None`` limits take ``[pusher]``'s."""
 
     id: _AppId
-    key: _Text
+    key: _AppKey
     secret: _Text
     client_events: _Flag = False
     webhook_url: _HttpUrl | None = None
@@ -699,6 +720,10 @@ def validate(settings: Settings) -> None:
                           f"must be drop-oldest or disconnect, got {g.slow_client_policy!r}")
     if not 0 < g.port < 65536 and g.port != 0:
         raise ConfigError("gateway.port", f"must be 0..65535, got {g.port}")
+    p = settings.pusher
+    if p.webhook_retry_backoff_max_s < p.webhook_retry_backoff_s:
+        raise ConfigError("pusher.webhook_retry_backoff_max_s",
+                          "must be >= pusher.webhook_retry_backoff_s")
     ids, keys = {g.app_id: "gateway.app_id"}, {g.app_key: "gateway.app_key"}
     for i, app in enumerate(settings.apps):
         if app.id in ids:

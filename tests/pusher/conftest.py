@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import shutil
+import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -99,6 +101,23 @@ async def until_local_count(gw: Running, name: str, count: int, app_id: str | No
         await asyncio.sleep(0.05)
 
 
+async def until_published(gw: Running, name: str, count: int, app_id: str | None = None,
+                          wait_s: float = 15.0) -> None:
+    """Wait until the cluster state in the log (not the node's live counts) has ``count``
+    subscriptions on the app's channel ``name``: what transitions (webhooks) come from."""
+    node = gw.gateway.pusher
+    app = node.apps.by_id(app_id or gw.settings().gateway.app_id)
+    assert app is not None
+    channel = names.parse(app, name).channel
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while (stat := node.cluster.table.cluster(app.id).get(channel)) is None \
+            or stat.count != count:
+        if loop.time() > deadline:
+            raise AssertionError(f"{name}: {stat}, want {count} subscriptions in the log")
+        await asyncio.sleep(0.02)
+
+
 # --- an auth endpoint, as an application would write it with the SDK ----------------------
 
 
@@ -173,12 +192,16 @@ class Hook:
 
 
 class WebhookReceiver:
-    """Collects POSTed webhooks; answers ``fail_first`` of them with 500 first."""
+    """Collects POSTed webhooks; answers ``fail_first`` of them with 500 first, and every
+    one until ``fail_until`` (a ``time.monotonic()`` value) too. ``attempts`` holds every
+    body POSTed, failed or not, with when it came (monotonic seconds)."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, fail_until: float = 0.0) -> None:
         self.hooks: list[Hook] = []
+        self.attempts: list[tuple[float, str]] = []
         self.failures = 0
         self.fail_first = fail_first
+        self.fail_until = fail_until
         self.lock = threading.Lock()
         outer = self
 
@@ -187,7 +210,9 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
                 with outer.lock:
-                    fail = outer.failures < outer.fail_first
+                    outer.attempts.append((time.monotonic(), body))
+                    fail = outer.failures < outer.fail_first \
+                        or time.monotonic() < outer.fail_until
                     if fail:
                         outer.failures += 1
                     else:
@@ -241,9 +266,52 @@ class WebhookReceiver:
 
 
 @contextmanager
-def webhook_receiver(fail_first: int = 0) -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(fail_first) as receiver:
+def webhook_receiver(fail_first: int = 0, fail_until: float = 0.0
+                     ) -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(fail_first, fail_until) as receiver:
         yield receiver
+
+
+class DeadReceiver:
+    """A webhook URL whose server accepts connections and reads requests but never
+    answers (a hung receiver); counts the requests it got."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self._held: list[socket.socket] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/hang"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                if conn.recv(65536):
+                    self.requests += 1
+            self._held.append(conn)  # never answered, closed at the end
+
+    def __enter__(self) -> DeadReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
 
 
 # --- a raw Pusher WebSocket client ----------------------------------------------------------

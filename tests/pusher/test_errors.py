@@ -1,7 +1,9 @@
 """Every Pusher error code the gateway sends, with a hand-written client that sees the
-exact frames and close codes: 4001, 4006, 4007, 4008 (connect refused), 4100 (connection
-quota), 4200 (graceful shutdown), 4201 (no pong), 4009 (terminated; also a refused
-sign-in), 4301 (client event refused), and ``pusher:subscription_error`` 401."""
+exact frames and close codes: 4001, 4006, 4007 (any version below 7, negative ones too),
+4008 (connect refused), 4100 (connection quota), 4200 (graceful shutdown), 4201 (no
+pong), 4009 (terminated; also a refused sign-in), 4301 (client event refused),
+``pusher:subscription_error`` 401 and 400 (presence channel_data that breaks a rule,
+signed by the SDK), and ``pusher:error`` for frames that are not strict JSON."""
 
 from __future__ import annotations
 
@@ -30,7 +32,11 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.mark.parametrize(("path", "code", "words"), [
     ("/app/nobody?protocol=7", 4001, "unknown app key"),
     ("/app/channelcast-key?protocol=6", 4007, "protocol 6 is not supported"),
+    ("/app/channelcast-key?protocol=-1", 4007, "protocol -1 is not supported"),
+    ("/app/channelcast-key?protocol=-99999999999", 4007, "is not supported"),
+    ("/app/channelcast-key?protocol=0", 4007, "protocol 0 is not supported"),
     ("/app/channelcast-key?protocol=seven", 4006, "invalid protocol version"),
+    ("/app/channelcast-key?protocol=7.0", 4006, "invalid protocol version"),
     ("/app/channelcast-key", 4008, "no protocol version"),
 ])
 async def test_refused_connections_get_pusher_error_then_the_close_code(
@@ -44,6 +50,51 @@ async def test_refused_connections_get_pusher_error_then_the_close_code(
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == code
+
+
+@pytest.mark.parametrize("version", ["7", "8", "99999999999999999999"])
+async def test_versions_from_7_up_are_served_as_7(version: str) -> None:
+    async with running_gateway(pusher_settings()) as gw, \
+            raw_pusher(gw, query=f"protocol={version}") as ann:
+        assert (await ann.subscribe("news"))["event"] == \
+            "pusher_internal:subscription_succeeded"
+
+
+@pytest.mark.parametrize(("custom", "words"), [
+    ({"user_id": "u" * 129}, "user_id is 129 characters; it must have 1 to 128"),
+    ({"user_id": True}, "user_id must be a string or an integer, not a boolean"),
+    ({"user_id": "ann", "user_info": {"bio": "x" * 60_000}}, "the limit is 1024"),
+    ({"user_id": "ann", "user_info": ["x"]}, "user_info must be a JSON object"),
+])
+async def test_presence_channel_data_that_breaks_a_rule_is_named(custom: dict[str, object],
+                                                                 words: str) -> None:
+    async with running_gateway(pusher_settings()) as gw, raw_pusher(gw) as ann:
+        signed = sdk(gw).authenticate("presence-x", ann.socket_id, custom)
+        frame = await ann.subscribe("presence-x", **signed)
+        assert frame["event"] == "pusher:subscription_error"
+        assert (frame["data"]["type"], frame["data"]["status"]) == ("InvalidChannelData", 400)
+        assert words in frame["data"]["error"]
+        fine = sdk(gw).authenticate("presence-x", ann.socket_id,
+                                    {"user_id": "u" * 128, "user_info": {"bio": "x" * 900}})
+        ok = await ann.subscribe("presence-x", **fine)
+        assert ok["event"] == "pusher_internal:subscription_succeeded"
+
+
+async def test_frames_that_are_not_strict_json_are_refused() -> None:
+    async with running_gateway(pusher_settings()) as gw, raw_pusher(gw) as ann, \
+            raw_pusher(gw) as bob:
+        server = sdk(gw)
+        for client in (ann, bob):
+            await client.subscribe("private-a", **server.authenticate("private-a",
+                                                                      client.socket_id))
+        for data in ("NaN", "-Infinity", '"\\udc00"', "1e400"):
+            await ann.ws.send(f'{{"event": "client-x", "channel": "private-a", '
+                              f'"data": {data}}}')
+            error = await ann.expect("pusher:error")
+            assert "not strict JSON" in error["data"]["message"], data
+        await ann.send("client-x", {"ok": 1}, "private-a")
+        got = await bob.expect("client-x")
+        assert got["data"] == '{"ok":1}', "only the strict frame was published"
 
 
 async def test_a_connection_over_the_apps_quota_is_closed_with_4100() -> None:

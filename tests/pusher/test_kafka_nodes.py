@@ -1,7 +1,10 @@
 """Two gateway nodes on real Kafka: pusher-js clients on either node, the SDK on either;
 presence, member events, subscription and user counts, client events, termination, cache
 channels and webhooks are cluster-wide, and each webhook event is sent once. A node that
-is killed is expired by the other, which reports what that changes."""
+is killed is expired by the other, which reports what that changes. An app's connection
+quota holds across nodes that admit at the same moment (the excess is closed with 4100).
+One app's hung webhook receiver is dead-lettered and never delays another app's, even
+with every app's webhooks in one partition."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pusher
 import pytest
@@ -20,18 +24,22 @@ from websockets.asyncio.client import connect
 
 from channelcast.brokers import create_broker
 from channelcast.brokers.kafka.admin import KafkaAdmin, ensure_topics
-from channelcast.config import KafkaSettings, Settings
+from channelcast.config import KafkaSettings, Settings, TopicMapping
 from channelcast.strategies import TopicSpec
 from channelcast.types import TopicName
 from tests.e2e.conftest import serve_process
 from tests.gateway.conftest import Running, running_gateway
 from tests.pusher.conftest import (
+    OTHER_APP,
     AuthServer,
+    DeadReceiver,
     call,
     js_driver,
     port_of,
     pusher_settings,
+    raw_pusher,
     sdk,
+    until_published,
     webhook_receiver,
 )
 from tests.pusher.test_webhooks import names
@@ -269,3 +277,143 @@ def on_port(settings: Settings, port: int) -> pusher.Pusher:
 async def _vacated(client: Any) -> bool:
     info = await call(client.channel_info, "presence-room")
     return info == {"occupied": False}
+
+
+async def _open(gw: Running, key: str) -> tuple[Any, int | None]:
+    """A raw Pusher connection: (the socket, None) once established, or (the socket, the
+    pusher:error code) when it was refused at once."""
+    ws = await connect(f"ws://127.0.0.1:{port_of(gw)}/app/{key}?protocol=7", open_timeout=20)
+    hello = json.loads(await asyncio.wait_for(ws.recv(), 20))
+    if hello["event"] == "pusher:connection_established":
+        return ws, None
+    return ws, hello["data"]["code"]
+
+
+async def test_the_connection_quota_holds_across_nodes_admitting_at_once(
+        kafka_bootstrap: str, unique: str) -> None:
+    """max_connections = 3 on two nodes. Each node admits by what it knows, so nodes that
+    admit at the same moment can let more in (before: 6 of 8 opened at once stayed open);
+    the excess is closed with 4100 within seconds, the most recent admitter's first, and
+    no more than that."""
+    topic, dlq = f"pz-{unique}", f"pz-{unique}-dlq"
+    await asyncio.to_thread(ensure_topics, kafka_bootstrap,
+                            [TopicSpec(TopicName(topic), 4), TopicSpec(TopicName(dlq), 1)],
+                            timeout_s=30)
+    limited = replace(OTHER_APP, max_connections=3)
+    sockets: list[Any] = []
+    try:
+        settings = replace(kafka_settings(kafka_bootstrap, unique, "http://127.0.0.1:9/x"),
+                           apps=(limited,))
+        async with contextlib.AsyncExitStack() as stack:
+            a = await stack.enter_async_context(
+                running_gateway(settings, broker=create_broker(settings)))
+            b = await stack.enter_async_context(
+                running_gateway(settings, broker=create_broker(settings)))
+            for node in (a, b):
+                await call(sdk(node, limited).channels_info)
+            for node in (a, b):
+                await until(lambda n=node: _knows_both(n))
+
+            async def settled(admitted: list[Any]) -> bool:
+                return sum(ws.close_code is None for ws in admitted) == 3 and all(
+                    n.gateway.pusher.cluster.connections(limited.id) == 3 for n in (a, b))
+
+            # 8 at once, 4 on each node: however many got in, 3 stay.
+            opened = await asyncio.gather(*[_open(node, limited.key)
+                                            for node in (a, b) for _ in range(4)])
+            sockets += [ws for ws, _ in opened]
+            admitted = [ws for ws, refused in opened if refused is None]
+            await until(lambda: settled(admitted), wait_s=15)
+            assert {ws.close_code for ws in admitted} <= {None, 4100}
+            for ws in sockets:
+                await ws.close()
+            for node in (a, b):
+                await until(lambda n=node: _count_is(n, limited.id, 0))
+
+            # Deterministically: A is full (3 admitted, the 4th refused at once, exact on
+            # one node); B then admits 4 as if it had not heard of A's yet.
+            on_a = await asyncio.gather(*[_open(a, limited.key) for _ in range(4)])
+            sockets += [ws for ws, _ in on_a]
+            assert sorted(code or 0 for _, code in on_a) == [0, 0, 0, 4100]
+            for node in (a, b):
+                await until(lambda n=node: _count_is(n, limited.id, 3))
+            with patch.object(b.gateway.pusher, "over_quota", lambda app: False):
+                on_b = await asyncio.gather(*[_open(b, limited.key) for _ in range(4)])
+            sockets += [ws for ws, _ in on_b]
+            assert [code for _, code in on_b] == [None] * 4
+            kept = [ws for ws, code in on_a if code is None]
+            await until(lambda: settled(kept + [ws for ws, _ in on_b]), wait_s=15)
+            assert [ws.close_code for ws in kept] == [None] * 3
+            assert [ws.close_code for ws, _ in on_b] == [4100] * 4, "B admitted last"
+            await asyncio.sleep(2)  # nothing more is closed once the count is right
+            assert [ws.close_code for ws in kept] == [None] * 3
+            # A fourth connection is still refused; one slot freed lets one in.
+            ws, refused = await _open(b, limited.key)
+            sockets.append(ws)
+            assert refused == 4100
+            await kept[0].close()
+            await until(lambda: _count_is(b, limited.id, 2))
+            ws, refused = await _open(b, limited.key)
+            sockets.append(ws)
+            assert refused is None
+    finally:
+        for ws in sockets:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        await asyncio.to_thread(KafkaAdmin(kafka_bootstrap, timeout_s=30).delete_topics,
+                                [topic, dlq])
+
+
+async def _count_is(gw: Running, app_id: str, count: int) -> bool:
+    return gw.gateway.pusher.cluster.connections(app_id) == count
+
+
+async def test_a_hung_receiver_is_dead_lettered_and_never_delays_another_app(
+        kafka_bootstrap: str, unique: str) -> None:
+    """Every app's webhooks in one partition (``;pusher;*`` mapped to a one-partition
+    topic); app 42's receiver never answers. App 1's webhooks arrive at once; app 42's
+    records are dead-lettered after their attempts, each by its own consumer group."""
+    topic, dlq, internal = f"pz-{unique}", f"pz-{unique}-dlq", f"pz-{unique}-pusher"
+    await asyncio.to_thread(ensure_topics, kafka_bootstrap,
+                            [TopicSpec(TopicName(topic), 4), TopicSpec(TopicName(dlq), 1),
+                             TopicSpec(TopicName(internal), 1)], timeout_s=30)
+    try:
+        with webhook_receiver() as hooks, DeadReceiver() as dead:
+            stuck = replace(OTHER_APP, webhook_url=dead.url)
+            settings = kafka_settings(kafka_bootstrap, unique, hooks.url)
+            settings = replace(
+                settings, apps=(stuck,),
+                kafka=replace(settings.kafka, topic_mapping=(
+                    TopicMapping(";pusher;*", TopicName(internal), 1),)),
+                pusher=replace(settings.pusher, webhook_timeout_s=1.0, webhook_max_attempts=2,
+                               webhook_retry_backoff_s=0.2))
+            async with running_gateway(settings, broker=create_broker(settings)) as gw:
+                server = sdk(gw)
+                loop = asyncio.get_running_loop()
+                async with raw_pusher(gw, key=stuck.key) as shop:
+                    await shop.subscribe("shopchan")
+                    await until_published(gw, "shopchan", 1, app_id=stuck.id)
+                await until(lambda: _attempted(dead), wait_s=30)
+                started = loop.time()
+                async with raw_pusher(gw) as ann:
+                    await ann.subscribe("hol-app1")
+                    await until_published(gw, "hol-app1", 1)
+                events = await hooks.wait_for(server, lambda e: len(e) >= 2, wait_s=30)
+                took = loop.time() - started
+                assert names(events) == [("channel_occupied", "hol-app1"),
+                                         ("channel_vacated", "hol-app1")]
+                assert took < 3.0, f"app 1's webhooks took {took:.1f} s"
+                webhooks = gw.gateway.pusher.webhooks
+                await until(lambda: _dead_lettered(webhooks, stuck.id, 2), wait_s=30)
+                assert webhooks.stats()["1"].dead_lettered == 0
+    finally:
+        await asyncio.to_thread(KafkaAdmin(kafka_bootstrap, timeout_s=30).delete_topics,
+                                [topic, dlq, internal])
+
+
+async def _attempted(dead: DeadReceiver) -> bool:
+    return dead.requests > 0
+
+
+async def _dead_lettered(webhooks: Any, app_id: str, count: int) -> bool:
+    return bool(webhooks.stats()[app_id].dead_lettered >= count)

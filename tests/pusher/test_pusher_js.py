@@ -1,7 +1,8 @@
 """pusher-js (node build, from npm) against the gateway, with the Python SDK as the server
 side: public, private and presence channels with two clients, member events, client
 events, sign-in and send_to_user, cache channels, refused subscriptions, termination, and
-recovery through the documented wrapper."""
+recovery through the documented wrapper (which keeps what was addressed away from the
+client out of the replay)."""
 
 from __future__ import annotations
 
@@ -240,6 +241,46 @@ async def test_recovery_wrapper_replays_exactly_the_200_missed_events_in_order()
             await call(server.trigger, "ticks", "tick", "207")
             await js.expect(ev="event", id="bob", channel="ticks", event="tick", data=207)
             assert [e["data"] for e in js.all(ev="event", id="bob", event="tick")] == [207]
+
+
+async def test_recovery_leaves_out_what_was_addressed_away_from_the_client() -> None:
+    """The wrapper sends the client's earlier socket ids with ``since``: after a reconnect
+    neither its own whisper nor an event triggered with its old socket_id (Laravel's
+    toOthers()) is replayed, nor delivered live; everything else is (before: both were
+    replayed, the old socket id no longer matching the new connection's)."""
+    settings = pusher_settings(client_events=True)
+    async with running_gateway(settings) as gw, js_driver() as js:
+        server = sdk(gw)
+        with AuthServer(server) as auth:
+            old = await js.connect("ann", gw, auth=auth, user="ann", recovery=True)
+            await js.connect("bob", gw, auth=auth, user="bob")
+            for who in ("ann", "bob"):
+                await js.send("subscribe", id=who, channel="private-echoback")
+                await js.expect(ev="event", id=who, channel="private-echoback",
+                                event="pusher:subscription_succeeded")
+            await js.send("trigger", id="ann", channel="private-echoback",
+                          event="client-mine", data={"hello": 1})
+            await js.expect(ev="event", id="bob", event="client-mine", data={"hello": 1})
+            await js.send("disconnect", id="ann")
+            await js.expect(ev="state", id="ann", current="disconnected")
+            await call(server.trigger, "private-echoback", "excluded-for-ann", "x", old)
+            await call(server.trigger, "private-echoback", "for-all", "y")
+            await js.send("reconnect", id="ann")
+            new = (await js.expect(ev="state", id="ann", current="connected"))["socket_id"]
+            assert new != old
+            await js.expect(ev="event", id="ann", channel="private-echoback",
+                            event="for-all", wait_s=20)
+            # A request the app still makes with the old socket id stays away too.
+            await call(server.trigger, "private-echoback", "excluded-for-ann", "z", old)
+            await call(server.trigger, "private-echoback", "last", "w")
+            await js.expect(ev="event", id="ann", channel="private-echoback", event="last")
+            got = [e["event"] for e in js.all(ev="event", id="ann", channel="private-echoback")
+                   if not e["event"].startswith("pusher:")]
+            assert got == ["for-all", "last"]
+            await js.expect(ev="event", id="bob", event="last")
+            assert [e["event"] for e in js.all(ev="event", id="bob") if e["event"] in (
+                "excluded-for-ann", "for-all", "last")] == [
+                "excluded-for-ann", "for-all", "excluded-for-ann", "last"]
 
 
 async def test_encrypted_channels_pass_through_opaque() -> None:

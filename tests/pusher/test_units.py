@@ -1,6 +1,8 @@
 """The Pusher layer's pure parts, without sockets: channel names per app, signatures
-(checked against the SDK's own), stored events, the sans-I/O protocol, the cluster
-occupancy table, apps from config, close-code mapping."""
+(checked against the SDK's own), stored events, the sans-I/O protocol (presence
+channel_data rules, strict JSON, earlier socket ids, protocol versions, one user per
+connection), the cluster occupancy table and its split of a connection quota's excess,
+apps from config (keys that cannot work are refused), close-code mapping."""
 
 from __future__ import annotations
 
@@ -30,15 +32,21 @@ from channelcast.gateway.pusher import names, signatures
 from channelcast.gateway.pusher.apps import AppRegistry, PusherApp
 from channelcast.gateway.pusher.cluster import (
     OCCUPIED,
+    QUOTA_SETTLE_S,
     VACATED,
     AppState,
     ChannelStat,
+    Cluster,
     OccupancyTable,
     Transition,
     heartbeat_ops,
     update_op,
 )
-from channelcast.gateway.pusher.protocol import PusherProtocol
+from channelcast.gateway.pusher.protocol import (
+    PusherProtocol,
+    presence_member,
+    protocol_version,
+)
 from channelcast.gateway.pusher.records import data_text, unwrap, wrap
 from channelcast.gateway.pusher.session import PusherTransport
 from channelcast.message import Envelope, Record
@@ -251,6 +259,91 @@ def test_presence_members_and_recovery_in_subscription_succeeded() -> None:
         "data": {"message": "gone"}}
 
 
+@pytest.mark.parametrize(("channel_data", "words"), [
+    ({"user_id": "u" * 129}, "user_id is 129 characters; it must have 1 to 128"),
+    ({"user_id": ""}, "user_id is 0 characters"),
+    ({"user_id": True}, "user_id must be a string or an integer, not a boolean"),
+    ({"user_id": 1.5}, "not a floating-point number"),
+    ({"user_info": {}}, "channel_data has no user_id"),
+    ([1], "channel_data must be a JSON object, not an array"),
+    ({"user_id": "a", "user_info": ["x"]}, "user_info must be a JSON object, not an array"),
+    ({"user_id": "a", "user_info": {"b": "x" * 1100}}, "user_info is 1108 bytes as JSON; "
+                                                        "the limit is 1024"),
+])
+def test_presence_channel_data_errors_name_the_rule(channel_data: Any, words: str) -> None:
+    found = presence_member(json.dumps(channel_data), 1024)
+    assert isinstance(found, str)
+    assert words in found
+    p = protocol()
+    text = json.dumps(channel_data)
+    auth = signatures.sign_channel(DEFAULT, "123.456", "presence-r", text)
+    (send,) = p.receive(frame("pusher:subscribe", {"channel": "presence-r", "auth": auth,
+                                                   "channel_data": text}))
+    assert isinstance(send, Send)
+    assert send.frame["data"] == {"type": "InvalidChannelData", "error": found, "status": 400}
+
+
+def test_presence_channel_data_at_the_limits_is_accepted() -> None:
+    info = {"b": "x" * (1024 - len('{"b":""}'))}
+    member = presence_member(json.dumps({"user_id": "u" * 128, "user_info": info}), 1024)
+    assert member == Member("u" * 128, info)
+    assert presence_member('{"user_id": 7, "user_info": null}', 1024) == Member("7", None)
+    assert "strict JSON" in str(presence_member('{"user_id": NaN}', 1024))
+
+
+def test_frames_are_strict_json() -> None:
+    p = protocol(OTHER)
+    auth = signatures.sign_channel(OTHER, "123.456", "private-c")
+    p.receive(frame("pusher:subscribe", {"channel": "private-c", "auth": auth}))
+    for bad in ('{"event": "client-x", "channel": "private-c", "data": NaN}',
+                '{"event": "client-x", "channel": "private-c", "data": Infinity}',
+                '{"event": "client-x", "channel": "private-c", "data": "\\ud800"}',
+                '{"event": "client-x", "channel": "private-c", "data": 1e999}'):
+        (send,) = p.receive(bad)
+        assert isinstance(send, Send)
+        assert send.frame["event"] == "pusher:error"
+        assert "not strict JSON" in send.frame["data"]["message"], bad
+    assert p.take_pending() == [], "nothing is published"
+
+
+def test_previous_socket_ids_are_remembered_bounded_and_checked() -> None:
+    p = protocol()
+    ids = [f"9.{i}" for i in range(12)]
+    (sub,) = p.receive(frame("pusher:subscribe", {"channel": "a", "since": "t:0:3",
+                                                  "previous_socket_ids": ids[:10]}))
+    assert isinstance(sub, Subscribe)
+    p.receive(frame("pusher:subscribe", {"channel": "b",
+                                         "previous_socket_ids": [*ids[10:], "123.456"]}))
+    assert list(p.previous_socket_ids) == ids[2:], "the ten newest; never its own id"
+    for bad in ("9.1", [1], ["x.y"], [f"1.{i}" for i in range(11)]):
+        (send,) = p.receive(frame("pusher:subscribe", {"channel": "c",
+                                                       "previous_socket_ids": bad}))
+        assert isinstance(send, Send)
+        assert send.frame["data"]["type"] == "InvalidRequest"
+
+
+@pytest.mark.parametrize(("text", "number"), [
+    ("7", 7), ("8", 8), ("-1", -1), ("-7", -7), ("0", 0), ("99999999999999999999",
+                                                           99999999999999999999),
+    ("seven", None), ("", None), ("7.0", None), ("+7", None), ("٧", None), ("1" * 31, None),
+])
+def test_protocol_versions(text: str, number: int | None) -> None:
+    assert protocol_version(text) == number
+
+
+def test_a_connection_signs_in_as_one_user() -> None:
+    p = protocol()
+    ann = sdk_for(DEFAULT).authenticate_user("123.456", {"id": "ann"})
+    bob = sdk_for(DEFAULT).authenticate_user("123.456", {"id": "bob"})
+    assert p.receive(frame("pusher:signin", ann))[0].frame["event"] == "pusher:signin_success"
+    assert p.receive(frame("pusher:signin", ann))[0].frame["event"] == "pusher:signin_success"
+    (refused,) = p.receive(frame("pusher:signin", bob))
+    assert refused.frame["data"]["code"] == 4009
+    assert "signed in as 'ann'" in refused.frame["data"]["message"]
+    assert p.user_id == "ann"
+    assert len(p.take_pending()) == 1, "one SignedIn"
+
+
 def test_message_frames_carry_position_user_id_and_string_data() -> None:
     p = protocol(OTHER)
     text = p.render_message(record(";42;news", "e", wrap({"a": 1}, socket_id="9.9",
@@ -340,6 +433,48 @@ def test_heartbeats_in_parts_replace_a_nodes_state_once_complete() -> None:
         assert table.apply(junk, 3)[0] == []
 
 
+def test_the_excess_over_a_quota_goes_to_the_newest_admitter_first() -> None:
+    table = OccupancyTable("a", ttl_s=3)
+    table.apply(update_op("a", {"1": AppState(4, newest_ms=1000)}), 0)
+    table.apply(update_op("b", {"1": AppState(4, newest_ms=2000)}), 0)
+    table.apply(update_op("c", {"1": AppState(1, newest_ms=500)}), 0)
+    assert table.connections("1") == 9
+    assert table.quota_shares("1", 3) == {"b": 4, "a": 2}
+    assert table.quota_shares("1", 8) == {"b": 1}
+    assert table.quota_shares("1", 9) == {}
+    assert table.quota_shares("1", 100) == {}
+    # Equal times: the greater node id first, so every node splits alike.
+    table.apply(update_op("a", {"1": AppState(4, newest_ms=2000)}), 0)
+    assert table.quota_shares("1", 6) == {"b": 3}
+
+
+async def test_each_node_closes_its_share_once_the_excess_has_lasted() -> None:
+    shed: list[tuple[str, int]] = []
+
+    async def report(transitions: list[Transition], time_ms: int) -> None:
+        pass
+
+    cluster = Cluster(None, "a", ttl_s=3, report=report,  # type: ignore[arg-type]
+                      terminate=lambda app, user: None, limits={"1": 3, "2": 0},
+                      shed=lambda app, n: shed.append((app, n)))
+    cluster.active = True
+    for _ in range(4):
+        cluster.connected("1", +1)
+    cluster.table.apply(update_op("a", cluster.local_state()), 0)
+    cluster.table.apply(update_op("b", {"1": AppState(4, newest_ms=1)}), 0)
+    cluster.enforce_quotas(10.0)
+    assert shed == [], "not before the excess has lasted"
+    cluster.enforce_quotas(10.0 + QUOTA_SETTLE_S)
+    assert shed == [("1", 4)], "a admitted last: all of its 4, then b 1 (b's to close)"
+    cluster.enforce_quotas(20.0)
+    assert shed == [("1", 4)], "waits for its lower count to come back through the log"
+    cluster.table.apply(update_op("a", {"1": AppState(0, newest_ms=5)}), 0)
+    cluster.table.apply(update_op("b", {"1": AppState(3, newest_ms=1)}), 0)
+    cluster.enforce_quotas(21.0)
+    cluster.enforce_quotas(21.0 + QUOTA_SETTLE_S)
+    assert shed == [("1", 4)], "at the limit: nothing more"
+
+
 # --- apps from config, close codes ---------------------------------------------------------
 
 
@@ -372,6 +507,19 @@ def test_apps_come_from_the_config_file_and_the_default_from_the_environment(
     ('apps = 1\n', {}, "apps", "list of tables"),
     ('[pusher]\nactivity_timeout = 0\n', {}, "pusher.activity_timeout", ">= 1"),
     ('', {"CHANNELCAST_APP_WEBHOOK_URL": "ftp://x"}, "CHANNELCAST_APP_WEBHOOK_URL", "http"),
+    ('[[apps]]\nid = 2\nkey = "k:2"\nsecret = "b"\n', {}, "apps[0].key",
+     "has character ':'; an app key is made of A-Z a-z 0-9 . _ - only"),
+    ('[[apps]]\nid = 2\nkey = "a/b"\nsecret = "b"\n', {}, "apps[0].key", "character '/'"),
+    ('[[apps]]\nid = 2\nkey = "a b"\nsecret = "b"\n', {}, "apps[0].key", "character ' '"),
+    ('[[apps]]\nid = 2\nkey = "a?b"\nsecret = "b"\n', {}, "apps[0].key", "character '?'"),
+    ('[[apps]]\nid = 2\nkey = "a#b"\nsecret = "b"\n', {}, "apps[0].key", "character '#'"),
+    ('[[apps]]\nid = 2\nkey = "ä"\nsecret = "b"\n', {}, "apps[0].key", "character 'ä'"),
+    ('', {"CHANNELCAST_APP_KEY": "my:key"}, "CHANNELCAST_APP_KEY", "character ':'"),
+    ('[gateway]\napp_key = "x%2F"\n', {}, "gateway.app_key", "character '%'"),
+    ('[pusher]\nwebhook_timeout_s = 600\n', {}, "pusher.webhook_timeout_s", "60"),
+    ('[pusher]\nwebhook_retry_backoff_s = 2\nwebhook_retry_backoff_max_s = 1\n', {},
+     "pusher.webhook_retry_backoff_max_s", ">= pusher.webhook_retry_backoff_s"),
+    ('[pusher]\nmax_user_info_bytes = 1\n', {}, "pusher.max_user_info_bytes", ">= 2"),
 ])
 def test_app_config_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str],
                                         key: str, words: str) -> None:

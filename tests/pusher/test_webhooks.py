@@ -1,19 +1,34 @@
 """Webhooks on the memory broker: channel_occupied/vacated, member_added/removed,
 client_event and cache_miss, signed so that the SDK's ``validate_webhook`` accepts them,
-and retried until the receiver takes them (at least once). The cluster state behind them
-is published only once the protocol is used."""
+and retried until the receiver takes them (at least once), for long enough to outlast a
+receiver's restart, with ``time_ms`` the time of the event on every attempt. One app's
+hung receiver never delays another app's webhooks. The cluster state behind them is
+published only once the protocol is used."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from channelcast.config import PusherSettings
 from channelcast.gateway.pusher.cluster import STATE_CHANNEL
+from channelcast.gateway.pusher.webhooks import retry_policy
 from channelcast.types import Position
 from tests.gateway.conftest import running_gateway, ws_client
-from tests.pusher.conftest import pusher_settings, raw_pusher, sdk, webhook_receiver
+from tests.pusher.conftest import (
+    OTHER_APP,
+    DeadReceiver,
+    pusher_settings,
+    raw_pusher,
+    sdk,
+    until_published,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,3 +119,64 @@ async def test_a_node_publishes_no_pusher_state_until_the_protocol_is_used() -> 
         end = await broker.end_position(STATE_CHANNEL)
         assert await broker.history(STATE_CHANNEL, Position(end.topic, end.partition, -1)) \
             == []
+
+
+async def test_one_apps_hung_receiver_never_delays_another_apps_webhooks() -> None:
+    """App 42's receiver accepts connections and never answers; app 1's webhooks still
+    arrive at once (before: they waited behind app 42's records, ~5 attempts x timeout
+    each, or were dropped as too old)."""
+    with webhook_receiver() as hooks, DeadReceiver() as dead:
+        stuck = replace(OTHER_APP, webhook_url=dead.url)
+        settings = pusher_settings(webhook_url=hooks.url, apps=(stuck,),
+                                   webhook_timeout_s=5.0, webhook_max_age_s=20.0)
+        async with running_gateway(settings) as gw:
+            server = sdk(gw)
+            loop = asyncio.get_running_loop()
+            async with raw_pusher(gw, key=stuck.key) as shop:
+                await shop.subscribe("shopchan")
+                await until_published(gw, "shopchan", 1, app_id=stuck.id)
+            deadline = loop.time() + 10
+            while dead.requests == 0:  # app 42's first record is being sent, and hangs
+                assert loop.time() < deadline, "app 42's webhook was never attempted"
+                await asyncio.sleep(0.05)
+            started = loop.time()
+            async with raw_pusher(gw) as ann:
+                await ann.subscribe("hol-app1")
+                await until_published(gw, "hol-app1", 1)
+            events = await hooks.wait_for(server, lambda e: len(e) >= 2, wait_s=15)
+            took = loop.time() - started
+            assert names(events) == [("channel_occupied", "hol-app1"),
+                                     ("channel_vacated", "hol-app1")]
+            assert took < 3.0, f"app 1's webhooks took {took:.1f} s"
+            stats = gw.gateway.pusher.webhooks.stats()
+            assert stats["42"].processed == 0  # still hanging on its first record
+
+
+def test_the_default_retry_policy_outlasts_a_receiver_restart_of_a_minute() -> None:
+    settings = PusherSettings()
+    policy = retry_policy(settings)
+    waits = [policy.backoff(n) for n in range(1, policy.max_attempts)]
+    assert sum(waits) >= 60, waits
+    # ...and gives up (dead-letters) before the SDKs would refuse the webhook as too old.
+    assert sum(waits) + policy.max_attempts * settings.webhook_timeout_s \
+        < settings.webhook_max_age_s
+
+
+async def test_a_receiver_down_for_seconds_gets_the_webhook_with_the_events_time() -> None:
+    """The receiver answers 500 for 3 s (before: retried for 1.5 s, then dead-lettered).
+    Every attempt carries the same ``time_ms``: when the channel became occupied."""
+    with webhook_receiver(fail_until=time.monotonic() + 3.0) as hooks:
+        async with running_gateway(pusher_settings(webhook_url=hooks.url)) as gw, \
+                raw_pusher(gw) as ann:
+            server = sdk(gw)
+            before = time.time() * 1000
+            await ann.subscribe("news")
+            after = time.time() * 1000
+            events = await hooks.wait_for(server, lambda e: len(e) >= 1, wait_s=20)
+            assert names(events) == [("channel_occupied", "news")]
+            with hooks.lock:
+                attempts = list(hooks.attempts)
+            assert len(attempts) >= 3, attempts  # failed ones, then the delivered one
+            assert attempts[-1][0] - attempts[0][0] >= 2.5
+            (time_ms,) = {json.loads(body)["time_ms"] for _, body in attempts}
+            assert before - 50 <= time_ms <= after + 500, (before, time_ms, after)

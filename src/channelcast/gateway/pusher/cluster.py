@@ -12,6 +12,9 @@ Every node publishes its own state as operations on one internal channel,
 * ``expire``: a node noticed another one silent for ``ttl`` seconds; ``bye``: a node leaves;
 * ``terminate``: close an app user's connections (every node closes its own).
 
+Each app's part of a node's state also says when the node last admitted a connection of
+the app (``newest``, Unix ms): the connection quota uses it (below).
+
 A node takes part (publishes) only once the protocol is used: on its first Pusher
 connection or HTTP API request, when another node's operations appear in the log, or at
 start when the recent log holds some (:meth:`Cluster.activate`). A deployment that never
@@ -32,7 +35,18 @@ questions from the table, with this node's own current counts in place of its la
 published ones. Its queue of reports is bounded (:data:`REPORT_QUEUE`); when full,
 reports are dropped and logged, as is a report the broker refused
 :data:`REPORT_ATTEMPTS` times. This module never touches client connections: it calls
-back (``report``, ``terminate``) and :mod:`.node` acts.
+back (``report``, ``terminate``, ``shed``) and :mod:`.node` acts.
+
+Connection quotas (an app's ``max_connections``): a node admits a connection when the
+cluster count it knows (the table, with its own live count) is below the limit, so nodes
+admitting at the same moment can go over it together. The excess is then corrected from
+the table: when an app's published count has stayed above its limit for
+:data:`QUOTA_SETTLE_S`, :meth:`OccupancyTable.quota_shares` splits the excess among the
+nodes, the node that admitted most recently first (up to all of its connections of the
+app), then the next; each node closes its share of its own newest connections of the app
+(``shed``, close code 4100) and then waits until its lower count is back in the table.
+Every node computes the same split from the same table, so the cluster ends at the limit
+within about a second, never below it by more than departures not yet published.
 """
 
 from __future__ import annotations
@@ -61,6 +75,13 @@ HEARTBEAT_PART_CHANNELS = 500
 MAX_HEARTBEAT_PARTS = 10_000
 REPORT_QUEUE = 10_000
 REPORT_ATTEMPTS = 10
+QUOTA_SETTLE_S = 0.5
+"""How long an app's published connection count must stay above its limit before the
+excess is closed (more than a flush and a broker round trip, so that what the nodes
+publish has settled and they all split the same excess)."""
+QUOTA_WAIT_S = 5.0
+"""How long a node that closed its share waits for its lower count to come back through
+the log before it may close more."""
 LEAVE_S = 5.0
 LOOKBACK = 100
 """Records of the state channel's partition a starting node looks back at (to decide
@@ -87,6 +108,8 @@ class ChannelStat:
 class AppState:
     connections: int = 0
     channels: dict[str, ChannelStat] = field(default_factory=dict)
+    newest_ms: int = 0
+    """When the node last admitted a connection of the app (Unix ms; 0: unknown)."""
 
 
 NodeState = dict[str, AppState]
@@ -121,24 +144,43 @@ def _stat_of(obj: object) -> ChannelStat | None:
 
 
 def _apps_obj(apps: Mapping[str, AppState]) -> dict[str, Any]:
-    return {a: {"conns": s.connections, "channels": {c: _stat_obj(v)
-                                                     for c, v in s.channels.items()}}
-            for a, s in apps.items()}
+    out: dict[str, Any] = {}
+    for a, s in apps.items():
+        app: dict[str, Any] = {"conns": s.connections,
+                               "channels": {c: _stat_obj(v) for c, v in s.channels.items()}}
+        if s.newest_ms:
+            app["newest"] = s.newest_ms
+        out[a] = app
+    return out
 
 
-def _apps_of(obj: object) -> dict[str, tuple[int | None, dict[str, ChannelStat | None]]]:
-    """Decoded ``apps``: app -> (connections or None, channel -> stat or None to drop)."""
-    out: dict[str, tuple[int | None, dict[str, ChannelStat | None]]] = {}
+@dataclass(frozen=True, slots=True)
+class _AppPart:
+    """One app's part of an operation: connections and ``newest`` (None: not given) and
+    channel -> stat (None: malformed, dropped)."""
+
+    conns: int | None
+    newest_ms: int | None
+    channels: dict[str, ChannelStat | None]
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
+def _apps_of(obj: object) -> dict[str, _AppPart]:
+    """Decoded ``apps`` of an operation (malformed parts left out)."""
+    out: dict[str, _AppPart] = {}
     if not isinstance(obj, dict):
         return out
     for app, raw in obj.items():
         if not isinstance(app, str) or not isinstance(raw, dict):
             continue
-        conns = raw.get("conns")
         channels = raw.get("channels")
-        out[app] = (conns if isinstance(conns, int) and conns >= 0 else None,
-                    {c: _stat_of(v) for c, v in channels.items() if isinstance(c, str)}
-                    if isinstance(channels, dict) else {})
+        out[app] = _AppPart(_count(raw.get("conns")), _count(raw.get("newest")),
+                            {c: _stat_of(v) for c, v in channels.items() if isinstance(c, str)}
+                            if isinstance(channels, dict) else {})
     return out
 
 
@@ -155,7 +197,7 @@ def heartbeat_ops(node: str, state: Mapping[str, AppState], *,
     beat = uuid.uuid4().hex[:12]
     ops = []
     for i, chunk in enumerate(chunks):
-        apps: dict[str, AppState] = {a: AppState(st.connections) for a, st in state.items()}
+        apps = {a: AppState(st.connections, newest_ms=st.newest_ms) for a, st in state.items()}
         for a, c, s in chunk:
             apps[a].channels[c] = s
         ops.append({"op": "heartbeat", "node": node, "beat": beat, "part": i,
@@ -201,6 +243,27 @@ class OccupancyTable:
         return sum(st.connections for _, state in self._states(overlay)
                    if (st := state.get(app)) is not None)
 
+    def quota_shares(self, app: str, limit: int) -> dict[str, int]:
+        """How many connections of ``app`` each node must close so that the cluster has
+        ``limit``: the excess goes to the node that admitted most recently (``newest``;
+        ties: the greater node id) up to all of its connections, then to the next. Empty
+        when the app is within its limit. A function of the table alone, so every node
+        that has applied the same operations splits the excess alike."""
+        excess = self.connections(app) - limit
+        shares: dict[str, int] = {}
+        if excess <= 0:
+            return shares
+        nodes = sorted(((st.newest_ms, node, st.connections) for node, state in
+                        self.nodes.items() if (st := state.get(app)) is not None
+                        and st.connections > 0), reverse=True)
+        for _newest, node, conns in nodes:
+            share = min(excess, conns)
+            shares[node] = share
+            excess -= share
+            if excess == 0:
+                break
+        return shares
+
     def _states(self, overlay: NodeState | None) -> list[tuple[str, NodeState]]:
         out = [(n, s) for n, s in self.nodes.items()
                if overlay is None or n != self.local_node]
@@ -230,13 +293,15 @@ class OccupancyTable:
             return self._replace(gone, None), node, gone == self.local_node
         self.seen[node] = now
         if kind == "update":
-            state = {a: AppState(st.connections, dict(st.channels))
+            state = {a: AppState(st.connections, dict(st.channels), st.newest_ms)
                      for a, st in self.nodes.get(node, {}).items()}
-            for app, (conns, channels) in _apps_of(op.get("apps")).items():
+            for app, given in _apps_of(op.get("apps")).items():
                 st = state.setdefault(app, AppState())
-                if conns is not None:
-                    st.connections = conns
-                for c, s in channels.items():
+                if given.conns is not None:
+                    st.connections = given.conns
+                if given.newest_ms is not None:
+                    st.newest_ms = given.newest_ms
+                for c, s in given.channels.items():
                     if s is None or s.count == 0:
                         st.channels.pop(c, None)
                     else:
@@ -259,11 +324,13 @@ class OccupancyTable:
             current = (beat, {}, set())
             self._partial[node] = current
         state, seen_parts = current[1], current[2]
-        for app, (conns, channels) in _apps_of(op.get("apps")).items():
+        for app, given in _apps_of(op.get("apps")).items():
             st = state.setdefault(app, AppState())
-            if conns is not None:
-                st.connections = conns
-            st.channels.update({c: s for c, s in channels.items()
+            if given.conns is not None:
+                st.connections = given.conns
+            if given.newest_ms is not None:
+                st.newest_ms = given.newest_ms
+            st.channels.update({c: s for c, s in given.channels.items()
                                 if s is not None and s.count > 0})
         seen_parts.add(part)
         if len(seen_parts) < parts:
@@ -308,6 +375,7 @@ class OccupancyTable:
 @dataclass(slots=True)
 class _LocalApp:
     connections: int = 0
+    newest_ms: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     users: dict[str, Counter[str]] = field(default_factory=dict)
     """presence channel -> user id -> local connections of that user there"""
@@ -319,27 +387,39 @@ class _LocalApp:
                                                                 if n > 0))
 
 
-Reporter = Callable[[list[Transition]], Awaitable[None]]
+Reporter = Callable[[list[Transition], int], Awaitable[None]]
+"""Reports transitions (and when they happened, Unix ms) as webhooks."""
 Terminator = Callable[[str, str], None]
+Shedder = Callable[[str, int], None]
+"""Closes this many of this node's newest connections of the app (over its quota)."""
 
 
 class Cluster:
     """This node's part in the cluster-wide Pusher state (see the module docstring)."""
 
     def __init__(self, broker: Broker, node_id: str, *, ttl_s: float, report: Reporter,
-                 terminate: Terminator) -> None:
+                 terminate: Terminator, limits: Mapping[str, int] | None = None,
+                 shed: Shedder | None = None) -> None:
+        """``limits``: app id -> its ``max_connections`` (0 or absent: none); ``shed``
+        closes connections over a limit (see the module docstring)."""
         self.broker = broker
         self.node_id = node_id
         self.ttl_s = ttl_s
         self.table = OccupancyTable(self.node_id, ttl_s)
         self._report = report
         self._terminate = terminate
+        self.limits = {a: n for a, n in (limits or {}).items() if n > 0}
+        self._shed = shed
+        self._over_since: dict[str, float] = {}
+        self._shed_wait: dict[str, tuple[int, float]] = {}
+        """app -> (our count after closing our share, when): until the table shows it."""
         self._local: dict[str, _LocalApp] = {}
         self._dirty: dict[str, set[str]] = {}
         self._wake = asyncio.Event()
         self._beat_now = False
         self._expiring: set[str] = set()
-        self._reports: asyncio.Queue[list[Transition]] = asyncio.Queue(REPORT_QUEUE)
+        self._reports: asyncio.Queue[tuple[list[Transition], int]] = asyncio.Queue(
+            REPORT_QUEUE)
         self._position: Position | None = None
         self._subscription: Subscription | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -455,7 +535,10 @@ class Cluster:
 
     def connected(self, app: str, delta: int) -> None:
         self.activate()
-        self._app(app).connections += delta
+        local = self._app(app)
+        local.connections += delta
+        if delta > 0:
+            local.newest_ms = int(time.time() * 1000)
         self._touch(app, None)
 
     def subscribed(self, app: str, channel: str, user_id: str | None, presence: bool,
@@ -483,7 +566,8 @@ class Cluster:
         self._wake.set()
 
     def local_state(self) -> NodeState:
-        return {a: AppState(loc.connections, {c: loc.stat(c) for c in loc.counts})
+        return {a: AppState(loc.connections, {c: loc.stat(c) for c in loc.counts},
+                            loc.newest_ms)
                 for a, loc in self._local.items()}
 
     # --- queries (HTTP API) -------------------------------------------------------------
@@ -520,7 +604,7 @@ class Cluster:
             self._wake.set()
         if transitions and author == self.node_id:
             try:
-                self._reports.put_nowait(transitions)
+                self._reports.put_nowait((transitions, record.envelope.timestamp))
             except asyncio.QueueFull:
                 log.warning("pusher webhooks: report queue full, dropped %d events",
                             len(transitions))
@@ -547,7 +631,8 @@ class Cluster:
         apps = {}
         for app, channels in dirty.items():
             loc = self._app(app)
-            apps[app] = AppState(loc.connections, {c: loc.stat(c) for c in channels})
+            apps[app] = AppState(loc.connections, {c: loc.stat(c) for c in channels},
+                                 loc.newest_ms)
         await self._publish(update_op(self.node_id, apps))
 
     async def _run(self) -> None:
@@ -568,21 +653,52 @@ class Cluster:
                         self._expiring.add(node)
                         await self._publish({"op": "expire", "node": self.node_id,
                                              "gone": node})
+                self.enforce_quotas(now)
             except Exception as exc:
                 log.warning("pusher cluster state: publish failed: %s", exc)
                 self._beat_now = True  # the next heartbeat restores what was lost
                 await asyncio.sleep(min(1.0, self.ttl_s / 10))
             await asyncio.sleep(FLUSH_S)
 
+    def enforce_quotas(self, now: float) -> None:
+        """Close this node's share of the connections over an app's limit once the excess
+        has lasted :data:`QUOTA_SETTLE_S` (see the module docstring). ``now``: monotonic."""
+        if not self.active or self._shed is None:
+            return
+        for app, limit in self.limits.items():
+            mine = self.table.nodes.get(self.node_id, {}).get(app)
+            waiting = self._shed_wait.get(app)
+            if waiting is not None:
+                if (mine is not None and mine.connections <= waiting[0]) \
+                        or now - waiting[1] >= QUOTA_WAIT_S:
+                    del self._shed_wait[app]
+                else:
+                    continue
+            if self.table.connections(app) <= limit:
+                self._over_since.pop(app, None)
+                continue
+            since = self._over_since.setdefault(app, now)
+            if now - since < QUOTA_SETTLE_S:
+                continue
+            share = self.table.quota_shares(app, limit).get(self.node_id, 0)
+            if share <= 0:
+                continue
+            self._over_since.pop(app, None)
+            local = self._app(app).connections
+            self._shed_wait[app] = (max(0, local - share), now)
+            log.info("app %s has %d connections across the cluster (limit %d): closing %d "
+                     "of this node's newest", app, self.table.connections(app), limit, share)
+            self._shed(app, share)
+
     async def _reporter(self) -> None:
         """Hand reports over (to the webhook channel), retrying a failing broker with
         back-off for about half a minute before a report is dropped with a WARNING."""
         while True:
-            transitions = await self._reports.get()
+            transitions, time_ms = await self._reports.get()
             try:
                 for attempt in range(REPORT_ATTEMPTS):
                     try:
-                        await self._report(transitions)
+                        await self._report(transitions, time_ms)
                         break
                     except Exception as exc:
                         if attempt + 1 == REPORT_ATTEMPTS or self._closed:

@@ -11,18 +11,21 @@ Routes (each request signed with Pusher's query-string signature, see
     POST /apps/{id}/users/{user}/terminate_connections
     POST /users/{user}/terminate_connections     the path the Python SDK 3.3 uses (app by auth_key)
 
-Answers are JSON; channelcast adds ``positions`` (where each event was stored). Errors
-are plain text, as the SDKs expect: 400 (bad request), 401 (signature), 403 (a key of
-another app), 404 (no such app), 413 (data over the app's ``max_event_bytes``), 503
-(broker). This module maps errors to those statuses in :func:`_text_errors`, for its own
-routes only (the native API's JSON error table in :mod:`..app` stays as it is). Counts
-are cluster-wide (:mod:`.cluster`). This module never touches a WebSocket: triggers go
-through the broker, terminations through the cluster state.
+Bodies are strict JSON (:mod:`channelcast.gateway.jsontext`: no NaN/Infinity, no lone
+surrogate), as everywhere in the gateway. ``info`` on a trigger is per channel, as in
+Pusher's API: ``subscription_count`` for every channel, ``user_count`` for the presence
+channels among them (left out for the others). Answers are JSON; channelcast adds
+``positions`` (where each event was stored). Errors are plain text, as the SDKs expect:
+400 (bad request), 401 (signature), 403 (a key of another app), 404 (no such app), 413
+(data over the app's ``max_event_bytes``), 503 (broker). This module maps errors to those
+statuses in :func:`_text_errors`, for its own routes only (the native API's JSON error
+table in :mod:`..app` stays as it is). Counts are cluster-wide (:mod:`.cluster`). This
+module never touches a WebSocket: triggers go through the broker, terminations through
+the cluster state.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ from channelcast.errors import (
     MessageError,
     RequestRefused,
 )
+from channelcast.gateway import jsontext
 from channelcast.gateway.api import read_body
 from channelcast.gateway.node import gateway_of
 from channelcast.gateway.pusher import names
@@ -109,9 +113,9 @@ async def _authenticated(request: Request) -> tuple[PusherNode, PusherApp, bytes
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise _bad(f"body is not JSON: {exc}") from exc
+        obj = jsontext.loads(body)
+    except ValueError as exc:
+        raise _bad(f"body is not strict JSON: {exc}"[:300]) from exc
     if not isinstance(obj, dict):
         raise _bad("body must be a JSON object")
     return obj
@@ -153,7 +157,11 @@ def _event(app: PusherApp, item: dict[str, Any], where: str, many: bool) -> _Eve
     if size > app.max_event_bytes:
         raise RequestRefused(413, "too_large", f"{where}data is {size} bytes; the limit is "
                              f"{app.max_event_bytes}")
-    if many and "channels" in item:
+    if "channels" in item and "channel" in item:
+        raise _bad(f"{where}give either channels or channel, not both")
+    if "channels" in item:
+        if not many:
+            raise _bad(f"{where}channels: a batch event has one 'channel'")
         raw = item["channels"]
         if not isinstance(raw, list) or not raw:
             raise _bad(f"{where}channels must be a non-empty list")
@@ -176,21 +184,23 @@ def _event(app: PusherApp, item: dict[str, Any], where: str, many: bool) -> _Eve
     info = _info(item.get("info"))
     if info - {"user_count", "subscription_count"}:
         raise _bad(f"{where}info takes user_count and subscription_count")
-    if "user_count" in info and any(c.kind is not Kind.PRESENCE for c in channels):
-        raise _bad(f"{where}info=user_count is only for presence channels")
     return _Event(channels, name, data, socket_id, info)
 
 
 def _channel_info(stats: dict[str, ChannelStat], channel: PusherChannel,
-                  info: set[str]) -> dict[str, Any]:
+                  info: set[str], *, per_channel: bool = False) -> dict[str, Any]:
+    """The asked ``info`` of one channel. ``user_count`` exists for presence channels
+    only: asked of another channel it is left out (``per_channel``: a trigger's channels,
+    as Pusher does) or refused with 400 (a query about that one channel)."""
     stat = stats.get(channel.channel, ChannelStat(0))
     out: dict[str, Any] = {}
     if "subscription_count" in info:
         out["subscription_count"] = stat.count
     if "user_count" in info:
-        if channel.kind is not Kind.PRESENCE:
+        if channel.kind is Kind.PRESENCE:
+            out["user_count"] = len(stat.users or ())
+        elif not per_channel:
             raise _bad(f"user_count is only for presence channels, not {channel.name!r}")
-        out["user_count"] = len(stat.users or ())
     return out
 
 
@@ -208,7 +218,8 @@ async def _trigger(node: PusherNode, app: PusherApp,
     for e in events:
         answer: dict[str, Any] = {}
         if e.info:
-            answer["channels"] = {c.name: _channel_info(stats, c, e.info) for c in e.channels}
+            answer["channels"] = {c.name: _channel_info(stats, c, e.info, per_channel=True)
+                                  for c in e.channels}
         answer["positions"] = {c.name: str(next(at)) for c in e.channels}
         answers.append(answer)
     if batch:

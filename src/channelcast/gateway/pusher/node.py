@@ -1,5 +1,6 @@
-"""The Pusher side of one gateway node: its apps, its Pusher connections, the cluster
-state, webhooks, idle-connection pings, client events and cache lookups.
+"""The Pusher side of one gateway node: its apps, its Pusher connections (oldest first;
+the newest are the ones closed when the cluster is over an app's connection quota), the
+cluster state, webhooks, idle-connection pings, client events and cache lookups.
 
 The node (:class:`channelcast.gateway.node.Gateway`) starts and closes it; the WebSocket
 endpoint (:mod:`.session`) and the HTTP API (:mod:`.http`) use it. It never reads a frame
@@ -22,6 +23,7 @@ from channelcast.gateway.pusher import names
 from channelcast.gateway.pusher.apps import AppRegistry, PusherApp
 from channelcast.gateway.pusher.cluster import Cluster, Transition
 from channelcast.gateway.pusher.protocol import (
+    CLOSE_OVER_QUOTA,
     CLOSE_PONG_TIMEOUT,
     CLOSE_TERMINATED,
     ClientEvent,
@@ -30,7 +32,7 @@ from channelcast.gateway.pusher.protocol import (
 )
 from channelcast.gateway.pusher.records import data_text, wrap
 from channelcast.gateway.pusher.webhooks import Webhooks
-from channelcast.message import Envelope
+from channelcast.message import Envelope, Record
 from channelcast.types import ChannelName, Position
 
 if TYPE_CHECKING:
@@ -59,13 +61,14 @@ class PusherNode:
         self.settings = settings.pusher
         self.enabled = settings.pusher.enabled
         self.apps = AppRegistry.from_settings(settings)
-        self.webhooks = Webhooks(gateway.broker, self.apps, group=self.settings.webhook_group,
-                                 timeout_s=self.settings.webhook_timeout_s,
-                                 max_age_s=self.settings.webhook_max_age_s)
+        self.webhooks = Webhooks(gateway.broker, self.apps, self.settings)
         self.cluster = Cluster(gateway.broker, gateway.hub.node_id,
                                ttl_s=settings.gateway.presence_ttl_s, report=self._report,
-                               terminate=self._terminate_local)
-        self.connections: set[PusherConnection] = set()
+                               terminate=self._terminate_local,
+                               limits={app.id: app.max_connections for app in self.apps},
+                               shed=self._shed)
+        self.connections: dict[PusherConnection, None] = {}
+        """This node's Pusher connections, oldest first."""
         self._users: dict[tuple[str, str], set[PusherConnection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -107,13 +110,13 @@ class PusherNode:
             self.cluster.connections(app.id) >= app.max_connections
 
     def register(self, conn: PusherConnection) -> None:
-        self.connections.add(conn)
+        self.connections[conn] = None
         self.cluster.connected(conn.protocol.app.id, +1)
 
     def unregister(self, conn: PusherConnection) -> None:
         if conn not in self.connections:
             return
-        self.connections.discard(conn)
+        del self.connections[conn]
         self.cluster.connected(conn.protocol.app.id, -1)
         user = conn.protocol.user_id
         if user is not None:
@@ -132,6 +135,16 @@ class PusherNode:
         """A local connection joined (+1) or left (-1) ``channel``: counts, webhooks."""
         self.cluster.subscribed(conn.protocol.app.id, channel, user_id,
                                 channel.startswith("presence-"), delta)
+
+    def _shed(self, app_id: str, count: int) -> None:
+        """Close ``count`` of this node's newest connections of the app (over its
+        cluster-wide quota) with 4100; they stop counting at once."""
+        newest = [conn for conn in reversed(self.connections)
+                  if conn.protocol.app.id == app_id][:count]
+        for conn in newest:
+            self.unregister(conn)
+            self.spawn(conn.terminate(CLOSE_OVER_QUOTA,
+                                      f"app {app_id} is over its connection quota"))
 
     def _terminate_local(self, app_id: str, user_id: str) -> None:
         for conn in list(self._users.get((app_id, user_id), ())):
@@ -174,7 +187,7 @@ class PusherNode:
     async def cache_miss(self, app: PusherApp, name: str) -> None:
         await self.webhooks.publish(app, [{"name": "cache_miss", "channel": name}])
 
-    async def _report(self, transitions: list[Transition]) -> None:
+    async def _report(self, transitions: list[Transition], time_ms: int) -> None:
         by_app: dict[str, list[dict[str, Any]]] = {}
         for t in transitions:
             app = self.apps.by_id(t.app)
@@ -190,13 +203,14 @@ class PusherNode:
         for app_id, events in by_app.items():
             app = self.apps.by_id(app_id)
             assert app is not None
-            await self.webhooks.publish(app, events)
+            await self.webhooks.publish(app, events, time_ms=time_ms)
 
-    async def cache_since(self, channel: ChannelName) -> Position:
-        """Where a cache channel's subscription starts: just before its last event
-        (searched in the last ``pusher.cache_lookback`` records of its partition), or the
-        partition's end when it has none (then the replay holds only what is published
-        meanwhile, and an empty one is a cache miss)."""
+    async def cache_lookup(self, channel: ChannelName) -> tuple[Position, Record | None]:
+        """A cache channel's last event (searched in the last ``pusher.cache_lookback``
+        records of its partition; None when it has none) and where a subscription that
+        serves it starts: just before it, or the partition's end when there is none (then
+        the replay holds only what is published meanwhile, and an empty one is a cache
+        miss)."""
         broker = self.gateway.broker
         end = await broker.end_position(channel)
         start = max(end.offset - self.settings.cache_lookback, -1)
@@ -204,17 +218,17 @@ class PusherNode:
         if low is not None:
             start = max(start, low - 1)
         if start >= end.offset:
-            return end
+            return end, None
         try:
             records = await broker.history(channel, Position(end.topic, end.partition, start,
                                                                   end.epoch))
         except HistoryUnavailable:
-            return end
+            return end, None
         last = next((r for r in reversed(records) if not is_internal(r)), None)
         if last is None:
-            return end
+            return end, None
         return Position(last.position.topic, last.position.partition, last.position.offset - 1,
-                        last.position.epoch)
+                        last.position.epoch), last
 
 
 async def _low_watermark(broker: object, topic: str, partition: int) -> int | None:

@@ -9,22 +9,27 @@ What only Pusher has (client events, user sign-in) becomes :class:`ClientEvent` 
 clock except through the ``clock`` it is given.
 
 Frames: ``{"event", "channel"?, "data", ...}``; ``data`` of server events is a JSON
-string where pusher-js expects one. Beyond Pusher, every event frame carries a top-level
+string where pusher-js expects one. Client frames are strict JSON, as in the native
+protocol (:mod:`channelcast.gateway.jsontext`: no NaN/Infinity, no lone surrogate); others
+are answered ``pusher:error``. Beyond Pusher, every event frame carries a top-level
 ``"position"``, non-presence ``subscription_succeeded`` data carries ``{"position"}``, and
-``pusher:subscribe`` may carry ``since`` (recovery, as in the native protocol).
+``pusher:subscribe`` may carry ``since`` (recovery, as in the native protocol) and
+``previous_socket_ids`` (the client's earlier connections: events addressed away from
+them are left out for this one too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from channelcast.errors import AuthError, InvalidChannel, InvalidPosition
-from channelcast.gateway.presence import Member
+from channelcast.gateway import jsontext
+from channelcast.gateway.presence import MAX_USER_ID, Member
 from channelcast.gateway.protocol import (
     RECOVERY_FAILED,
     SUBSCRIBE_FAILED,
@@ -60,6 +65,18 @@ SIGNIN_FAILED = 4009
 """A bad ``pusher:signin`` gets ``pusher:error`` with this code; the connection stays."""
 
 CLIENT_EVENT_PREFIX = "client-"
+MAX_PREVIOUS_SOCKET_IDS = 10
+"""Earlier socket ids one connection may name (``previous_socket_ids``)."""
+SOCKET_ID = re.compile(r"[0-9]+\.[0-9]+")
+_VERSION = re.compile(r"-?[0-9]{1,30}")
+
+
+def protocol_version(text: str) -> int | None:
+    """The ``protocol`` query parameter as a number (negative ones too), or None when it
+    is not one. Versions from 7 up are served as 7 (pusher-js sends 7)."""
+    if not text.isascii() or not _VERSION.fullmatch(text):
+        return None
+    return int(text)
 
 
 # --- Pusher-only actions (run by PusherSession) ----------------------------------------
@@ -134,12 +151,16 @@ class PusherProtocol:
 
     def __init__(self, app: PusherApp, socket_id: str, *, max_subscriptions: int = 100,
                  max_frame_bytes: int = 65536, activity_timeout: int = 30,
-                 pong_timeout_s: float = 30.0,
+                 pong_timeout_s: float = 30.0, max_user_info_bytes: int = 1024,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.connection_id = socket_id
         self.max_subscriptions = max_subscriptions
         self.max_frame_bytes = max_frame_bytes
+        self.max_user_info_bytes = max_user_info_bytes
+        self.previous_socket_ids: dict[str, None] = {}
+        """The client's earlier socket ids it named (``previous_socket_ids``), oldest first,
+        at most :data:`MAX_PREVIOUS_SOCKET_IDS`."""
         self.activity_timeout = activity_timeout
         self.pong_timeout_s = pong_timeout_s
         self.clock = clock
@@ -165,17 +186,17 @@ class PusherProtocol:
         if size > self.max_frame_bytes:
             return [_error(None, f"frame is {size} bytes; the limit is {self.max_frame_bytes}")]
         try:
-            obj = json.loads(frame)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return [_error(None, f"frame is not JSON: {exc}"[:200])]
+            obj = jsontext.loads(frame)
+        except ValueError as exc:
+            return [_error(None, f"frame is not strict JSON: {exc}"[:200])]
         if not isinstance(obj, dict) or not isinstance(obj.get("event"), str):
             return [_error(None, "a frame is a JSON object with a string 'event'")]
         event: str = obj["event"]
         data = obj.get("data")
         if isinstance(data, str) and event.startswith("pusher:"):
             # some clients send the data of pusher:* events as a JSON string
-            with contextlib.suppress(ValueError, RecursionError):
-                data = json.loads(data)
+            with contextlib.suppress(ValueError):
+                data = jsontext.loads(data)
         if event == "pusher:ping":
             return [Send(event_frame("pusher:pong", {}))]
         if event == "pusher:pong":
@@ -210,18 +231,29 @@ class PusherProtocol:
                                    f"{channel.user_id!r} may subscribe to {name!r}", 401)]
         elif channel.signed:
             channel_data = data.get("channel_data") if channel.presence else None
-            if channel.presence:
-                member = _member(channel_data)
-                if member is None:
-                    return [_sub_error(name, "AuthError", "a presence channel needs "
-                                       "channel_data: a JSON object string with a user_id",
-                                       401)]
+            if channel.presence and not isinstance(channel_data, str):
+                return [_sub_error(name, "AuthError", "a presence channel needs "
+                                   "channel_data: a JSON object string with a user_id", 401)]
             try:
                 signatures.verify_channel_auth(self.app, self.connection_id, name,
                                                data.get("auth"),
                                                channel_data if channel.presence else None)
             except AuthError as exc:
                 return [_sub_error(name, "AuthError", str(exc), 401)]
+            if channel.presence:
+                assert isinstance(channel_data, str)
+                found = presence_member(channel_data, self.max_user_info_bytes)
+                if isinstance(found, str):
+                    return [_sub_error(name, "InvalidChannelData", found, 400)]
+                member = found
+        previous = data.get("previous_socket_ids")
+        if previous is not None:
+            if not (isinstance(previous, list) and len(previous) <= MAX_PREVIOUS_SOCKET_IDS
+                    and all(isinstance(s, str) and SOCKET_ID.fullmatch(s) for s in previous)):
+                return [_sub_error(name, "InvalidRequest", "previous_socket_ids must be a list "
+                                   f"of at most {MAX_PREVIOUS_SOCKET_IDS} socket ids "
+                                   "(digits.digits)", 400)]
+            self._remember_socket_ids(previous)
         since: Position | None = None
         raw_since = data.get("since")
         if raw_since is not None:
@@ -237,6 +269,15 @@ class PusherProtocol:
         if member is not None:
             self.members[channel.channel] = member
         return [Subscribe(channel.channel, since, member)]
+
+    def _remember_socket_ids(self, socket_ids: list[str]) -> None:
+        known = self.previous_socket_ids
+        for socket_id in socket_ids:
+            if socket_id != self.connection_id:
+                known.pop(socket_id, None)
+                known[socket_id] = None
+        while len(known) > MAX_PREVIOUS_SOCKET_IDS:
+            del known[next(iter(known))]
 
     def _unsubscribe(self, data: dict[str, Any]) -> list[Action]:
         try:
@@ -254,14 +295,20 @@ class PusherProtocol:
             return [_error(SIGNIN_FAILED, "pusher:signin needs user_data (a JSON string)")]
         try:
             signatures.verify_user(self.app, self.connection_id, data.get("auth"), user_data)
-            user = json.loads(user_data)
+            user = jsontext.loads(user_data)
         except AuthError as exc:
             return [_error(SIGNIN_FAILED, f"sign-in refused: {exc}")]
-        except (ValueError, RecursionError):
-            return [_error(SIGNIN_FAILED, "user_data is not JSON")]
+        except ValueError as exc:
+            return [_error(SIGNIN_FAILED, f"user_data is not strict JSON: {exc}"[:200])]
         user_id = user.get("id") if isinstance(user, dict) else None
         if not isinstance(user_id, str) or not user_id:
             return [_error(SIGNIN_FAILED, "user_data needs a non-empty string 'id'")]
+        if self.user_id is not None and self.user_id != user_id:
+            # One connection, one user: its user channel and terminate_connections name it.
+            return [_error(SIGNIN_FAILED, f"this connection is signed in as {self.user_id!r}; "
+                           "connect again to sign in as another user")]
+        if self.user_id == user_id:
+            return [Send(event_frame("pusher:signin_success", {"user_data": user_data}))]
         self.user_id = user_id
         self._pending.append(SignedIn(user_id))
         return [Send(event_frame("pusher:signin_success", {"user_data": user_data}))]
@@ -402,10 +449,43 @@ def _sub_error(channel: str, kind: str, message: str, status: int) -> Send:
                 f"pusher_subscription_{status}")
 
 
-def _member(channel_data: object) -> Member | None:
-    if not isinstance(channel_data, str):
-        return None
+def presence_member(channel_data: str, max_user_info_bytes: int) -> Member | str:
+    """The member a presence subscription's ``channel_data`` names, or why it names none:
+    a JSON object with ``user_id`` (a string of 1 to :data:`MAX_USER_ID` characters, or an
+    integer, taken as its digits) and optionally ``user_info`` (a JSON object of at most
+    ``max_user_info_bytes`` bytes as compact JSON, or null)."""
     try:
-        return Member.from_obj(json.loads(channel_data))
-    except (ValueError, RecursionError):
-        return None
+        obj = jsontext.loads(channel_data)
+    except ValueError as exc:
+        return f"channel_data is not strict JSON: {exc}"[:200]
+    if not isinstance(obj, dict):
+        return f"channel_data must be a JSON object, not {_json_type(obj)}"
+    user_id = obj.get("user_id")
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if user_id is None:
+        return "channel_data has no user_id"
+    if not isinstance(user_id, str):
+        return f"user_id must be a string or an integer, not {_json_type(user_id)}"
+    if not 0 < len(user_id) <= MAX_USER_ID:
+        return (f"user_id is {len(user_id)} characters; it must have 1 to {MAX_USER_ID}")
+    info = obj.get("user_info")
+    if info is not None:
+        if not isinstance(info, dict):
+            return f"user_info must be a JSON object, not {_json_type(info)}"
+        size = len(jsontext.dumps(info).encode())
+        if size > max_user_info_bytes:
+            return (f"user_info is {size} bytes as JSON; the limit is {max_user_info_bytes} "
+                    "(it is sent to every member of the channel)")
+    member = Member.from_obj(obj)
+    if member is None:  # the checks above are Member's, stricter: a bug if reached
+        return "channel_data is not a valid member"
+    return member
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string", int: "an integer",
+            float: "a floating-point number", type(None): "null"}.get(type(value),
+                                                                      type(value).__name__)

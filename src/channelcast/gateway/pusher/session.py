@@ -4,9 +4,11 @@ its transport.
 :class:`PusherSession` is the native :class:`~channelcast.gateway.session.Session` (send
 buffer, slow-client policy, hub listener) with a :class:`~.protocol.PusherProtocol`, plus
 what only Pusher has: it runs client events and sign-ins, leaves out events addressed
-away from its socket id, serves cache channels, keeps the node's subscription counts, and
-can be terminated with a close code. :class:`PusherTransport` maps the native close codes
-to Pusher's (1001 -> 4200, or the code the session was terminated with; 4008 -> 4100).
+away from its socket id (and from the client's earlier socket ids, which the recovery
+wrapper sends), serves cache channels (also when a recovery fails), keeps the node's
+subscription counts, and can be terminated with a close code. :class:`PusherTransport`
+maps the native close codes to Pusher's (1001 -> 4200, or the code the session was
+terminated with; 4008 -> 4100).
 This module never parses a frame (:mod:`.protocol` does) and never builds one of its own
 beyond the refusals of the handshake.
 """
@@ -43,6 +45,7 @@ from channelcast.gateway.pusher.protocol import (
     SignedIn,
     error_frame,
     event_frame,
+    protocol_version,
     stored_event,
 )
 from channelcast.gateway.session import Outgoing, Session
@@ -86,6 +89,10 @@ class PusherSession(Session):
         self.pusher_transport = transport
         self._counted: dict[ChannelName, str | None] = {}
         self._cache: dict[ChannelName, PusherChannel] = {}
+        """Cache channels subscribed from just before their last event."""
+        self._cache_fallback: dict[ChannelName, tuple[PusherChannel, Record | None]] = {}
+        """Cache channels subscribed with ``since``: their last event, for a failed
+        recovery."""
         self._terminating = False
 
     # --- frames from the client -------------------------------------------------------
@@ -103,28 +110,44 @@ class PusherSession(Session):
 
     async def subscribe(self, action: Subscribe) -> None:
         channel = self.protocol.subscriptions.get(action.channel)
-        if channel is not None and channel.cache and action.since is None:
+        if channel is not None and channel.cache:
             try:
-                since = await self.node.cache_since(action.channel)
+                since, last = await self.node.cache_lookup(action.channel)
             except ChannelcastError as exc:
                 log.warning("cache lookup of %s failed: %s", action.channel, exc)
             else:
-                self._cache[action.channel] = channel
-                action = Subscribe(action.channel, since, action.member)
+                if action.since is None:
+                    self._cache[action.channel] = channel
+                    action = Subscribe(action.channel, since, action.member)
+                else:  # the client recovers; should that fail, it still gets the cache
+                    self._cache_fallback[action.channel] = (channel, last)
         try:
             await super().subscribe(action)
         finally:
             self._cache.pop(action.channel, None)
+            self._cache_fallback.pop(action.channel, None)
         self._count()
+
+    def excluded(self, record: Record) -> bool:
+        """Whether ``record`` was addressed away from this client: triggered with its
+        socket id (or one of its earlier ones), or a client event it sent itself."""
+        socket_id = stored_event(record).socket_id
+        return socket_id is not None and (socket_id == self.connection_id
+                                          or socket_id in self.protocol.previous_socket_ids)
 
     # --- hub listener -----------------------------------------------------------------
     def attached(self, channel: ChannelName, result: AttachResult) -> None:
-        me = self.connection_id
-        result.replay = [item for item in result.replay
-                         if stored_event(item[0]).socket_id != me]
+        result.replay = [item for item in result.replay if not self.excluded(item[0])]
         cache = self._cache.pop(channel, None)
         if cache is not None:
             result.recovered = None  # a cache lookup is not the client's recovery
+        fallback = self._cache_fallback.pop(channel, None)
+        if fallback is not None and result.recovered is False:
+            # Recovery failed: serve the cache as to a new subscriber (unless events
+            # published meanwhile already are in the replay: the newest of them is it).
+            cache, last = fallback
+            if not result.replay and last is not None and not self.excluded(last):
+                result.replay = [(last, "")]
         super().attached(channel, result)
         if cache is not None and not result.replay:
             self.send_frame(event_frame("pusher:cache_miss", {}, cache.name))
@@ -132,7 +155,7 @@ class PusherSession(Session):
         self._count()
 
     def deliver(self, channel: ChannelName, record: Record, text: str) -> None:
-        if stored_event(record).socket_id == self.connection_id:
+        if self.excluded(record):
             return  # triggered with our socket_id, or our own client event
         super().deliver(channel, record, text)
 
@@ -188,10 +211,11 @@ def _refusal(websocket: WebSocket, node: PusherNode, accepting: bool) -> tuple[i
     version = websocket.query_params.get("protocol")
     if version is None:
         return CLOSE_NO_PROTOCOL, "no protocol version given"
-    if not version.isascii() or not version.isdigit():
+    number = protocol_version(version)
+    if number is None:
         return CLOSE_BAD_VERSION, f"invalid protocol version {version[:20]!r}"
-    if int(version) < PROTOCOL_VERSION:
-        return CLOSE_UNSUPPORTED_PROTOCOL, (f"protocol {int(version)} is not supported "
+    if number < PROTOCOL_VERSION:
+        return CLOSE_UNSUPPORTED_PROTOCOL, (f"protocol {version[:20]} is not supported "
                                             f"(use {PROTOCOL_VERSION})")
     if node.over_quota(app):
         return CLOSE_OVER_QUOTA, f"app {app.id} is over its connection quota"
@@ -218,7 +242,8 @@ async def pusher_websocket_endpoint(websocket: WebSocket) -> None:
     protocol = PusherProtocol(app, gw.new_socket_id(), max_subscriptions=g.max_subscriptions,
                               max_frame_bytes=g.max_frame_bytes,
                               activity_timeout=p.activity_timeout,
-                              pong_timeout_s=p.pong_timeout_s)
+                              pong_timeout_s=p.pong_timeout_s,
+                              max_user_info_bytes=p.max_user_info_bytes)
     session = PusherSession(node, gw.hub, protocol, PusherTransport(websocket),
                             send_queue=g.send_queue, slow_client_policy=g.slow_client_policy,
                             write_timeout_s=g.write_timeout_s, metrics=gw.metrics)

@@ -14,9 +14,15 @@
  * On pusher:dropped (the server had to drop events for this slow connection) it reconnects,
  * which recovers them the same way.
  *
+ * Events addressed away from this client (triggered with its socket_id, as Laravel's
+ * toOthers() does, and its own client events) stay away after a reconnect: each
+ * pusher:subscribe also carries "previous_socket_ids", the socket ids of this client's
+ * earlier connections (at most 10), and the gateway leaves out what was addressed away
+ * from them, in the replay and live.
+ *
  * It reads frames from pusher.connection.connection.transport (public fields of pusher-js
  * 8, checked on every connection; without them it logs a warning and recovers nothing).
- * Returns {positions: Map, position(channel), forget(channel), detach()}.
+ * Returns {positions: Map, position(channel), forget(channel), socketIds(), detach()}.
  */
 (function (root, factory) {
   if (typeof module === "object" && module.exports) {
@@ -27,10 +33,25 @@
 })(typeof self !== "undefined" ? self : this, function () {
   "use strict";
 
+  var MAX_SOCKET_IDS = 10; // the gateway accepts at most this many previous_socket_ids
+
   return function channelcastRecovery(pusher, options) {
     options = options || {};
     var positions = new Map();
+    var socketIds = []; // this client's socket ids, oldest first
     var hooked = null;
+
+    function noteSocketId() {
+      var id = pusher.connection && pusher.connection.socket_id;
+      if (typeof id !== "string" || !id || socketIds.indexOf(id) >= 0) return;
+      socketIds.push(id);
+      while (socketIds.length > MAX_SOCKET_IDS + 1) socketIds.shift();
+    }
+
+    function previousSocketIds() {
+      var current = pusher.connection && pusher.connection.socket_id;
+      return socketIds.filter(function (id) { return id !== current; }).slice(-MAX_SOCKET_IDS);
+    }
 
     function remember(frame) {
       if (!frame || typeof frame.channel !== "string") return;
@@ -72,6 +93,7 @@
     }
 
     function hook() {
+      noteSocketId();
       var connection = pusher.connection && pusher.connection.connection;
       var transport = connection && connection.transport;
       if (!transport || typeof transport.bind !== "function") {
@@ -87,8 +109,12 @@
 
     var sendEvent = pusher.send_event.bind(pusher);
     pusher.send_event = function (name, data, channel) {
-      if (name === "pusher:subscribe" && data && positions.has(data.channel)) {
-        data = Object.assign({}, data, {since: positions.get(data.channel)});
+      if (name === "pusher:subscribe" && data) {
+        var extra = {};
+        if (positions.has(data.channel)) extra.since = positions.get(data.channel);
+        var previous = previousSocketIds();
+        if (previous.length) extra.previous_socket_ids = previous;
+        data = Object.assign({}, data, extra);
       }
       return sendEvent(name, data, channel);
     };
@@ -107,6 +133,7 @@
       positions: positions,
       position: function (channel) { return positions.get(channel); },
       forget: function (channel) { positions.delete(channel); },
+      socketIds: function () { return socketIds.slice(); },
       detach: function () {
         pusher.send_event = sendEvent;
         pusher.unsubscribe = unsubscribe;
