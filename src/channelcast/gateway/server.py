@@ -4,6 +4,9 @@ On SIGINT/SIGTERM: stop listening, tell every client (``closing`` frame / SSE ev
 their send buffers (up to ``flush_s``), close them with 1001, then stop the hub and broker.
 Plain uvicorn would close WebSockets with 1012 before the app hears about it.
 
+HTTP connections (Server-Sent Events) get the same bounded socket buffers through a subclass
+of uvicorn's HTTP protocol (:func:`bounded_http_protocol`).
+
 uvicorn internals: the WebSocket protocol below subclasses uvicorn's sans-I/O protocol and
 reads some of its attributes (:data:`DIRECT_PATH_ATTRIBUTES`) for the direct write path
 (:data:`~channelcast.gateway.websocket.DIRECT_EXTENSION`), and :class:`GatewayServer`
@@ -218,8 +221,10 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
             scope = getattr(self, "scope", None)
             if scope is None:  # the handshake was refused: there is no ASGI connection
                 return
-            # Lets the app cut a connection whose close frame cannot get through.
-            scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+            # Lets the app cut a connection whose close frame cannot get through, and stop
+            # writing to one that is closing or lost before uvicorn's connection_lost ran.
+            scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort,
+                                                    "closing": self.transport.is_closing}
             if direct and not _missing_direct_attributes(self):
                 scope["extensions"][DIRECT_EXTENSION] = {"room": self.direct_room,
                                                          "write": self.direct_write}
@@ -281,6 +286,43 @@ def websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]
         return "auto"
 
 
+def bounded_http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (the one it picks itself) with the WebSocket protocol's fixed
+    kernel send buffer and transport high-water mark, so that a Server-Sent Events client
+    that stops reading holds about ``2 * send_buffer_bytes`` of unsent data (and meets the
+    write timeout) instead of megabytes of OS autotuned buffers. 0 keeps the OS defaults.
+    Raises ImportError if this uvicorn has no ``AutoHTTPProtocol``."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    # AutoHTTPProtocol is a variable (h11's or httptools' class, whichever is installed).
+    class BoundedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        def connection_made(self, transport: Any) -> None:
+            if send_buffer_bytes > 0:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+                transport.set_write_buffer_limits(high=send_buffer_bytes)
+            super().connection_made(transport)
+
+    return BoundedHTTPProtocol
+
+
+def http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol] | str:
+    """What ``build_server`` gives uvicorn as ``http``: the bounded protocol with the
+    tested uvicorn (:data:`TESTED_UVICORN`), else uvicorn's own choice and a WARNING."""
+    problem = uvicorn_problem()
+    if problem is not None:
+        log.warning("%s: HTTP connections (Server-Sent Events) keep the OS's socket buffers",
+                    problem)
+        return "auto"
+    try:
+        return bounded_http_protocol(send_buffer_bytes)
+    except ImportError:
+        log.warning("uvicorn %s has no AutoHTTPProtocol: HTTP connections (Server-Sent "
+                    "Events) keep the OS's socket buffers", uvicorn.__version__)
+        return "auto"
+
+
 DEFAULT_APP_SECRET = GatewaySettings().app_secret
 """The secret every fresh install has: fine on loopback, refused anywhere else."""
 
@@ -328,7 +370,7 @@ def build_server(settings: Settings, *, host: str | None = None, port: int | Non
     g = settings.gateway
     config = uvicorn.Config(
         app, host=host or g.host, port=g.port if port is None else port,
-        ws=websocket_protocol(g.send_buffer_bytes),
+        http=http_protocol(g.send_buffer_bytes), ws=websocket_protocol(g.send_buffer_bytes),
         ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
         # Off by default: small realtime messages gain little, and compressing them cost
         # most of the gateway's CPU per delivery (docs/benchmarks.md, "Peers").
