@@ -372,6 +372,8 @@ class Session:
             return f"{shown}by the server: {self.end_reason}"
         if self.client_close is not None and codes:
             code, reason = self.client_close
+            if code == 1005:  # what the server reports when no close code came
+                return "the client went away without a close code (1005)"
             return f"code {code} by the client" + (f": {reason[:80]!r}" if reason else "")
         return "the client went away"
 
