@@ -89,6 +89,31 @@ async def test_a_client_that_sends_and_never_reads_holds_a_bounded_queue() -> No
             sock.close()
 
 
+async def test_websocket_pings_without_reading_meet_backpressure_too() -> None:
+    """The same fault one layer down: protocol-level pings (opcode 9), each answered with a
+    pong into the socket's write buffer. Before: +70 MB in 5 s for one client."""
+    size = 16384
+    async with running_gateway(settings_with(send_buffer_bytes=size)) as gw:
+        sock = await asyncio.to_thread(_open_raw_ws, gw.server.port)
+        try:
+            [protocol] = [p for p in gw.server.server_state.connections
+                          if getattr(p, "scope", {}).get("path") == "/ws"]
+            transport: Any = protocol.transport  # type: ignore[attr-defined]
+            pings = masked(b"p" * 125, opcode=9) * 1000
+            flood = asyncio.create_task(asyncio.to_thread(_flood, sock, pings, 4.0))
+            most = 0
+            while not flood.done():
+                most = max(most, transport.get_write_buffer_size())
+                await asyncio.sleep(0.005)
+            sent = await flood
+            print(f"\nsent {sent / 1e6:.1f} MB of pings; at most {most / 1024:.0f} KiB of "
+                  "pongs buffered")
+            assert sent < 32_000_000, sent
+            assert most < 4 * 1024 * 1024, most  # the pongs of one read, not of all of them
+        finally:
+            sock.close()
+
+
 class _StuckTransport:
     """A transport whose client never takes a frame."""
 

@@ -216,6 +216,26 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
                 transport.set_write_buffer_limits(high=send_buffer_bytes)
             super().connection_made(transport)
 
+        # While the transport's write buffer is over the high-water mark (the client does
+        # not read), read none of the client's data either: the protocol answers each
+        # WebSocket ping it reads with a pong into that buffer, which a client flooding
+        # pings without reading would otherwise grow without bound. TCP backpressure.
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self.transport.pause_reading()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if not getattr(self, "read_paused", False):  # uvicorn's: a message is queued
+                self.transport.resume_reading()
+
+        async def receive(self) -> Any:
+            message = await super().receive()  # resumes reading once its queue is empty
+            writable = getattr(self, "writable", None)
+            if writable is not None and not writable.is_set():
+                self.transport.pause_reading()
+            return message
+
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
             scope = getattr(self, "scope", None)
