@@ -6,6 +6,7 @@ and ends it with :meth:`Gateway.end_session`, whose release runs as a task the n
 awaits on close, so no cancellation of the transport's task can leave a subscription behind.
 It never reads a request or writes a frame: the transports (:mod:`.websocket`, :mod:`.sse`)
 and the HTTP API (:mod:`.api`) do, and find their node with :func:`gateway_of`.
+The node logs one INFO line per connection opened and one per connection ended.
 """
 
 from __future__ import annotations
@@ -172,3 +173,9 @@ def gateway_of(conn: HTTPConnection) -> Gateway:
     """The node serving this request or WebSocket (``create_app`` puts it in the app state)."""
     gw: Gateway = conn.app.state.gateway
     return gw
+
+
+def peer_of(conn: HTTPConnection) -> str | None:
+    """The client's ``host:port`` as the server saw it (for the log), if it is known."""
+    client = conn.client
+    return None if client is None else f"{client.host}:{client.port}"

@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from channelcast.channels import needs_auth, validate_client_channel
 from channelcast.errors import InvalidChannel, InvalidPosition, RequestRefused
-from channelcast.gateway.node import gateway_of
+from channelcast.gateway.node import gateway_of, peer_of
 from channelcast.gateway.protocol import (
     AUTH_REQUIRED,
     RECOVERY_FAILED,
@@ -38,7 +38,6 @@ from channelcast.gateway.protocol import (
     parse_position,
 )
 from channelcast.gateway.session import Outgoing
-from channelcast.gateway.websocket import peer_of
 from channelcast.types import ChannelName, Position
 
 log = logging.getLogger("channelcast.gateway")

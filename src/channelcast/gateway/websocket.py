@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from channelcast.gateway.node import gateway_of
+from channelcast.gateway.node import gateway_of, peer_of
 from channelcast.gateway.protocol import CLOSE_SLOW_CLIENT, CLOSE_TRY_AGAIN_LATER
 from channelcast.gateway.session import Outgoing
 
@@ -120,8 +119,3 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     finally:
         await gw.end_session(session)  # runs to the end even if this task is cancelled
 
-
-def peer_of(conn: HTTPConnection) -> str | None:
-    """The client's ``host:port`` as the server saw it, for the log."""
-    client = conn.client
-    return None if client is None else f"{client.host}:{client.port}"
