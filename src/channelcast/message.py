@@ -125,10 +125,18 @@ def ulid_at(ms: int, rand: int) -> str:
             + _digits(rand & _LOW_MAX, (10, 0)))
 
 
+PROTOCOL_EVENT_PREFIXES = ("pusher:", "pusher_internal:")
+"""Events that start with these are the Pusher protocol's own frames (which are not
+envelopes): no publisher may send them, or a Pusher client would take a forged
+``pusher:connection_established`` (say) for the server's."""
+_RESERVED_PREFIXES = (RESERVED_EVENT_PREFIX, *PROTOCOL_EVENT_PREFIXES)
+
+
 def validate_event(name: object, *, internal: bool = False) -> str:
     """``name`` if it is a usable event name; raises MessageError naming the broken rule:
     a non-empty string of at most :data:`MAX_EVENT_NAME` characters, not starting with
-    :data:`RESERVED_EVENT_PREFIX` unless ``internal`` (channelcast's own messages)."""
+    :data:`RESERVED_EVENT_PREFIX` unless ``internal`` (channelcast's own messages), nor
+    with one of :data:`PROTOCOL_EVENT_PREFIXES` at all."""
     if not isinstance(name, str) or not name:
         raise MessageError(f"event must be a non-empty string, got {name!r:.60}")
     if len(name) > MAX_EVENT_NAME:
@@ -137,6 +145,9 @@ def validate_event(name: object, *, internal: bool = False) -> str:
     if not internal and name.startswith(RESERVED_EVENT_PREFIX):
         raise MessageError(f"event must not start with {RESERVED_EVENT_PREFIX!r}: the prefix"
                            " is reserved for channelcast's own messages")
+    if name.startswith(PROTOCOL_EVENT_PREFIXES):
+        raise MessageError("event must not start with 'pusher:' or 'pusher_internal:': "
+                           "those are the Pusher protocol's own events")
     return name
 
 
@@ -409,7 +420,7 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
             and type(kind) is str and kind and type(ts) is int):
         _check_fields(envelope)  # raises, unless str or int subclasses
         plain = False
-    if check_event and (len(event) > MAX_EVENT_NAME or event.startswith(RESERVED_EVENT_PREFIX)):
+    if check_event and (len(event) > MAX_EVENT_NAME or event.startswith(_RESERVED_PREFIXES)):
         validate_event(event, internal=kind == INTERNAL)  # raises, unless internal
     raw: bytes | None = None
     if plain:

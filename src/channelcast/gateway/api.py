@@ -41,6 +41,9 @@ MAX_PUBLISH_BODY = 10 * 1024 * 1024
 """Bytes; a larger request body is refused (413) before it is read to the end."""
 MAX_BATCH = 1000
 """Messages per publish request."""
+BODY_TIMEOUT_S = 10.0
+"""Seconds a request body (publish, ``/auth``) may take to arrive in full; then 408 and
+the connection is closed."""
 
 # Error codes of the HTTP API (besides the client protocol's, which it shares).
 BAD_MESSAGE = "bad_message"
@@ -48,6 +51,7 @@ BAD_REQUEST = "bad_request"
 BODY_TOO_LARGE = "body_too_large"
 BROKER_ERROR = "broker_error"
 NO_AUTHORIZER = "no_authorizer"
+REQUEST_TIMEOUT = "request_timeout"
 OUTCOME_UNKNOWN = "outcome_unknown"
 """503: the broker did not acknowledge, but may have stored the messages: retry the
 request as it was (the same signed request, or the same ids)."""
@@ -62,14 +66,22 @@ def parse_publish(body: bytes,
     """The publish API body -> envelopes; raises MessageError/InvalidChannel naming the item
     (``message`` or ``messages[i]``, e.g. ``messages[3].event must ...``).
 
-    An item's optional ``"id"`` is its message id (an idempotency key:
-    :func:`~channelcast.message.validate_message_id`'s rules); without one, message ``i``
-    gets ``default_id(i)``, or a new ULID when there is no ``default_id``."""
+    The body is strict JSON (:func:`.jsontext.loads`, the parser of every JSON the gateway
+    takes): one message ``{channel, event, data, id}`` (``data`` optional: null), or
+    ``{"messages": [...]}`` and no other key. An item's optional ``"id"`` is its message id
+    (an idempotency key: :func:`~channelcast.message.validate_message_id`'s rules), unique
+    in the batch; without one, message ``i`` gets ``default_id(i)``, or a new ULID when
+    there is no ``default_id``."""
     try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise MessageError(f"body is not JSON: {exc}") from exc
-    if isinstance(obj, dict) and "messages" in obj:
+        obj = strict_loads(body)
+    except ValueError as exc:
+        raise MessageError(f"body is not strict JSON: {exc}"[:300]) from None
+    batch = isinstance(obj, dict) and "messages" in obj
+    if batch:
+        others = sorted(k for k in obj if k != "messages")
+        if others:
+            raise MessageError("a body with 'messages' holds nothing else; found "
+                               + ", ".join(repr(k[:40]) for k in others[:5]))
         items = obj["messages"]
         if not isinstance(items, list) or not items:
             raise MessageError("'messages' must be a non-empty list")
@@ -77,8 +89,8 @@ def parse_publish(body: bytes,
             raise MessageError(f"a batch holds at most {MAX_BATCH} messages")
     else:
         items = [obj]
-    batch = isinstance(obj, dict) and "messages" in obj
     out = []
+    explicit: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"messages[{i}]" if batch else "message"
         if not isinstance(item, dict):
@@ -97,32 +109,46 @@ def parse_publish(body: bytes,
                    else None if default_id is None else default_id(i))
         except MessageError as exc:
             raise MessageError(f"{where}.{exc}") from None
+        if "id" in item:
+            assert mid is not None
+            first = explicit.setdefault(mid, i)
+            if first != i:
+                raise MessageError(f"{where}.id repeats messages[{first}].id {mid!r}: one "
+                                   "id names one message")
         out.append(Envelope(channel=channel, event=event, data=item.get("data"), id=mid))
     return out
 
 
 async def read_body(request: Request) -> bytes:
-    """The request body; raises RequestRefused: 413 once it is over MAX_PUBLISH_BODY, 400
-    when the client hangs up before the body is complete."""
-    try:
-        size = int(request.headers.get("content-length") or 0)
-    except ValueError:
-        size = 0
-    if size > MAX_PUBLISH_BODY:
+    """The request body; raises RequestRefused: 413 once it is over MAX_PUBLISH_BODY, 408
+    when it is not complete within :data:`BODY_TIMEOUT_S`, 400 when the client hangs up
+    before the body is complete."""
+    # The HTTP server has checked that Content-Length is digits; never int() a long run.
+    declared = (request.headers.get("content-length") or "").strip().lstrip("0")
+    if declared.isascii() and declared.isdigit() and (
+            len(declared) > len(str(MAX_PUBLISH_BODY)) or int(declared) > MAX_PUBLISH_BODY):
         raise _too_large()
-    body = b""
+    chunks: list[bytes] = []
+    received = 0
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_PUBLISH_BODY:
-                raise _too_large()
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > MAX_PUBLISH_BODY:
+                    raise _too_large()
+                chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to answer; one quiet line, not an "Exception in ASGI application".
         log.debug("%s %s: the client hung up before the body was complete",
                   request.method, request.url.path)
         raise RequestRefused(400, BAD_REQUEST, "the client hung up before the body was "
                              "complete") from None
-    return body
+    except TimeoutError:
+        log.info("%s %s: the body was not complete after %s s (%d bytes); answered 408",
+                 request.method, request.url.path, BODY_TIMEOUT_S, received)
+        raise RequestRefused(408, REQUEST_TIMEOUT, f"the body was not complete within "
+                             f"{BODY_TIMEOUT_S:g} s") from None
+    return b"".join(chunks)
 
 
 def _too_large() -> RequestRefused:
@@ -173,8 +199,10 @@ def _auth_params(body: bytes) -> tuple[str, ChannelName, dict[str, Any]]:
         if not isinstance(params, dict):
             raise ValueError("not an object")
         connection_id = params.get("connection_id")
-        if not isinstance(connection_id, str) or not connection_id:
+        if connection_id is None or connection_id == "":
             raise ValueError("connection_id is missing")
+        if not isinstance(connection_id, str):
+            raise ValueError("connection_id must be a string")
     except ValueError as exc:
         raise RequestRefused(400, BAD_REQUEST,
                              f"want JSON {{connection_id, channel}}: {exc}") from exc

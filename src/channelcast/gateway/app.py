@@ -104,7 +104,9 @@ async def error_response(conn: HTTPConnection, exc: Exception) -> Response:
     if conn.scope["type"] != "http" or not isinstance(exc, ChannelcastError):
         raise exc  # a WebSocket has no HTTP response: the server closes it, as before
     status, code = status_of(exc)
-    return JSONResponse(error_frame(code, str(exc)), status_code=status)
+    # 408: the rest of the body may never come; close rather than wait for it.
+    headers = {"Connection": "close"} if status == 408 else None
+    return JSONResponse(error_frame(code, str(exc)), status_code=status, headers=headers)
 
 
 def create_app(settings: Settings | None = None, *, broker: Broker | None = None,

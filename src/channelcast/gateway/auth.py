@@ -19,15 +19,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from channelcast.channels import validate_client_channel
 from channelcast.errors import AuthError
 from channelcast.gateway.idempotency import DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUESTS, AnswerMemory
 from channelcast.gateway.jsontext import check_text
 from channelcast.gateway.jsontext import loads as strict_loads
+from channelcast.gateway.presence import Member
 from channelcast.message import ulid_from
 from channelcast.types import JSONValue
 
@@ -35,6 +39,20 @@ HEADER_KEY = "X-Channelcast-Key"
 HEADER_TIMESTAMP = "X-Channelcast-Timestamp"
 HEADER_SIGNATURE = "X-Channelcast-Signature"
 DEFAULT_REPLAY_WINDOW_S = 300
+"""Seconds a publish request's timestamp may be off the server's clock, either way."""
+MAX_TIMESTAMP_DIGITS = 12
+"""Unix seconds have 10 digits until the year 2286; more is not a timestamp."""
+_TIMESTAMP = re.compile(rf"[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}").fullmatch
+
+
+def parse_timestamp(text: str) -> int:
+    """``X-Channelcast-Timestamp`` -> Unix seconds: 1 to :data:`MAX_TIMESTAMP_DIGITS` ASCII
+    digits, nothing else (no sign, space, underscore or other script's digits, which
+    ``int()`` would take); raises AuthError."""
+    if not _TIMESTAMP(text):
+        raise AuthError(f"{HEADER_TIMESTAMP} must be Unix seconds: 1 to "
+                        f"{MAX_TIMESTAMP_DIGITS} ASCII digits")
+    return int(text)
 
 
 def _hmac(secret: str, text: bytes) -> str:
@@ -55,30 +73,32 @@ def sign_channel(app_key: str, app_secret: str, connection_id: str, channel: str
 
 
 def channel_auth(app_key: str, app_secret: str, connection_id: str, channel: str, *,
-                 user_id: str | None = None, user_info: JSONValue = None) -> dict[str, str]:
+                 user_id: str | int | None = None,
+                 user_info: JSONValue = None) -> dict[str, str]:
     """What an auth endpoint returns: ``{"auth": ...}`` plus ``channel_data`` for presence.
 
-    Raises AuthError naming the problem for what the gateway would refuse: a presence
-    channel without ``user_id``, ``user_info`` holding NaN or Infinity, or text with a lone
-    surrogate (which UTF-8 cannot encode) in any argument."""
+    Raises AuthError naming the problem for what the gateway would refuse: a channel name
+    it refuses (``channels.validate_client_channel``), a presence channel without
+    ``user_id`` or with one that is not a string of 1 to 128 characters (an integer is
+    sent as a JSON number, which the gateway takes as its digits), a ``user_info`` that is
+    not strict JSON (NaN, Infinity), nests too deep or is over
+    :data:`~.presence.MAX_USER_INFO_BYTES` as JSON, or text with a lone surrogate (which
+    UTF-8 cannot encode) in any argument."""
     try:
         for text in (connection_id, channel):
             check_text(text)
+        validate_client_channel(channel)
         if not channel.startswith("presence-"):
             return {"auth": sign_channel(app_key, app_secret, connection_id, channel)}
-        if not user_id:
+        if user_id is None or user_id == "":
             raise AuthError("a presence channel signature needs a user_id")
-        try:
-            channel_data = json.dumps({"user_id": user_id, "user_info": user_info},
-                                      separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            raise AuthError("user_info holds NaN or Infinity, which JSON cannot carry; "
-                            "the gateway would refuse this channel_data") from None
-        except (TypeError, RecursionError) as exc:
-            raise AuthError(f"user_info is not JSON: {exc}") from None
-        strict_loads(channel_data)  # what the gateway will check: no lone surrogate
-    except ValueError as exc:
-        raise AuthError(f"cannot sign {channel!a} for {connection_id!a}: {exc}") from None
+        member = {"user_id": user_id, "user_info": user_info}
+        Member.parse(member)  # what the gateway will check
+        channel_data = json.dumps(member, separators=(",", ":"), allow_nan=False)
+        strict_loads(channel_data)  # and as the text it will read
+    except (ValueError, RecursionError) as exc:  # InvalidChannel is a ValueError too
+        why = "nesting too deep" if isinstance(exc, RecursionError) else exc
+        raise AuthError(f"cannot sign {channel!a} for {connection_id!a}: {why}") from None
     return {"auth": sign_channel(app_key, app_secret, connection_id, channel, channel_data),
             "channel_data": channel_data}
 
@@ -163,11 +183,8 @@ class RequestVerifier:
             raise AuthError(f"missing {HEADER_KEY}, {HEADER_TIMESTAMP} or {HEADER_SIGNATURE}")
         if not hmac.compare_digest(str(key).encode(), self.app_key.encode()):
             raise AuthError("unknown app key")
-        try:
-            ts = int(str(ts_text))
-        except ValueError:
-            raise AuthError(f"{HEADER_TIMESTAMP} must be Unix seconds") from None
-        if abs(now - ts) > self.window_s:
+        ts = parse_timestamp(str(ts_text))
+        if abs(math.floor(now) - ts) > self.window_s:  # whole seconds: as wide both ways
             raise AuthError(f"request timestamp is outside the {self.window_s}s replay window")
         expected = _hmac(self.app_secret, str(ts).encode() + b"." + body)
         if not hmac.compare_digest(str(signature).encode(), expected.encode()):

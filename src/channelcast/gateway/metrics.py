@@ -59,6 +59,8 @@ class GatewayMetrics:
         r = self.registry
         self.connections = Gauge("channelcast_connections", "Open client connections",
                                  ["transport"], registry=r)
+        for transport in ("ws", "sse"):  # a sample (0) from the start, not from the first
+            self.connections.labels(transport)
         self.subscriptions = Gauge("channelcast_subscriptions",
                                    "Client subscriptions (one per connection and channel)",
                                    registry=r)

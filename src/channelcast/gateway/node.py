@@ -6,12 +6,14 @@ and ends it with :meth:`Gateway.end_session`, whose release runs as a task the n
 awaits on close, so no cancellation of the transport's task can leave a subscription behind.
 It never reads a request or writes a frame: the transports (:mod:`.websocket`, :mod:`.sse`)
 and the HTTP API (:mod:`.api`) do, and find their node with :func:`gateway_of`.
+The node logs one INFO line per connection opened and one per connection ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from channelcast.types import ChannelName
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection, Request
+
+log = logging.getLogger("channelcast.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,27 +128,35 @@ class Gateway:
                        slow_client_policy=g.slow_client_policy,
                        write_timeout_s=g.write_timeout_s, metrics=self.metrics)
 
-    def open_session(self, transport: Transport, kind: str) -> Session:
+    def open_session(self, transport: Transport, kind: str, *,
+                     peer: str | None = None) -> Session:
         """A new session over ``transport``, registered (:meth:`register`). Not started."""
         session = self.new_session(transport)
-        self.register(session, kind)
+        self.register(session, kind, peer=peer)
         return session
 
-    def register(self, session: Session, kind: str) -> None:
+    def register(self, session: Session, kind: str, *, peer: str | None = None) -> None:
         """Count ``session`` as an open connection of ``kind`` (``"ws"``, ``"sse"``) until
-        :meth:`end_session`; :meth:`drain` tells it when the node shuts down."""
+        :meth:`end_session`; :meth:`drain` tells it when the node shuts down. Logs one INFO
+        line with the connection id (and ``peer``, the client's address)."""
         self.sessions.add(session)
         self._kinds[session] = kind
         self.metrics.connections.labels(kind).inc()
+        log.info("connection %s (%s) open%s", session.connection_id, kind,
+                 f" from {peer}" if peer else "")
 
     async def end_session(self, session: Session) -> None:
         """The connection ended: uncount it and release the session (leave its channels,
         stop its writer). The release is a task this node owns and awaits on close; if the
-        caller is cancelled it stops waiting, the release goes on. Safe to call twice."""
+        caller is cancelled it stops waiting, the release goes on. Safe to call twice;
+        the first call logs the one INFO line of the connection's end (its id, the close
+        code and why: :meth:`Session.end_summary`)."""
         kind = self._kinds.pop(session, None)
         if kind is not None:
             self.sessions.discard(session)
             self.metrics.connections.labels(kind).dec()
+            log.info("connection %s (%s) closed: %s", session.connection_id, kind,
+                     session.end_summary())
         release = session.release()
         if not release.done():
             self._releases.add(release)
@@ -161,3 +173,9 @@ def gateway_of(conn: HTTPConnection) -> Gateway:
     """The node serving this request or WebSocket (``create_app`` puts it in the app state)."""
     gw: Gateway = conn.app.state.gateway
     return gw
+
+
+def peer_of(conn: HTTPConnection) -> str | None:
+    """The client's ``host:port`` as the server saw it (for the log), if it is known."""
+    client = conn.client
+    return None if client is None else f"{client.host}:{client.port}"

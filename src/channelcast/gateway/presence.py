@@ -33,6 +33,11 @@ HEARTBEAT_PART_SIZE = 500
 """Connections per heartbeat message (about 100 bytes each with small user_info)."""
 MAX_HEARTBEAT_PARTS = 10_000
 MAX_USER_ID = 128
+"""The longest ``user_id``, in characters."""
+MAX_USER_INFO_BYTES = 1024
+"""The largest ``user_info`` a client may join a presence channel with, as compact JSON in
+UTF-8 (Pusher's limit too): it goes to every member of the channel in ``member_added`` and
+in every newcomer's member list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,24 +49,52 @@ class Member:
         return {"user_id": self.user_id, "user_info": self.user_info}
 
     @classmethod
-    def from_obj(cls, obj: object) -> Member | None:
-        """A Member from decoded JSON, or None if it is not one: a ``user_id`` of 1 to
-        :data:`MAX_USER_ID` characters (an integer is taken as its digits) and a
-        ``user_info`` that is strict JSON (no NaN/Infinity, no lone surrogate), so that
-        every frame listing the member can be sent."""
+    def parse(cls, obj: object, *, max_info_bytes: int | None = MAX_USER_INFO_BYTES) -> Member:
+        """A Member from decoded JSON (a presence ``channel_data``); raises ValueError
+        naming the broken rule: a JSON object whose ``user_id`` is a string of 1 to
+        :data:`MAX_USER_ID` characters (an integer is taken as its digits: Pusher clients
+        and Laravel send numeric ids) and whose optional ``user_info`` is strict JSON (no
+        NaN/Infinity, no lone surrogate), nests at most :data:`.jsontext.MAX_DEPTH` deep
+        and, unless ``max_info_bytes`` is None, is at most that many bytes as compact JSON.
+        So every frame listing the member can be sent, to every member of the channel."""
         if not isinstance(obj, dict):
-            return None
+            raise ValueError("it must be a JSON object {user_id, user_info}")
         user_id = obj.get("user_id")
         if isinstance(user_id, int) and not isinstance(user_id, bool):
             user_id = str(user_id)
-        if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID:
-            return None
+        if user_id is None:
+            raise ValueError("it has no user_id")
+        if not isinstance(user_id, str):
+            raise ValueError("user_id must be a string (or an integer, taken as its digits)")
+        if not 0 < len(user_id) <= MAX_USER_ID:
+            raise ValueError(f"user_id has {len(user_id)} characters; it must have 1 to "
+                             f"{MAX_USER_ID}")
         user_info = obj.get("user_info")
+        if jsontext.too_deep(user_info):
+            raise ValueError(f"user_info nests deeper than {jsontext.MAX_DEPTH} levels "
+                             "(the depth limit)")
         try:
-            jsontext.dumps([user_id, user_info])
-        except SerializationError:
-            return None
+            jsontext.check_text(user_id)
+            text = jsontext.dumps(user_info)
+        except SerializationError as exc:
+            raise ValueError(f"it is not strict JSON: {exc}") from None
+        if max_info_bytes is not None:
+            size = len(text) if text.isascii() else len(text.encode())
+            if size > max_info_bytes:
+                raise ValueError(f"user_info is {size} bytes as JSON; the limit is "
+                                 f"{max_info_bytes} (it is sent to every member of the "
+                                 "channel)")
         return cls(user_id, user_info)
+
+    @classmethod
+    def from_obj(cls, obj: object) -> Member | None:
+        """A Member from decoded JSON, or None if it is not one (:meth:`parse`'s rules
+        without the size bound): for members that already passed :meth:`parse` where they
+        entered, on this node or another (presence operations read from the broker)."""
+        try:
+            return cls.parse(obj, max_info_bytes=None)
+        except ValueError:
+            return None
 
 
 @dataclass(slots=True)

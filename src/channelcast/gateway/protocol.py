@@ -195,6 +195,11 @@ class ClientProtocol:
         if size > self.max_frame_bytes:
             return [_error_send(FRAME_TOO_LARGE, f"frame is {size} bytes; the limit is "
                                      f"{self.max_frame_bytes}")]
+        if not isinstance(frame, str):
+            try:
+                frame = frame.decode()
+            except UnicodeDecodeError:
+                return [_error_send(BAD_JSON, "binary frame is not UTF-8 text")]
         try:
             obj = jsontext.loads(frame)
         except ValueError as exc:
@@ -240,13 +245,14 @@ class ClientProtocol:
                     return [_error_send(AUTH_FAILED, "a presence channel needs "
                                              "'channel_data' (a JSON string)", channel)]
                 try:
-                    member = Member.from_obj(jsontext.loads(channel_data))
+                    data = jsontext.loads(channel_data)
                 except ValueError as exc:
                     return [_error_send(AUTH_FAILED, "channel_data is not strict JSON: "
                                         f"{exc}"[:200], channel)]
-                if member is None:
-                    return [_error_send(AUTH_FAILED, "channel_data must be a JSON object "
-                                             "with a string 'user_id'", channel)]
+                try:
+                    member = Member.parse(data)
+                except ValueError as exc:
+                    return [_error_send(AUTH_FAILED, f"channel_data: {exc}"[:200], channel)]
             else:
                 channel_data = None
             try:

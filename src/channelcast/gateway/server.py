@@ -13,6 +13,9 @@ the hub and close the broker (flushing pending publishes). Plain uvicorn would c
 WebSockets with 1012 before the app hears about it. A second SIGINT ends the process at
 once (:meth:`GatewayServer.handle_exit`), one line saying what it skipped.
 
+HTTP connections (Server-Sent Events) get the same bounded socket buffers through a subclass
+of uvicorn's HTTP protocol (:func:`bounded_http_protocol`).
+
 uvicorn internals: the WebSocket protocol below subclasses uvicorn's sans-I/O protocol and
 reads some of its attributes (:data:`DIRECT_PATH_ATTRIBUTES`) for the direct write path
 (:data:`~channelcast.gateway.websocket.DIRECT_EXTENSION`), and :class:`GatewayServer`
@@ -284,13 +287,35 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
                 transport.set_write_buffer_limits(high=send_buffer_bytes)
             super().connection_made(transport)
 
+        # While the transport's write buffer is over the high-water mark (the client does
+        # not read), read none of the client's data either: the protocol answers each
+        # WebSocket ping it reads with a pong into that buffer, which a client flooding
+        # pings without reading would otherwise grow without bound. TCP backpressure.
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self.transport.pause_reading()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if not getattr(self, "read_paused", False):  # uvicorn's: a message is queued
+                self.transport.resume_reading()
+
+        async def receive(self) -> Any:
+            message = await super().receive()  # resumes reading once its queue is empty
+            writable = getattr(self, "writable", None)
+            if writable is not None and not writable.is_set():
+                self.transport.pause_reading()
+            return message
+
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
             scope = getattr(self, "scope", None)
             if scope is None:  # the handshake was refused: there is no ASGI connection
                 return
-            # Lets the app cut a connection whose close frame cannot get through.
-            scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+            # Lets the app cut a connection whose close frame cannot get through, and stop
+            # writing to one that is closing or lost before uvicorn's connection_lost ran.
+            scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort,
+                                                    "closing": self.transport.is_closing}
             if direct and not _missing_direct_attributes(self):
                 scope["extensions"][DIRECT_EXTENSION] = {"room": self.direct_room,
                                                          "write": self.direct_write}
@@ -349,6 +374,43 @@ def websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]
     except ImportError:
         log.warning("uvicorn %s has no sans-I/O WebSocket protocol: its default WebSockets, "
                     "without bounded socket buffers", uvicorn.__version__)
+        return "auto"
+
+
+def bounded_http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (the one it picks itself) with the WebSocket protocol's fixed
+    kernel send buffer and transport high-water mark, so that a Server-Sent Events client
+    that stops reading holds about ``2 * send_buffer_bytes`` of unsent data (and meets the
+    write timeout) instead of megabytes of OS autotuned buffers. 0 keeps the OS defaults.
+    Raises ImportError if this uvicorn has no ``AutoHTTPProtocol``."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    # AutoHTTPProtocol is a variable (h11's or httptools' class, whichever is installed).
+    class BoundedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        def connection_made(self, transport: Any) -> None:
+            if send_buffer_bytes > 0:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+                transport.set_write_buffer_limits(high=send_buffer_bytes)
+            super().connection_made(transport)
+
+    return BoundedHTTPProtocol
+
+
+def http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol] | str:
+    """What ``build_server`` gives uvicorn as ``http``: the bounded protocol with the
+    tested uvicorn (:data:`TESTED_UVICORN`), else uvicorn's own choice and a WARNING."""
+    problem = uvicorn_problem()
+    if problem is not None:
+        log.warning("%s: HTTP connections (Server-Sent Events) keep the OS's socket buffers",
+                    problem)
+        return "auto"
+    try:
+        return bounded_http_protocol(send_buffer_bytes)
+    except ImportError:
+        log.warning("uvicorn %s has no AutoHTTPProtocol: HTTP connections (Server-Sent "
+                    "Events) keep the OS's socket buffers", uvicorn.__version__)
         return "auto"
 
 
@@ -417,7 +479,7 @@ def build_server(settings: Settings, *, host: str | None = None, port: int | Non
     g = settings.gateway
     config = uvicorn.Config(
         app, host=host or g.host, port=g.port if port is None else port,
-        ws=websocket_protocol(g.send_buffer_bytes),
+        http=http_protocol(g.send_buffer_bytes), ws=websocket_protocol(g.send_buffer_bytes),
         ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
         # Off by default: small realtime messages gain little, and compressing them cost
         # most of the gateway's CPU per delivery (docs/benchmarks.md, "Peers").

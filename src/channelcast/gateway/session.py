@@ -12,6 +12,14 @@ Send buffer: at most ``send_queue`` frames wait for a client. When it is full:
 
 Deliveries never wait: a slow client only ever slows down its own writer task.
 
+Control frames (everything but messages: replies such as ``pong`` and ``error``,
+``subscribed``, presence events) are never dropped, so they are bounded by size instead:
+while more than :data:`CONTROL_PAUSE_BYTES` of them wait unread, :meth:`Session.handle`
+does not return, so the transport reads no further client frame (the client meets TCP
+backpressure: a client that sends and never reads cannot make the server queue replies
+without end); should they pass :data:`CONTROL_LIMIT_BYTES` anyway (frames the server sends
+of its own accord, such as presence events), the connection is closed with 4008.
+
 Writing: the writer task takes what is queued when it wakes up. With a transport that can
 write synchronously (:class:`DirectTransport`), it hands over as many queued frames as fit
 below the transport's high-water mark in one call, so a burst costs one wake-up and one
@@ -21,7 +29,13 @@ outbox, where the policy above still applies to them.
 A writer stops quietly when its client went away (the transport raises an OSError, such as
 ConnectionError). Any other failure is logged at WARNING with the connection id and the
 connection is closed with 1011 ("internal error"): never a client left connected that
-nothing writes to.
+nothing writes to. A transport must raise as soon as its connection is closing or lost,
+not only once the server noticed (the WebSocket one asks the connection): a send that need
+not wait never yields to the event loop, so a writer with a backlog (a recovery replay)
+would otherwise write all of it into a dead socket, each write logged by asyncio.
+
+How the connection ended (:meth:`Session.end_summary`: the close code and why, the
+server's reason first) is what the node logs in its one INFO line per connection end.
 
 Write timeout: when the transport cannot take the next frame for ``write_timeout_s``
 seconds (its buffer stayed above the high-water mark: the client does not read, or reads
@@ -75,6 +89,15 @@ DISCONNECT = "disconnect"
 CLOSE_RESERVE = 1.0
 """Seconds of a graceful shutdown kept for the close frame after the flush (at most half
 of the shutdown's bound)."""
+CONTROL_PAUSE_BYTES = 256 * 1024
+"""Bytes (UTF-8) of unread control frames above which no further client frame is read."""
+CONTROL_LIMIT_BYTES = 4 * 1024 * 1024
+"""Bytes (UTF-8) of unread control frames above which the connection is closed (4008)."""
+
+
+def text_bytes(text: str) -> int:
+    """The UTF-8 size of ``text``: O(1) for ASCII text (CPython knows it is ASCII)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(slots=True)
@@ -95,7 +118,7 @@ class Outgoing:
 class Transport(Protocol):
     async def send(self, item: Outgoing) -> None:
         """Write one frame, waiting while the client is not reading; raises an OSError
-        (e.g. ConnectionError) once the client is gone."""
+        (e.g. ConnectionError) once the client is gone or the connection is closing."""
         ...
 
     async def close(self, code: int, reason: str) -> None:
@@ -136,7 +159,10 @@ class Outbox:
     """The bounded per-connection send buffer (see the module docstring for the policy)."""
 
     def __init__(self, limit: int, policy: str,
-                 render_dropped: Callable[[int, list[str]], Outgoing] | None = None) -> None:
+                 render_dropped: Callable[[int, list[str]], Outgoing] | None = None, *,
+                 control_pause: int = CONTROL_PAUSE_BYTES,
+                 control_limit: int = CONTROL_LIMIT_BYTES,
+                 on_control_overflow: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.policy = policy
         self._render_dropped = render_dropped or _default_dropped
@@ -146,23 +172,57 @@ class Outbox:
         self._finished = False
         self.dropped = 0
         self.dropped_channels: set[str] = set()
+        self.control_bytes = 0
+        """UTF-8 bytes of the queued control frames (not messages): bounded by size."""
+        self.control_pause = control_pause
+        self.control_limit = control_limit
+        self._on_control_overflow = on_control_overflow
+        self._readable = asyncio.Event()
+        self._readable.set()
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, item: Outgoing) -> bool:
-        """Queue ``item``; False means the buffer overflowed under the disconnect policy."""
+        """Queue ``item``; False means the buffer overflowed: a message under the
+        disconnect policy, or a control frame over ``control_limit`` bytes of unread ones
+        (then ``on_control_overflow`` is called, and the frame is not queued)."""
         if self._finished:
             return True
-        if item.record is not None and not item.replay:  # droppable, inlined: hot path
-            if self._live >= self.limit:
-                if self.policy == DISCONNECT:
-                    return False
-                self._drop_oldest()
-            self._live += 1
+        if item.record is not None:
+            if not item.replay:  # droppable, inlined: hot path
+                if self._live >= self.limit:
+                    if self.policy == DISCONNECT:
+                        return False
+                    self._drop_oldest()
+                self._live += 1
+        else:
+            if self.control_bytes > self.control_limit:
+                if self._on_control_overflow is not None:
+                    self._on_control_overflow()
+                return False
+            self.control_bytes += text_bytes(item.text)
+            if self.control_bytes > self.control_pause:
+                self._readable.clear()
         self._items.append(item)
         self._ready.set()
         return True
+
+    def _took_control(self, size: int) -> None:
+        self.control_bytes -= size
+        if self.control_bytes <= self.control_pause:
+            self._readable.set()
+
+    @property
+    def over_pause(self) -> bool:
+        """More than ``control_pause`` bytes of control frames wait unread."""
+        return self.control_bytes > self.control_pause and not self._finished
+
+    async def wait_readable(self) -> None:
+        """Until at most ``control_pause`` bytes of control frames wait unread (or the
+        outbox is finished): what the transport waits for before reading a client frame."""
+        while self.over_pause:
+            await self._readable.wait()
 
     def _drop_oldest(self) -> None:
         victim = next(i for i, q in enumerate(self._items) if q.droppable)
@@ -177,6 +237,7 @@ class Outbox:
         """No more frames: ``get`` returns None once the queue is drained."""
         self._finished = True
         self._ready.set()
+        self._readable.set()
 
     async def wait(self) -> bool:
         """Until something is queued (True) or the outbox is finished and drained (False)."""
@@ -205,7 +266,9 @@ class Outbox:
         if self.dropped:
             return self._take_dropped()
         item = self._items.popleft()
-        if item.droppable:
+        if item.record is None:
+            self._took_control(text_bytes(item.text))
+        elif not item.replay:
             self._live -= 1
         return item
 
@@ -223,13 +286,18 @@ class Outbox:
             size = len(notice.text)
         items = self._items
         taken_live = 0
+        taken_control = 0
         while items and size < room:
             item = items.popleft()
             batch.append(item)
             size += len(item.text)
-            if item.record is not None and not item.replay:
+            if item.record is None:
+                taken_control += text_bytes(item.text)
+            elif not item.replay:
                 taken_live += 1
         self._live -= taken_live
+        if taken_control:
+            self._took_control(taken_control)
         return batch
 
 
@@ -261,7 +329,8 @@ class Session:
         self.transport = transport
         self.connection_id = protocol.connection_id
         self.metrics = metrics or hub.metrics
-        self.outbox = Outbox(send_queue, slow_client_policy, self._render_dropped)
+        self.outbox = Outbox(send_queue, slow_client_policy, self._render_dropped,
+                             on_control_overflow=self._control_overflow)
         self.attached_channels: set[ChannelName] = set()
         self.closed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -270,6 +339,12 @@ class Session:
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._release: asyncio.Task[None] | None = None
+        self.end_code: int | None = None
+        """The close code the server ended the connection with (None: it did not)."""
+        self.end_reason = ""
+        """Why the server ended the connection ("" if it did not)."""
+        self.client_close: tuple[int, str] | None = None
+        """The client's close code and reason, when the transport reported them."""
 
     @property
     def outbox_closed(self) -> bool:
@@ -279,6 +354,31 @@ class Session:
     @staticmethod
     def new_connection_id(node_id: str) -> str:
         return f"{node_id}.{next(_ids)}"
+
+    # --- how it ended -----------------------------------------------------------------
+    def server_ended(self, code: int, reason: str) -> None:
+        """Record that the server ends the connection with ``code`` (the first call wins)."""
+        if self.end_code is None and not self.end_reason:
+            self.end_code, self.end_reason = code, reason
+
+    def client_closed(self, code: int, reason: str = "") -> None:
+        """Record the close code and reason the transport reported for the client."""
+        if self.client_close is None:
+            self.client_close = (code, reason)
+
+    def end_summary(self) -> str:
+        """How the connection ended, for the log: the server's close code and reason if the
+        server ended it, else the client's code (and reason), else "the client went away"."""
+        codes = getattr(self.transport, "close_codes", True)
+        if self.end_code is not None or self.end_reason:
+            shown = f"code {self.end_code} " if codes and self.end_code is not None else ""
+            return f"{shown}by the server: {self.end_reason}"
+        if self.client_close is not None and codes:
+            code, reason = self.client_close
+            if code == 1005:  # what the server reports when no close code came
+                return "the client went away without a close code (1005)"
+            return f"code {code} by the client" + (f": {reason[:80]!r}" if reason else "")
+        return "the client went away"
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self, *, greet: bool = True) -> None:
@@ -321,14 +421,17 @@ class Session:
             log.warning("writer of %s failed (%s: %s); closing the connection with %d",
                         self.connection_id, type(exc).__name__, exc, CLOSE_INTERNAL_ERROR,
                         exc_info=exc)
-            await self._close_failed()
+            await self._close_failed(f"internal error: the writer failed ({type(exc).__name__})")
         finally:
+            # Nothing is written from here on: take no more frames, and let a transport
+            # waiting in handle() for the control frames to drain read on (and end).
+            outbox.finish()
             self.closed.set()
 
     async def _close_stalled(self, limit: float | None) -> None:
         """After a write timeout: cut the connection and release its subscriptions."""
-        log.info("connection %s: the client took nothing for %s s (write timeout); "
-                 "cutting the connection", self.connection_id, limit)
+        self.server_ended(1006, f"write timeout: the client took nothing for {limit} s "
+                          "(connection cut, no close frame)")
         self._closing = True
         self.outbox.finish()
         self.metrics.slow_disconnects.inc()
@@ -339,8 +442,9 @@ class Session:
                 await self.transport.close(CLOSE_SLOW_CLIENT, "write timeout")
         self.release()  # not awaited: the release stops this writer, which returns now
 
-    async def _close_failed(self) -> None:
+    async def _close_failed(self, reason: str) -> None:
         """After a writer failure: take no more frames, close with 1011."""
+        self.server_ended(CLOSE_INTERNAL_ERROR, reason)
         self._closing = True
         self.outbox.finish()
         with contextlib.suppress(Exception):
@@ -389,6 +493,7 @@ class Session:
         that stopped reading never takes the close frame either)."""
         if self._closing:
             return
+        self.server_ended(CLOSE_GOING_AWAY, reason)
         self._closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + flush_s
@@ -411,6 +516,9 @@ class Session:
 
     # --- frames from the client -------------------------------------------------------
     async def handle(self, frame: str | bytes) -> None:
+        """Run one client frame's actions. Returns once the control frames waiting unread
+        are at most ``CONTROL_PAUSE_BYTES`` (see the module docstring): the transport reads
+        the next frame only then."""
         for action in self.protocol.receive(frame):
             if isinstance(action, Send):
                 if action.error_code is not None:
@@ -425,6 +533,8 @@ class Session:
                 await self.subscribe(action)
             elif isinstance(action, Unsubscribe):
                 await self._detach(action.channel)
+        if self.outbox.over_pause:  # read no further frame until the client reads
+            await self.outbox.wait_readable()
 
     async def subscribe(self, action: Subscribe) -> None:
         try:
@@ -500,9 +610,14 @@ class Session:
             return
         self._closing = True
         self.outbox.finish()
-        task = asyncio.create_task(self._close_failed())
+        task = asyncio.create_task(self._close_failed(
+            f"internal error: a {str(frame.get('type'))[:40]!r} frame could not be encoded"))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def report_error(self, code: str, message: str, channel: str | None = None) -> None:
+        """Send the client an ``error`` frame (counted in the protocol error metric)."""
+        self._error(code, message, channel)
 
     def _error(self, code: str, message: str, channel: str | None = None) -> None:
         self.metrics.errors.labels(code).inc()
@@ -512,8 +627,16 @@ class Session:
         frame = self.protocol.render_dropped(count, channels)
         return Outgoing(self.protocol.encode(frame), frame=frame)
 
-    def _slow_disconnect(self) -> None:
+    def _control_overflow(self) -> None:
+        if not self._closing:
+            self._slow_disconnect(f"slow client: over {self.outbox.control_limit} bytes of "
+                                  "control frames unread")
+
+    def _slow_disconnect(self, reason: str = "slow client: send buffer full "
+                         "(slow_client_policy = disconnect)") -> None:
+        self.server_ended(CLOSE_SLOW_CLIENT, reason)
         self._closing = True
+        self.outbox.finish()
         self.metrics.slow_disconnects.inc()
         task = asyncio.create_task(self._close_slow())
         self._tasks.add(task)

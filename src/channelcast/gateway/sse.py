@@ -1,8 +1,13 @@
 """Server-Sent Events: the ``/sse`` endpoint, its transport and its resume cursor.
 
-A stream serves public channels only. Each message event's id is a cursor of every
-channel's last position (:func:`format_cursor`); a client that reconnects sends it back as
-``Last-Event-ID`` and resumes each channel after it (:func:`parse_cursor`). Refusals are
+A stream serves public channels only. Each ``subscribed`` and ``message`` event's id is a
+cursor of what the client has seen of every channel (:class:`Cursor`, :func:`format_cursor`):
+the bare position for a one-channel stream, ``channel:position`` entries for several, from
+the first event on; it never goes backwards. A client that reconnects sends it back as
+``Last-Event-ID`` and resumes each channel after it (:func:`read_cursor`). An id the gateway
+cannot use (malformed, a bare position for several channels) never refuses the stream: a
+browser's EventSource would stop for good on an error status. The stream starts live and
+reports ``recovery_failed`` for each channel instead. Refusals of the request itself are
 raised as channelcast errors; :mod:`.app` turns them into HTTP responses.
 
 The response (:class:`EventStream`) owns its session's lifetime; the event generator never
@@ -24,9 +29,10 @@ from starlette.types import Receive, Scope, Send
 
 from channelcast.channels import needs_auth, validate_client_channel
 from channelcast.errors import InvalidChannel, InvalidPosition, RequestRefused
-from channelcast.gateway.node import gateway_of
+from channelcast.gateway.node import gateway_of, peer_of
 from channelcast.gateway.protocol import (
     AUTH_REQUIRED,
+    RECOVERY_FAILED,
     TOO_MANY_SUBSCRIPTIONS,
     Subscribe,
     parse_position,
@@ -45,6 +51,9 @@ _CLOSE = Outgoing("")
 
 class SSETransport:
     """Hands the session's frames to the streaming response, one at a time (backpressure)."""
+
+    close_codes = False
+    """An event stream has no close codes (the session's log line leaves them out)."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(1)
@@ -105,21 +114,71 @@ def parse_cursor(text: str, channels: list[ChannelName]) -> dict[ChannelName, Po
     for part in parts:
         name, sep, pos = part.partition(":")
         if not sep:
-            raise InvalidPosition(f"not a channel:position entry: {part!r}")
+            raise InvalidPosition(f"not a channel:position entry: {part[:80]!r}")
         out[validate_client_channel(name)] = parse_position(pos)
     return out
 
 
-def format_cursor(positions: dict[ChannelName, Position]) -> str:
-    """Positions per channel -> an SSE event id that :func:`parse_cursor` reads back."""
-    if len(positions) == 1:
+def read_cursor(text: str, channels: list[ChannelName]
+                ) -> tuple[dict[ChannelName, Position], str | None]:
+    """A ``Last-Event-ID`` -> (the positions to resume the stream's channels from, why the
+    id cannot be used or None). Entries for channels not in the stream are left out (the
+    client changed its channels); an id that :func:`parse_cursor` refuses resumes nothing."""
+    try:
+        parsed = parse_cursor(text, channels)
+    except (InvalidPosition, InvalidChannel) as exc:
+        return {}, str(exc)
+    wanted = set(channels)
+    return {c: p for c, p in parsed.items() if c in wanted}, None
+
+
+def format_cursor(positions: dict[ChannelName, Position], *,
+                  combined: bool | None = None) -> str:
+    """Positions per channel -> an SSE event id that :func:`parse_cursor` reads back: the
+    bare position when ``combined`` is false, ``channel:position`` entries when it is true;
+    by default bare only for a single position."""
+    if combined is None:
+        combined = len(positions) != 1
+    if not combined:
         return str(next(iter(positions.values())))
     return " ".join(f"{c}:{p}" for c, p in sorted(positions.items()))
 
 
+class Cursor:
+    """What the client of one stream has seen of each channel: the event ids.
+
+    Starts from the positions it resumes from (the client saw those). A channel's
+    ``subscribed`` event sets its position to where the subscription stands, unless it
+    recovered from a position the client gave (then the client has seen that one, and the
+    replayed messages follow); each message moves it forward, never back."""
+
+    def __init__(self, channels: list[ChannelName], since: dict[ChannelName, Position]) -> None:
+        self.combined = len(channels) > 1
+        self.since = since
+        self.positions = dict(since)
+
+    def subscribed(self, channel: ChannelName, data: dict[str, object]) -> None:
+        if channel in self.since and data.get("recovered") is True:
+            return  # the client has seen ``since``; the replay moves it on
+        text = data.get("position")
+        if isinstance(text, str) and text:
+            self.positions[channel] = parse_position(text)
+
+    def message(self, channel: ChannelName, position: Position) -> None:
+        seen = self.positions.get(channel)
+        if (seen is None or (seen.topic, seen.partition, seen.epoch) != (
+                position.topic, position.partition, position.epoch)
+                or position.offset > seen.offset):
+            self.positions[channel] = position
+
+    def event_id(self) -> str:
+        return format_cursor(self.positions, combined=self.combined) if self.positions else ""
+
+
 async def sse_endpoint(request: Request) -> Response:
-    """``GET /sse?channels=a,b``; raises InvalidChannel, InvalidPosition (a bad
-    ``Last-Event-ID``) or RequestRefused (draining, a private channel, too many channels)."""
+    """``GET /sse?channels=a,b``; raises InvalidChannel or RequestRefused (draining, a
+    private channel, too many channels). A ``Last-Event-ID`` that cannot be used is not
+    refused: the stream starts live and reports ``recovery_failed`` per channel."""
     gw = gateway_of(request)
     if not gw.accepting:
         raise RequestRefused(503, SHUTTING_DOWN, "server shutting down")
@@ -137,17 +196,14 @@ async def sse_endpoint(request: Request) -> Response:
         raise RequestRefused(400, TOO_MANY_SUBSCRIPTIONS,
                              f"at most {limit} channels per stream")
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    try:
-        since = parse_cursor(last, channels) if last else {}
-    except (InvalidPosition, InvalidChannel) as exc:
-        raise InvalidPosition(f"bad Last-Event-ID: {exc}") from exc
+    since, unusable = read_cursor(last, channels) if last else ({}, None)
 
     transport = SSETransport()
     session = gw.new_session(transport)
-    positions: dict[ChannelName, Position] = {}
+    cursor = Cursor(channels, since)
 
     def start() -> None:
-        gw.register(session, "sse")
+        gw.register(session, "sse", peer=peer_of(request))
         session.start(greet=False)
 
     async def stream() -> AsyncGenerator[bytes, None]:
@@ -157,6 +213,10 @@ async def sse_endpoint(request: Request) -> Response:
         for channel in channels:
             session.protocol.channels.add(channel)
             await session.subscribe(Subscribe(channel, since.get(channel), None))
+            if unusable is not None and channel in session.attached_channels:
+                session.report_error(RECOVERY_FAILED, f"Last-Event-ID cannot be used "
+                                     f"({unusable}): subscribed live from now, messages may "
+                                     "have been missed", channel)
         while True:
             try:
                 item = await asyncio.wait_for(transport.queue.get(), SSE_KEEPALIVE_S)
@@ -166,7 +226,7 @@ async def sse_endpoint(request: Request) -> Response:
             if item is _CLOSE:
                 return
             try:
-                yield _sse_event(item, positions).encode()
+                yield _sse_event(item, cursor).encode()
             except UnicodeEncodeError as exc:  # a bug upstream: never a silent dead stream
                 log.warning("SSE stream of %s: a frame cannot be encoded (%s); ending the "
                             "stream", session.connection_id, exc)
@@ -177,19 +237,17 @@ async def sse_endpoint(request: Request) -> Response:
     return EventStream(stream(), start, lambda: gw.end_session(session))
 
 
-def _sse_event(item: Outgoing, positions: dict[ChannelName, Position]) -> str:
+def _sse_event(item: Outgoing, cursor: Cursor) -> str:
     event_id = ""
     if item.record is not None:
         kind = "message"
-        positions[item.record.channel] = item.record.position
-        event_id = format_cursor(positions)
+        cursor.message(ChannelName(item.record.channel), item.record.position)
+        event_id = cursor.event_id()
     else:
         assert item.frame is not None
         kind = str(item.frame.get("type"))
         if kind == "subscribed":
-            pos = item.frame["data"].get("position")
-            if pos:
-                positions[ChannelName(item.frame["channel"])] = parse_position(pos)
-                event_id = format_cursor(positions)
+            cursor.subscribed(ChannelName(item.frame["channel"]), item.frame["data"])
+            event_id = cursor.event_id()
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {kind}\ndata: {item.text}\n\n"

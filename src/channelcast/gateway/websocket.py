@@ -4,7 +4,9 @@ Outgoing frames take Starlette's ``send_text`` or, when the server offers the
 :data:`DIRECT_EXTENSION` (channelcast's uvicorn protocol, :mod:`.server`), a synchronous
 write straight into the connection. The protocol itself is in :mod:`.protocol` and the send
 buffer in :mod:`.session`; this module never parses a frame. The endpoint hands its session
-back to the node (``end_session``) however it ends, cancellation included.
+back to the node (``end_session``) however it ends, cancellation included, after noting the
+client's close code for the node's log line. It reads the next frame only once
+``session.handle`` returned, which waits while too many replies are unread (backpressure).
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from channelcast.gateway.node import gateway_of
+from channelcast.gateway.node import gateway_of, peer_of
 from channelcast.gateway.protocol import CLOSE_SLOW_CLIENT, CLOSE_TRY_AGAIN_LATER
 from channelcast.gateway.session import Outgoing
 
 CLOSE_GRACE_S = 5.0
 """How long a close frame may wait behind unread data before the connection is aborted."""
 ABORT_EXTENSION = "channelcast.abort"
-"""ASGI scope extension our uvicorn protocol adds: ``{"abort": callable}``."""
+"""ASGI scope extension our uvicorn protocol adds: ``{"abort": callable, "closing": () ->
+bool}`` (cut the connection; whether it is closing or lost)."""
 DIRECT_EXTENSION = "channelcast.direct"
 """ASGI scope extension our uvicorn protocol adds: ``{"room": () -> int, "write":
 (list[str]) -> None}``, a synchronous way to write text frames past the ASGI send stack
@@ -32,6 +35,10 @@ def _no_room() -> int:
     return 0
 
 
+def _not_known() -> bool:
+    return False
+
+
 class WebSocketTransport:
     """Frames go through Starlette's ``send_text``, or, when the server offers the
     :data:`DIRECT_EXTENSION`, straight into the connection (see ``room``/``send_now``).
@@ -40,11 +47,18 @@ class WebSocketTransport:
     def __init__(self, websocket: WebSocket, grace_s: float = CLOSE_GRACE_S) -> None:
         self.websocket = websocket
         self.grace_s = grace_s
-        direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+        extensions = websocket.scope.get("extensions", {})
+        direct = extensions.get(DIRECT_EXTENSION)
         self._room: Callable[[], int] = direct["room"] if direct else _no_room
         self._write: Callable[[list[str]], None] | None = direct["write"] if direct else None
+        self._closing: Callable[[], bool] = extensions.get(ABORT_EXTENSION, {}).get(
+            "closing", _not_known)
 
     async def send(self, item: Outgoing) -> None:
+        # The server learns of a lost connection a turn of the event loop later, and a
+        # send that need not wait never yields: ask the connection itself first.
+        if self._closing():
+            raise ConnectionResetError("the connection is closing")
         try:
             await self.websocket.send_text(item.text)
         except WebSocketDisconnect as exc:
@@ -86,19 +100,22 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if not gw.accepting:
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
         return
-    session = gw.open_session(WebSocketTransport(websocket), "ws")
+    session = gw.open_session(WebSocketTransport(websocket), "ws", peer=peer_of(websocket))
     try:
         session.start()
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                session.client_closed(int(message.get("code", 1005)),
+                                      str(message.get("reason") or ""))
                 break
             data = message.get("text")
             if data is None:
                 data = message.get("bytes")
             if data is not None and not session.outbox_closed:
-                await session.handle(data)
-    except WebSocketDisconnect:
-        pass
+                await session.handle(data)  # returns once the client reads its replies
+    except WebSocketDisconnect as exc:
+        session.client_closed(exc.code, exc.reason or "")
     finally:
         await gw.end_session(session)  # runs to the end even if this task is cancelled
+
