@@ -180,3 +180,34 @@ async def test_a_receiver_down_for_seconds_gets_the_webhook_with_the_events_time
             assert attempts[-1][0] - attempts[0][0] >= 2.5
             (time_ms,) = {json.loads(body)["time_ms"] for _, body in attempts}
             assert before - 50 <= time_ms <= after + 500, (before, time_ms, after)
+
+
+async def test_the_state_follower_restarts_from_the_end_when_its_log_is_gone(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Found by a tester: after the topic of ;pusher;state was deleted and recreated, the
+    # follower re-followed from its old position forever (a WARNING 2-4 times a second).
+    from channelcast.types import Position
+
+    async with running_gateway(pusher_settings()) as gw:
+        cluster = gw.gateway.pusher.cluster
+        broker = gw.gateway.broker
+        old = await broker.end_position(STATE_CHANNEL)
+        # A position of another incarnation of the log (what a recreated topic leaves).
+        stale = Position(old.topic, old.partition, old.offset, "another-run")
+        assert cluster._pump_task is not None
+        assert cluster._subscription is not None
+        cluster._pump_task.cancel()  # stop the follower, then follow from the stale one
+        await asyncio.gather(cluster._pump_task, return_exceptions=True)
+        await cluster._subscription.close()
+        cluster._position = stale
+        await cluster._follow()
+        for _ in range(100):
+            if cluster._position is not None and cluster._position.epoch == old.epoch:
+                break
+            await asyncio.sleep(0.05)
+        assert cluster._position is not None
+        assert cluster._position.epoch == old.epoch  # followed again, from the new log
+        await asyncio.sleep(0.5)
+        lost = [r for r in caplog.records if "pusher cluster state: lost" in r.getMessage()]
+        assert len(lost) == 1, [r.getMessage() for r in lost]
+        assert "from its end" in lost[0].getMessage()

@@ -587,8 +587,9 @@ class Session:
     def subscription_lost(self, channel: ChannelName, reason: str) -> None:
         self.attached_channels.discard(channel)
         self.protocol.subscription_failed(channel)
-        self._error(SUBSCRIPTION_LOST, f"{reason}; resubscribe with your last position to "
-                    "recover", channel)
+        advice = "" if "resubscribe" in reason else \
+            "; resubscribe with your last position to recover"
+        self._error(SUBSCRIPTION_LOST, f"{reason}{advice}", channel)
 
     # --- send buffer ------------------------------------------------------------------
     def _send(self, frame: dict[str, Any]) -> None:

@@ -528,8 +528,8 @@ class FanoutConsumer:
                 why = (f"topic {topic!r} was deleted and recreated (epoch {old_epoch} -> "
                        f"{new_epoch})")
             self._end_topic(topic, HistoryUnavailable(
-                f"{why}: messages may have been lost; resubscribe (recovery from positions "
-                "of the old topic fails)"))
+                f"{why}: messages may have been lost; resubscribe once the topic exists "
+                "(recovery from positions of the old topic fails)"))
         now = time.monotonic()
         for topic, (old, new) in changes.grown.items():
             try:

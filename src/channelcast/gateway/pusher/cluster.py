@@ -513,15 +513,25 @@ class Cluster:
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
+            gone = isinstance(exc, HistoryUnavailable)
+        else:
+            gone = False
         if self._closed:
             return
-        log.warning("pusher cluster state: lost %s (%s); following it again", STATE_CHANNEL,
-                    reason)
+        log.warning("pusher cluster state: lost %s (%s); following it again%s", STATE_CHANNEL,
+                    reason, " from its end (the log before is gone: the others' heartbeats "
+                    "rebuild the state)" if gone else "")
         with contextlib.suppress(Exception):
             await subscription.close()
         delay = 0.1
         while not self._closed:
             try:
+                if gone:  # the old position means nothing in the new log: start at its end
+                    self._position = await self.broker.end_position(STATE_CHANNEL)
+                    gone = False
+                    if self.active:
+                        self._sync_now = self._beat_now = True
+                        self._wake.set()
                 await self._follow()
                 return
             except Exception as exc:
