@@ -554,3 +554,18 @@ async def test_close_codes_are_pusher_codes() -> None:
     transport.going_away_code = 4009
     await transport.close(CLOSE_GOING_AWAY, "terminated")
     assert ws.closed == [4200, 4100, 4009]
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "-" + "9" * 400, "9" * 5000, "1e9", "", "１２"])
+def test_an_absurd_auth_timestamp_is_a_401_never_a_500(stamp: str) -> None:
+    # Found by a tester on the native API (the same fault here): a 309+ digit timestamp
+    # overflowed the float comparison, a 500 with a traceback for an unauthenticated call.
+    from channelcast.errors import AuthError
+    from channelcast.gateway.pusher.apps import PusherApp
+    from channelcast.gateway.pusher.signatures import verify_query
+
+    app = PusherApp(id="1", key="k", secret="s")
+    params = {"auth_key": "k", "auth_timestamp": stamp, "auth_version": "1.0",
+              "auth_signature": "00"}
+    with pytest.raises(AuthError, match="auth_timestamp must be Unix seconds"):
+        verify_query(app, "POST", "/apps/1/events", params, b"")

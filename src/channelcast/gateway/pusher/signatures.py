@@ -98,10 +98,13 @@ def verify_query(app: PusherApp, method: str, path: str, params: Mapping[str, st
         raise AuthError("auth_key is not this app's key")
     if params.get("auth_version", "1.0") != "1.0":
         raise AuthError("auth_version must be 1.0")
-    try:
-        ts = int(params["auth_timestamp"])
-    except ValueError:
-        raise AuthError("auth_timestamp must be Unix seconds") from None
+    stamp = params["auth_timestamp"]
+    # 1-12 ASCII digits: int() of thousands of digits is slow, past 4300 it raises, and a
+    # huge number overflows the float comparison below (a 500 instead of a 401).
+    if not (isinstance(stamp, str) and 0 < len(stamp) <= 12 and stamp.isascii()
+            and stamp.isdigit()):
+        raise AuthError("auth_timestamp must be Unix seconds")
+    ts = int(stamp)
     if abs(now - ts) > TIMESTAMP_WINDOW_S:
         raise AuthError(f"auth_timestamp is more than {TIMESTAMP_WINDOW_S} s away from the "
                         "server's clock")
