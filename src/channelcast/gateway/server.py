@@ -185,18 +185,22 @@ def text_frame(text: str) -> bytes:
         return frame
     payload = text.encode()
     n = len(payload)
-    if n < 126:
-        head = bytes((0x81, n))
-    elif n < 1 << 16:
-        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
-    frame = head + payload
+    frame = _frame_head(0x81, n) + payload
     if n <= _FRAME_CACHE_TEXT:
         if len(_frames) >= _FRAME_CACHE_ITEMS:
             _frames.clear()
         _frames[text] = frame
     return frame
+
+
+def _frame_head(first: int, n: int) -> bytes:
+    """A server frame's header (RFC 6455 5.2): ``first`` (FIN, RSV bits, opcode), then the
+    unmasked payload length ``n`` in 7, 7+16 or 7+64 bits."""
+    if n < 126:
+        return bytes((first, n))
+    if n < 1 << 16:
+        return bytes((first, 126)) + n.to_bytes(2, "big")
+    return bytes((first, 127)) + n.to_bytes(8, "big")
 
 
 DeflateParams = tuple[int, tuple[tuple[str, Any], ...]]
@@ -229,14 +233,7 @@ def deflated_frame(text: str, params: DeflateParams) -> bytes:
     encoder = zlib.compressobj(wbits=-bits, **dict(settings))
     payload = encoder.compress(text.encode()) + encoder.flush(zlib.Z_SYNC_FLUSH)
     payload = payload[:-4]
-    n = len(payload)
-    if n < 126:
-        head = bytes((0xC1, n))
-    elif n < 1 << 16:
-        head = bytes((0xC1, 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0xC1, 127)) + n.to_bytes(8, "big")
-    frame = head + payload
+    frame = _frame_head(0xC1, len(payload)) + payload
     if len(text) <= _FRAME_CACHE_TEXT:
         if len(_deflated) >= _FRAME_CACHE_ITEMS:
             _deflated.clear()
