@@ -11,6 +11,7 @@ from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.errors import BrokerUnavailable
 from channelcast.message import Envelope
 from channelcast.types import ChannelName
+from tests.gateway.logwatch import LogWatch
 from tests.kafka.helpers.support import settings_for
 
 
@@ -46,7 +47,8 @@ async def test_joining_behind_the_end_skips_what_since_already_covers(
 @pytest.mark.kafka
 @pytest.mark.timeout(90)
 async def test_a_crashed_fanout_consumer_is_reported_and_replaced(
-        kafka_bootstrap: str, unique: str) -> None:
+        kafka_bootstrap: str, unique: str, server_log: LogWatch) -> None:
+    server_log.expect(r"fan-out consumer thread crashed")  # the simulated bug, logged
     settings = settings_for(kafka_bootstrap, unique, partitions=1)
     async with KafkaBroker(settings) as broker:
         first = broker.subscribe(["room.a"])

@@ -30,6 +30,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from channelcast.config import AppSettings, GatewaySettings, PusherSettings, Settings
 from channelcast.gateway.pusher import names
 from tests.gateway.conftest import Running
+from tests.gateway.logwatch import server_log
+
+__all__ = ["server_log"]  # the autouse log watch (tests.gateway.logwatch): no unexpected ERROR
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 DRIVER = JS_DIR / "driver.cjs"
