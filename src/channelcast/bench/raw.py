@@ -12,6 +12,10 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
   (coordinated omission). :func:`round_trip` is it on one partition.
 * :func:`produce_scheduled`: produce records a caller makes at a fixed rate (the peers
   comparison's Kafka-to-browser source; someone else consumes them).
+* :func:`produce_generated`: produce records a caller makes, as fast as librdkafka takes
+  them (pre-filling a partition that readers are then timed on).
+* :func:`read_range`: read a known range of one partition, counting every record or
+  filtering by the ``channel`` header (the fan-out read baselines).
 
 :func:`warm_up` runs the first and third for a while, untimed, on a broker just started.
 
@@ -49,6 +53,7 @@ from channelcast.strategies.base import TopicSpec
 
 __all__ = [
     "RawMessage",
+    "RawRead",
     "RawRoundTrip",
     "RawThroughput",
     "baseline_producer_config",
@@ -57,8 +62,10 @@ __all__ = [
     "delete_topics",
     "end_offsets",
     "ping",
+    "produce_generated",
     "produce_loop",
     "produce_scheduled",
+    "read_range",
     "round_trip",
     "spread_round_trip",
     "wait_writable",
@@ -69,6 +76,9 @@ _STAMP = struct.Struct(">q")
 
 RawHeaders = list[tuple[str, str | bytes | None]]
 """Kafka headers as confluent-kafka takes them: (name, value) pairs, in order."""
+HeaderMap = dict[str, str | bytes | None]
+"""Kafka headers as a dict (confluent-kafka writes them in its order), as channelcast's
+publisher passes them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,23 @@ class RawThroughput:
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawRead:
+    """A timed read of a range of one partition (:func:`read_range`)."""
+
+    records: int
+    """Records read after the first (the clock runs from the first to the last)."""
+    seconds: float
+    cpu_seconds: float
+    """CPU time of the whole process (every thread, librdkafka's too) over that time."""
+    matched: int
+    """Records whose ``channel`` header was the one asked for (all, when counting)."""
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +504,99 @@ def produce_scheduled(bootstrap: str, topic: str, partition: int, count: int, ra
         raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
                                      "(the first failure shown)")
     return RawRoundTrip(sent, 0, elapsed)
+
+
+def produce_generated(bootstrap: str, topic: str, partition: int, count: int,
+                      make: Callable[[int], tuple[bytes, bytes | None, HeaderMap]], *,
+                      config: Mapping[str, Any] | None = None,
+                      timeout_s: float = 120.0) -> RawThroughput:
+    """Produce ``count`` records to one partition as fast as librdkafka takes them; record
+    ``i`` is ``make(i)`` -> (value, key, headers), built in the loop (so a million records
+    never sit in memory at once). Returns once every one is acknowledged. Blocking."""
+    producer = _producer(bootstrap, config)
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    try:
+        producer.list_topics(topic, timeout=timeout_s)
+        start = time.perf_counter()
+        cpu_start = time.process_time()
+        produce = producer.produce
+        poll = producer.poll
+        for i in range(count):
+            value, key, headers = make(i)
+            while True:
+                try:
+                    produce(topic, value, key, partition=partition, headers=headers,
+                            on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    poll(0.005)  # the local queue is full: let librdkafka send
+            poll(0)
+        left = producer.flush(timeout_s)
+        seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
+    except KafkaException as exc:
+        raise translate(exc, "raw producer: producing") from exc
+    if left:
+        raise BrokerError(f"raw producer: {left} message(s) not acknowledged in {timeout_s}s")
+    if failures:
+        raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
+                                     "(the first failure shown)")
+    return RawThroughput(count, seconds, cpu)
+
+
+def read_range(bootstrap: str, topic: str, partition: int, start: int, count: int, *,
+               channel: bytes | None = None, config: Mapping[str, Any] | None = None,
+               timeout_s: float = 300.0) -> RawRead:
+    """Read ``count`` records of one partition from offset ``start`` with a bare consumer
+    (``assign()`` + ``consume(1000)``).
+
+    With ``channel``, each record's headers are searched for the first ``channel`` header
+    and the record's value is taken when it equals ``channel`` (what a consumer that
+    wants one channel of a shared partition does); without it every record is only
+    counted. The clock runs from the first record to the last, and ``cpu_seconds`` is
+    the process's over the same span. Raises BrokerError if they do not all arrive within
+    ``timeout_s``. Blocking.
+    """
+    consumer = _consumer(bootstrap, config)
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        seen = matched = 0
+        began = cpu_began = 0.0
+        deadline = time.monotonic() + timeout_s
+        consume = consumer.consume
+        while seen < count:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"raw reader: {seen}/{count} records in {timeout_s}s")
+            batch = consume(min(1000, count - seen), 0.1)
+            if not batch:
+                continue
+            if not seen:
+                began, cpu_began = time.perf_counter(), time.process_time()
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    raise translate(err, "raw reader: consuming")
+                if channel is not None:
+                    headers: Any = msg.headers()  # (name, value) pairs when consumed
+                    for name, value in headers or ():
+                        if name == "channel":
+                            if value == channel:
+                                msg.value()
+                                matched += 1
+                            break
+            seen += len(batch)
+        seconds = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+    except KafkaException as exc:
+        raise translate(exc, "raw reader: consuming") from exc
+    finally:
+        consumer.close()
+    return RawRead(seen - 1, seconds, cpu, matched if channel is not None else seen)
 
 
 def warm_up(bootstrap: str, topic: str, partitions: int, *, seconds: float, size: int,
