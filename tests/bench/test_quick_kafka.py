@@ -97,12 +97,24 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
     gateway, filtering, counting = results.reads
     assert gateway.matched == filtering.matched == (records - 1) // 101 + 1
     assert counting.matched == records
+    # Latency across processes: every message of every run arrived, channelcast and raw
+    # at the same rate, which is the fraction of that run's own saturation.
+    (crossed,) = results.process_latency
+    assert crossed.partitions == 23
+    assert crossed.saturation.received == crossed.saturation.sent == config.messages
+    for run in (crossed.channelcast, crossed.raw):
+        assert run.received == run.sent > 0, run
+        assert run.latency.count == run.sent, run
+    assert crossed.channelcast.sent == crossed.raw.sent
+    assert crossed.channelcast.offered_rate == crossed.raw.offered_rate == pytest.approx(
+        crossed.saturation.achieved_rate * config.saturation_fraction)
+    assert crossed.p99_ratio > 0
     assert results.skipped == []
     assert results.machine["kafka"] == kafka_local_version(libs)
 
     report = paths["report"].read_text()
     for heading in ("## 1. Topic strategies", "## 2-3. Overhead", "## 4. Gateway fan-out",
-                    "## 5. Fan-out read", "## Targets"):
+                    "## 5. Fan-out read", "## 6. Latency at 20% of saturation", "## Targets"):
         assert heading in report
     assert paths["plot"].stat().st_size > 10_000
     assert json.loads(paths["json"].read_text())["config"]["run_id"] == unique

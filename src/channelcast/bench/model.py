@@ -14,7 +14,7 @@ from typing import Any
 
 from channelcast.bench.hist import LatencySummary
 
-SCENARIOS = ("strategies", "overhead", "ceiling", "fanout", "filter")
+SCENARIOS = ("strategies", "overhead", "ceiling", "fanout", "filter", "latency")
 """Scenario names, in the order they run."""
 
 PEER_SCENARIOS = ("peers-fanout", "peers-publish", "peers-kafka-browser")
@@ -71,8 +71,8 @@ class BenchConfig:
     compiled them, which slows whichever scenario comes first (``scripts/bench``, which
     starts a broker for the run, warms it up for 15 s unless told otherwise)."""
     repeat: int = 1
-    """How many times the strategies and filter scenarios run (the strategies with their
-    raw round trips). A 10-second run's p99 can be one stall; with repeats the report
+    """How many times the strategies, filter and latency scenarios run (the strategies
+    with their raw round trips). A 10-second run's p99 can be one stall; with repeats the report
     lists every run's target ratios and judges those targets on their median."""
 
     @classmethod
@@ -221,6 +221,33 @@ class ReadRun:
 
 
 @dataclass(slots=True)
+class ProcessLatency:
+    """One run of the ``latency`` scenario: publisher and subscriber in processes of their
+    own, channelcast and the raw round trip at the same rate over the same partitions."""
+
+    run: int
+    """Which repeat (1-based)."""
+    partitions: int
+    saturation: LatencyRun
+    """channelcast's ``publish_many`` at saturation, the subscriber process reading."""
+    channelcast: LatencyRun
+    """channelcast at ``saturation_fraction`` of that rate."""
+    raw: LatencyRun
+    """The raw producer and consumer processes at the same rate."""
+    load: str = ""
+    """The machine's load average before the run."""
+    order: str = ""
+    """Which of the two fixed-rate runs went first."""
+
+    @property
+    def p99_ratio(self) -> float:
+        mine, base = self.channelcast.latency.p99_ms, self.raw.latency.p99_ms
+        if not self.channelcast.latency.count or not self.raw.latency.count or not base > 0:
+            return math.nan
+        return mine / base
+
+
+@dataclass(slots=True)
 class BenchResults:
     config: BenchConfig
     broker: str
@@ -233,6 +260,8 @@ class BenchResults:
     fanout: list[ThroughputRow] = field(default_factory=list)
     reads: list[ReadRun] = field(default_factory=list)
     """The ``filter`` scenario: every reader's every run."""
+    process_latency: list[ProcessLatency] = field(default_factory=list)
+    """The ``latency`` scenario: every run."""
     errors: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     started: str = ""
@@ -251,7 +280,7 @@ def to_jsonable(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         out = {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
         for derived in ("publish_rate", "raw_publish_rate", "rate", "achieved_rate", "lost",
-                        "cpu_us_per_record"):
+                        "cpu_us_per_record", "p99_ratio"):
             if hasattr(value, derived):
                 out[derived] = to_jsonable(getattr(value, derived))
         return out

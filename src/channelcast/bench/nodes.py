@@ -16,6 +16,21 @@ Modes:
   through, so its broker subscription is live. After ``go`` it waits until ``expected``
   messages of the channel were delivered and reports when the first and the last came.
 * ``raw-reader``: :func:`channelcast.bench.raw.read_range`.
+* ``cc-publisher``: a KafkaBroker that, after ``go``, publishes with ``publish_many``
+  either ``count`` messages as fast as it can (``saturation``, batches in flight as
+  the strategies scenario sends them) or ``rate`` messages per second for ``seconds``
+  (each carrying its intended send time); ``ready`` once it has published one probe to
+  every partition.
+* ``cc-subscriber``: a KafkaBroker subscription to every channel; ``ready`` once live
+  (``Subscription.ready()``); records each message's latency from the time it carries.
+* ``raw-producer`` / ``raw-consumer``: the same two with bare confluent-kafka
+  (:func:`channelcast.bench.raw.produce_stamped`, :func:`~channelcast.bench.raw.
+  consume_stamped`), with the librdkafka settings the KafkaBroker builds for its
+  publisher and its fan-out consumer.
+
+Every channelcast mode routes with the strategies scenario's grouped mapping
+(``original_mapping(run_id)``) over ``channels`` channels (``bench_channels``), so the
+raw modes write to and read from the same partitions with the same keys.
 
 It never creates or deletes topics (the parent does) and never judges speed.
 """
@@ -50,15 +65,27 @@ async def _wait_for_go() -> None:
 
 
 def _kafka_settings(spec: Mapping[str, Any]) -> Any:
-    """The KafkaSettings a spec names: one topic (``topic``, ``partitions``) for every
-    channel, with the run's librdkafka overrides."""
+    """The KafkaSettings a spec names, with the run's librdkafka overrides: the grouped
+    mapping of the strategies scenario (``run_id``), or one topic (``topic``,
+    ``partitions``) for every channel."""
+    from dataclasses import replace
+
+    from channelcast.bench.scenarios import original_mapping
     from channelcast.config import KafkaSettings
 
-    return KafkaSettings(brokers=spec["bootstrap"], topic_strategy="grouped",
-                         default_topic=spec["topic"],
-                         default_partitions=int(spec.get("partitions", 1)),
-                         timeout_s=60.0, producer=dict(spec.get("producer", {})),
-                         consumer=dict(spec.get("consumer", {})))
+    overrides = {"brokers": spec["bootstrap"], "timeout_s": 60.0,
+                 "producer": dict(spec.get("producer", {})),
+                 "consumer": dict(spec.get("consumer", {}))}
+    if "run_id" in spec:
+        return replace(original_mapping(spec["run_id"]), **overrides)
+    return KafkaSettings(topic_strategy="grouped", default_topic=spec["topic"],
+                         default_partitions=int(spec.get("partitions", 1)), **overrides)
+
+
+def _channels(spec: Mapping[str, Any]) -> list[ChannelName]:
+    from channelcast.bench.scenarios import bench_channels
+
+    return bench_channels(int(spec["channels"]))
 
 
 class _CountingListener:
@@ -159,9 +186,143 @@ def raw_reader(spec: Mapping[str, Any]) -> dict[str, Any]:
             "cpu_seconds": read.cpu_seconds, "matched": read.matched}
 
 
+async def cc_publisher(spec: Mapping[str, Any]) -> dict[str, Any]:
+    from channelcast.bench.scenarios import publish_fixed_rate, publish_saturated
+    from channelcast.brokers.kafka.broker import KafkaBroker
+    from channelcast.message import Envelope
+    from channelcast.runtime import freeze_startup_heap
+
+    channels = _channels(spec)
+    tag, pad = int(spec["tag"]), str(spec["pad"])
+    async with KafkaBroker(_kafka_settings(spec)) as broker:
+        one_each = {(r.topic, r.partition): c for c in channels
+                    for r in (broker.strategy.route(c),)}
+        await broker.publish_many([Envelope(c, PROBE_EVENT, None)
+                                   for c in one_each.values()])
+        freeze_startup_heap()
+        _say("ready")
+        await _wait_for_go()
+        if spec["mode"] == "saturation":
+            sent = int(spec["count"])
+            seconds = await publish_saturated(broker, channels, sent, tag, pad,
+                                              int(spec["batch"]), int(spec["window"]))
+        else:
+            sent, seconds = await publish_fixed_rate(broker, channels, float(spec["rate"]),
+                                                     float(spec["seconds"]), tag, pad)
+    return {"sent": sent, "seconds": seconds}
+
+
+async def cc_subscriber(spec: Mapping[str, Any]) -> dict[str, Any]:
+    from channelcast.bench.hist import LatencyRecorder
+    from channelcast.brokers.kafka.broker import KafkaBroker
+    from channelcast.runtime import freeze_startup_heap
+
+    tag = int(spec["tag"])
+    expected = int(spec["expected"])
+    recorder = LatencyRecorder()
+    done = asyncio.Event()
+    state = {"received": 0, "first": 0, "last": 0}
+    clock = time.monotonic_ns
+
+    async def read(subscription: Any) -> None:
+        try:
+            async for record in subscription:
+                now = clock()
+                data = record.envelope.data
+                if type(data) is not dict or data.get("r") != tag:
+                    continue  # probes, and anything not of this run
+                recorder.record_ns(now - int(data["t"]))
+                if not state["received"]:
+                    state["first"] = now
+                state["last"] = now
+                state["received"] += 1
+                if state["received"] >= expected:
+                    return
+        finally:
+            done.set()
+
+    async with (KafkaBroker(_kafka_settings(spec)) as broker,
+                broker.subscribe(_channels(spec), max_queue=10_000) as subscription):
+        freeze_startup_heap()
+        _say("ready")
+        await _wait_for_go()
+        reader = asyncio.create_task(read(subscription))
+        try:
+            await _until_done(done, lambda: state["received"],
+                              float(spec.get("drain_s", 60.0)))
+        finally:
+            reader.cancel()
+            (outcome,) = await asyncio.gather(reader, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            raise outcome
+    return {"received": state["received"], "seconds": (state["last"] - state["first"]) / 1e9,
+            "histogram": recorder.encode() if recorder.count else ""}
+
+
+def _raw_clients(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(producer, consumer) librdkafka settings as the KafkaBroker builds them for its
+    publisher and its fan-out consumer."""
+    from channelcast.brokers.kafka.client import private_consumer_config
+    from channelcast.brokers.kafka.producer import producer_defaults
+
+    settings = _kafka_settings(spec)
+    producer = producer_defaults(settings.brokers, settings.timeout_s)
+    producer.update(settings.producer)
+    return producer, private_consumer_config(settings, "bench-raw")
+
+
+def _routes(spec: Mapping[str, Any]) -> list[tuple[str, int, bytes | None]]:
+    from channelcast.strategies import create_strategy
+
+    strategy = create_strategy(_kafka_settings(spec))
+    return [(r.topic, r.partition, r.key) for c in _channels(spec)
+            for r in (strategy.route(c),)]
+
+
+def _go_when_told() -> None:
+    _say("ready")
+    line = sys.stdin.readline()
+    if line.strip() != "go":
+        raise BrokerError(f"expected 'go' on stdin, got {line!r}")
+
+
+def raw_producer(spec: Mapping[str, Any]) -> dict[str, Any]:
+    from channelcast.bench import raw
+    from channelcast.runtime import freeze_startup_heap
+
+    producer, _consumer = _raw_clients(spec)
+    routes = _routes(spec)
+    freeze_startup_heap()
+    sent = raw.produce_stamped(producer, routes, rate=float(spec["rate"]),
+                               seconds=float(spec["seconds"]), size=int(spec["size"]),
+                               ready=_go_when_told)
+    return {"sent": sent.sent, "seconds": sent.seconds}
+
+
+def raw_consumer(spec: Mapping[str, Any]) -> dict[str, Any]:
+    from channelcast.bench import raw
+    from channelcast.bench.hist import LatencyRecorder
+    from channelcast.runtime import freeze_startup_heap
+
+    _producer, consumer = _raw_clients(spec)
+    partitions = sorted({(t, p) for t, p, _key in _routes(spec)})
+    recorder = LatencyRecorder()
+    freeze_startup_heap()
+    got = raw.consume_stamped(consumer, partitions, expected=int(spec["expected"]),
+                              on_latency=recorder.record_ns, ready=_go_when_told,
+                              drain_s=float(spec.get("drain_s", 60.0)),
+                              timeout_s=float(spec.get("timeout_s", 30.0)))
+    return {"received": got.received, "seconds": got.seconds,
+            "histogram": recorder.encode() if recorder.count else ""}
+
+
 _MODES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "gateway-reader": lambda spec: asyncio.run(gateway_reader(spec)),
     "raw-reader": raw_reader,
+    "cc-publisher": lambda spec: asyncio.run(cc_publisher(spec)),
+    "cc-subscriber": lambda spec: asyncio.run(cc_subscriber(spec)),
+    "raw-producer": raw_producer,
+    "raw-consumer": raw_consumer,
 }
 
 

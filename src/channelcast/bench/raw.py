@@ -12,6 +12,8 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
   (coordinated omission). :func:`round_trip` is it on one partition.
 * :func:`produce_scheduled`: produce records a caller makes at a fixed rate (the peers
   comparison's Kafka-to-browser source; someone else consumes them).
+* :func:`produce_stamped` and :func:`consume_stamped`: :func:`spread_round_trip`'s two
+  halves, each for a process of its own (a deployment's publisher and subscriber).
 * :func:`produce_generated`: produce records a caller makes, as fast as librdkafka takes
   them (pre-filling a partition that readers are then timed on).
 * :func:`read_range`: read a known range of one partition, counting every record or
@@ -58,6 +60,7 @@ __all__ = [
     "RawThroughput",
     "baseline_producer_config",
     "consume_loop",
+    "consume_stamped",
     "create_topics",
     "delete_topics",
     "end_offsets",
@@ -65,6 +68,7 @@ __all__ = [
     "produce_generated",
     "produce_loop",
     "produce_scheduled",
+    "produce_stamped",
     "read_range",
     "round_trip",
     "spread_round_trip",
@@ -504,6 +508,130 @@ def produce_scheduled(bootstrap: str, topic: str, partition: int, count: int, ra
         raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
                                      "(the first failure shown)")
     return RawRoundTrip(sent, 0, elapsed)
+
+
+Route = tuple[str, int, bytes | None]
+"""(topic, partition, key) of a raw record."""
+
+
+def _stamped_headers(key: bytes | None, index: int) -> HeaderMap:
+    """Headers of the shape channelcast writes: channel, event and a 26-character id."""
+    return {"channel": key, "event": "bench", "id": f"{index:026d}"}
+
+
+def produce_stamped(producer_config: Mapping[str, Any], routes: Sequence[Route], *,
+                    rate: float, seconds: float, size: int, headers: bool = True,
+                    ready: Callable[[], None] | None = None) -> RawRoundTrip:
+    """The producing half of :func:`spread_round_trip`: ``rate`` values per second for
+    ``seconds``, round-robin over ``routes``, each value the *intended* send time
+    (``time.monotonic_ns``, 8 bytes) padded to ``size``; with ``headers``, the three
+    headers channelcast writes (channel, event, id), so the records are the same size.
+
+    First one probe (a negative stamp) to every partition, flushed (connections,
+    metadata, the idempotent producer id); then ``ready()`` is called, which may block
+    until the timed part is to start. Returns (sent, 0, seconds until the last was
+    acknowledged). Blocking.
+    """
+    if not routes:
+        raise BrokerError("raw producer: no partitions to send to")
+    total = max(1, int(rate * seconds))
+    interval = 1e9 / rate
+    pad = b"x" * max(0, size - _STAMP.size)
+    producer = Producer(dict(producer_config))
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    try:
+        for topic, partition, key in {(t, p): (t, p, k) for t, p, k in routes}.values():
+            producer.produce(topic, _STAMP.pack(-1) + pad, key, partition=partition,
+                             on_delivery=on_delivery)
+        if producer.flush(60.0):
+            raise BrokerError("raw producer: probes not acknowledged in 60s")
+        if ready is not None:
+            ready()
+        produce = producer.produce
+        start = time.monotonic_ns()
+        sent = 0
+        count = len(routes)
+        while sent < total:
+            due = min(total, int((time.monotonic_ns() - start) / interval) + 1)
+            while sent < due:
+                topic, partition, key = routes[sent % count]
+                try:
+                    produce(topic, _STAMP.pack(start + int(sent * interval)) + pad, key,
+                            partition=partition, on_delivery=on_delivery,
+                            headers=_stamped_headers(key, sent) if headers else None)
+                    sent += 1
+                except BufferError:
+                    producer.poll(0.001)
+            producer.poll(0)
+            pause = (start + int(sent * interval) - time.monotonic_ns()) / 1e9
+            if pause > 0:
+                time.sleep(pause)
+        left = producer.flush(60.0)
+        elapsed = (time.monotonic_ns() - start) / 1e9
+    except KafkaException as exc:
+        raise translate(exc, "raw producer") from exc
+    if left:
+        raise BrokerError(f"raw producer: {left} message(s) not acknowledged in 60s")
+    if failures:
+        raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
+                                     "(the first failure shown)")
+    return RawRoundTrip(sent, 0, elapsed)
+
+
+def consume_stamped(consumer_config: Mapping[str, Any], partitions: Sequence[tuple[str, int]],
+                    *, expected: int, on_latency: Callable[[int], None],
+                    ready: Callable[[], None] | None = None, wait_s: float = 120.0,
+                    drain_s: float = 10.0, timeout_s: float = 30.0) -> RawRoundTrip:
+    """The consuming half of :func:`spread_round_trip`: a consumer assigned to every
+    partition at its current end (explicit offsets: everything written afterwards is
+    read), ``poll()`` in a loop; ``on_latency(ns)`` gets receive time minus the stamp of
+    every value with one (probes, negative stamps, are skipped). ``ready()`` is called once
+    assigned. Ends after ``expected`` values, or ``drain_s`` seconds without one once the
+    first came (``wait_s`` for the first). Returns (0, received, seconds from the first to
+    the last). Reading the ends waits ``timeout_s`` at most. Blocking."""
+    consumer = Consumer(dict(consumer_config))
+    received = 0
+    first = last = 0
+    try:
+        start = []
+        for topic, partition in partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                        timeout=timeout_s, cached=False)
+            start.append(TopicPartition(topic, partition, int(high)))
+        consumer.assign(start)
+        if ready is not None:
+            ready()
+        quiet_until = time.monotonic() + wait_s
+        while received < expected and time.monotonic() < quiet_until:
+            msg = consumer.poll(0.05)  # returns each message as soon as it is there
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                raise translate(err, "raw consumer: consuming")
+            now = time.monotonic_ns()
+            value = msg.value()
+            if value is None or len(value) < _STAMP.size:
+                continue
+            stamp = _STAMP.unpack_from(value)[0]
+            if stamp < 0:
+                continue
+            on_latency(now - stamp)
+            received += 1
+            if not first:
+                first = now
+            last = now
+            quiet_until = time.monotonic() + drain_s
+    except KafkaException as exc:
+        raise translate(exc, "raw consumer: consuming") from exc
+    finally:
+        consumer.close()
+    return RawRoundTrip(0, received, (last - first) / 1e9)
 
 
 def produce_generated(bootstrap: str, topic: str, partition: int, count: int,

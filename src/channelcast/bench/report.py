@@ -167,6 +167,10 @@ def check_targets(results: BenchResults) -> list[TargetCheck]:
     ratio = _ratio(gw.rate if gw else None, plain.rate if plain else None)
     out.append(TargetCheck("gateway fan-out >= 0.7x plain websockets broadcast", _x(ratio),
                            None if math.isnan(ratio) else ratio >= 0.7))
+    out.append(_median_check(
+        f"p99 at {results.config.saturation_fraction:.0%} of saturation, publisher and "
+        "subscriber in processes of their own, <= 1.5x the raw round trip run the same way",
+        [r.p99_ratio for r in results.process_latency], 1.5, False))
     channels = results.config.filter_channels + 1
     out.append(_median_check(
         f"gateway node reading 1 of {channels} channels in a partition >= 0.5x a raw "
@@ -345,6 +349,8 @@ def render_markdown(results: BenchResults) -> str:
 
     if results.reads:
         lines += _reads_table(results)
+    if results.process_latency:
+        lines += _process_latency_table(results)
 
     lines += ["## Targets (measured, not asserted)", "", "| target | measured | met |",
               "|---|---:|---|"]
@@ -359,6 +365,41 @@ def render_markdown(results: BenchResults) -> str:
     return "\n".join(lines)
 
 
+def _process_latency_table(results: BenchResults) -> list[str]:
+    c = results.config
+    runs = results.process_latency
+    lines = [f"## 6. Latency at {c.saturation_fraction:.0%} of saturation, publisher and "
+             "subscriber in processes of their own", "",
+             f"{c.channels:,} channels over the grouped mapping's {runs[0].partitions} "
+             "partitions. Per run: channelcast's `publish_many` at saturation (a subscriber "
+             f"process reading), then {c.saturation_fraction:.0%} of that rate for "
+             f"{c.rate_seconds:g} s, once with a channelcast publisher process and "
+             "subscriber process, once with a raw confluent-kafka producer process and "
+             "consumer process (same partitions, keys, record sizes and headers, the "
+             "librdkafka settings the KafkaBroker builds). Latency from each message's "
+             "intended send time to the subscriber process.", ""]
+    lines += ["| run | load | saturation msg/s | offered msg/s | channelcast p50 / p99 ms | "
+              "raw p50 / p99 ms | p99 ratio | received / sent (channelcast; raw) | order |",
+              "|---:|---|---:|---:|---|---|---:|---|---|"]
+    for r in runs:
+        cc, raw = r.channelcast, r.raw
+        lines.append(
+            f"| {r.run} | {r.load.split()[0] if r.load else '?'} | "
+            f"{_num(r.saturation.achieved_rate)} | {_num(cc.offered_rate)} | "
+            f"{_ms(cc.latency.p50_ms)} / {_ms(cc.latency.p99_ms)} | "
+            f"{_ms(raw.latency.p50_ms)} / {_ms(raw.latency.p99_ms)} | {_x(r.p99_ratio)} | "
+            f"{cc.received:,} / {cc.sent:,}; {raw.received:,} / {raw.sent:,} | {r.order} |")
+    lines.append("")
+    rows: list[tuple[str, LatencyRun]] = []
+    for r in runs:
+        rows += [(f"run {r.run}: channelcast", r.saturation),
+                 (f"run {r.run}: channelcast", r.channelcast),
+                 (f"run {r.run}: raw confluent-kafka", r.raw)]
+    lines += _latency_table(rows)
+    lines.append("")
+    return lines
+
+
 def render_plot(results: BenchResults, path: Path) -> None:
     import matplotlib
 
@@ -367,13 +408,17 @@ def render_plot(results: BenchResults, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(20, 6), gridspec_kw={"width_ratios": [5, 5, 3]})
     left, right, fan = axes
-    colors = {"one-per-channel": "tab:red", "grouped": "tab:blue", "raw": "tab:gray"}
+    colors = {"one-per-channel": "tab:red", "grouped": "tab:blue", "raw": "tab:gray",
+              "processes": "tab:orange"}
     styles = ["-", "--", ":", "-."]
     curves: list[tuple[str, str, LatencyRun]] = [
         (s.strategy, s.strategy, r) for s in results.strategies for r in s.runs]
     curves += [("raw", f"raw confluent-kafka, {s.strategy}'s topics", s.raw_round_trip)
                for s in results.strategies if s.raw_round_trip is not None]
     curves += [("raw", "raw confluent-kafka, 1 partition", r) for r in results.round_trips]
+    for r in results.process_latency:
+        curves += [("processes", f"channelcast, processes, run {r.run}", r.channelcast),
+                   ("raw", f"raw confluent-kafka, processes, run {r.run}", r.raw)]
     seen: dict[str, int] = {}
     for key, who, run in curves:
         if not run.curve:
