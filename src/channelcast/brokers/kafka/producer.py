@@ -164,11 +164,13 @@ class _Batch:
             taken: dict[Any, Callable[[], Any]] = {
                 key: iter(offsets).__next__ for key, offsets in self.reports.items()}
             if not failed and not self.errors:
+                produced = messages if count == len(messages) else messages[:count]
                 if self.topics:
                     return [new_position(m[0], m[1], taken[(m[0], m[1])](), epochs.get(m[0]))
-                            for m in messages[:count]]
-                return [new_position(m[0], m[1], taken[m[1]](), epochs.get(m[0]))
-                        for m in messages[:count]]
+                            for m in produced]
+                topic = messages[0][0]  # one topic: one epoch
+                epoch = epochs.get(topic)
+                return [new_position(topic, m[1], taken[m[1]](), epoch) for m in produced]
             found = [None if index in failed
                      else taken[(m[0], m[1]) if self.topics else m[1]]()
                      for index, m in enumerate(messages[:count])]
