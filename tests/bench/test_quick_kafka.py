@@ -67,6 +67,7 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
     assert names == {"raw confluent-kafka produce() loop", "channelcast publish_many()",
                      "raw produce() + json.dumps + headers", "channelcast publish()",
                      "raw produce() + channelcast's headers",
+                     "raw produce() + ULID + orjson envelope + headers",
                      "raw confluent-kafka consumer loop", "channelcast subscription",
                      "raw consumer + json.loads per message",
                      "Java ProducerPerformance (Kafka's own tool)"}
