@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -185,6 +186,10 @@ class _Batch:
         return out
 
 
+_topic_of = itemgetter(0)
+_partition_of = itemgetter(1)
+
+
 def _failure(why: KafkaError | KafkaException, topic: str | None = None) -> Translated:
     """The error of one failed message (naming its topic when known): a delivery report's
     KafkaError is for a message that may have reached the broker (``sent``), produce()'s
@@ -335,8 +340,8 @@ class KafkaPublisher:
         if not messages:
             return batch
         callback: Any = None
-        if self._ordered_reports and min(m[1] for m in messages) >= 0:
-            batch.topics = len({m[0] for m in messages}) > 1
+        if self._ordered_reports and min(map(_partition_of, messages)) >= 0:
+            batch.topics = len(set(map(_topic_of, messages))) > 1
             callback = batch.on_topic_report if batch.topics else batch.on_report
         else:
             batch.slots = [None] * len(messages)
