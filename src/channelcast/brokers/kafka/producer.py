@@ -111,9 +111,8 @@ class _Batch:
     def on_report(self, err: KafkaError | None, msg: Message) -> None:
         """An ordered report of a batch for one topic."""
         partition = msg.partition()
-        try:
-            got = self.reports[partition]
-        except KeyError:
+        got = self.reports.get(partition)
+        if got is None:  # a get, not a KeyError: small batches meet new partitions often
             got = self.reports[partition] = []
         if err is None:
             got.append(msg.offset())  # type: ignore[arg-type]  # set in a report
