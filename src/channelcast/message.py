@@ -160,7 +160,9 @@ def validate_message_id(value: object) -> str:
     """``value`` if it is a usable message id (an idempotency key); raises MessageError
     naming the rule: a string of 1 to :data:`MAX_MESSAGE_ID` characters, each one of
     ``A-Z a-z 0-9 . _ - :``. A ULID (what :func:`new_id` makes) always is one."""
-    if type(value) is str and _MESSAGE_ID(value):
+    # isalnum() of ASCII text is exactly [A-Za-z0-9]: a ULID passes without the regex.
+    if type(value) is str and len(value) <= MAX_MESSAGE_ID and value.isascii() and (
+            value.isalnum() or _MESSAGE_ID(value)):
         return value
     if not isinstance(value, str) or not value:
         raise MessageError(f"id must be a non-empty string, got {value!r:.60}")
@@ -391,6 +393,7 @@ def _is_valid_channel(channel: object) -> bool:
 _ORJSON_OPTS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
                 | orjson.OPT_PASSTHROUGH_DATETIME)
 _orjson_dumps = orjson.dumps
+_find = bytes.find
 
 
 def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
@@ -431,7 +434,9 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
         except TypeError:
             raw = None
         else:
-            if b"null" in raw:
+            # find(), not `in`: bytes.__contains__ first tries the needle as an int and
+            # builds and clears a TypeError (0.25 of 1.4 us per call here).
+            if _find(raw, b"null") >= 0:
                 raw = None
     if raw is None:
         raw = _encode_with_json(envelope, plain)

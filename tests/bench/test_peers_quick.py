@@ -22,10 +22,12 @@ from channelcast.bench.peers.install import (
     find_sockudo,
 )
 from channelcast.bench.peers.model import (
+    CLIENT_CPU_US_PER_DELIVERY,
     CPU_US_PER_MSG,
     DELIVERED,
     DELIVERIES_PER_S,
     FANOUT,
+    FRAMES_PER_DELIVERY,
     KAFKA_BROWSER,
     MSG_PER_S,
     P50_MS,
@@ -64,6 +66,11 @@ def test_quick_peers_runs_every_scenario(kafka_bootstrap: str, unique: str,
         assert run.figures[DELIVERIES_PER_S] > 0
         assert run.figures[P50_MS] > 0
         assert result.negotiated  # what the server answered Chromium's offer
+        # The clients' side of the burst: frames per delivery and the client process's CPU.
+        assert 0 < run.figures[FRAMES_PER_DELIVERY] <= 1, run.figures
+        # (NaN when the quick burst used fewer clock ticks than measure, as the server's)
+        client_cpu = run.figures[CLIENT_CPU_US_PER_DELIVERY]
+        assert math.isnan(client_cpu) or client_cpu > 0, run.figures
     # channelcast's gateway declines the offered compression by default (gateway.compression
     # off, as Centrifugo and sockudo), and every client was answered alike.
     assert fan["channelcast gateway"].negotiated == (

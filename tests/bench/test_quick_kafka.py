@@ -14,12 +14,16 @@ import pytest
 
 from channelcast.bench import (
     CEILING_NOT_RUN,
+    READ_COUNT,
+    READ_FILTER,
+    READ_GATEWAY,
     BenchConfig,
     KafkaTarget,
     bench,
     render_markdown,
     run_bench,
 )
+from channelcast.bench.filtering import fill_count
 from channelcast.brokers.kafka.admin import KafkaAdmin
 
 
@@ -63,6 +67,7 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
     assert names == {"raw confluent-kafka produce() loop", "channelcast publish_many()",
                      "raw produce() + json.dumps + headers", "channelcast publish()",
                      "raw produce() + channelcast's headers",
+                     "raw produce() + ULID + orjson envelope + headers",
                      "raw confluent-kafka consumer loop", "channelcast subscription",
                      "raw consumer + json.loads per message",
                      "Java ProducerPerformance (Kafka's own tool)"}
@@ -82,12 +87,35 @@ def test_quick_bench_runs_every_scenario(kafka_bootstrap: str, unique: str,
         assert row.messages == config.fanout_clients * config.fanout_burst, row
         assert row.latency is not None
         assert row.latency.count == config.fanout_clients * config.fanout_messages
+    # The fan-out read: each reader drained the whole pre-filled range once; the gateway
+    # node delivered every message of its channel, the raw filter took exactly those.
+    assert [r.reader for r in results.reads] == [READ_GATEWAY, READ_FILTER, READ_COUNT]
+    records = fill_count(config.filter_records, config.filter_channels + 1)
+    for read in results.reads:
+        assert read.records == records - 1, read  # timed from the first to the last
+        assert read.seconds > 0, read
+        assert read.cpu_seconds > 0, read
+    gateway, filtering, counting = results.reads
+    assert gateway.matched == filtering.matched == (records - 1) // 101 + 1
+    assert counting.matched == records
+    # Latency across processes: every message of every run arrived, channelcast and raw
+    # at the same rate, which is the fraction of that run's own saturation.
+    (crossed,) = results.process_latency
+    assert crossed.partitions == 23
+    assert crossed.saturation.received == crossed.saturation.sent == config.messages
+    for run in (crossed.channelcast, crossed.raw):
+        assert run.received == run.sent > 0, run
+        assert run.latency.count == run.sent, run
+    assert crossed.channelcast.sent == crossed.raw.sent
+    assert crossed.channelcast.offered_rate == crossed.raw.offered_rate == pytest.approx(
+        crossed.saturation.achieved_rate * config.saturation_fraction)
+    assert crossed.p99_ratio > 0
     assert results.skipped == []
     assert results.machine["kafka"] == kafka_local_version(libs)
 
     report = paths["report"].read_text()
     for heading in ("## 1. Topic strategies", "## 2-3. Overhead", "## 4. Gateway fan-out",
-                    "## Targets"):
+                    "## 5. Fan-out read", "## 6. Latency at 20% of saturation", "## Targets"):
         assert heading in report
     assert paths["plot"].stat().st_size > 10_000
     assert json.loads(paths["json"].read_text())["config"]["run_id"] == unique

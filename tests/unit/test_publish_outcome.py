@@ -98,3 +98,84 @@ async def test_a_refusal_by_produce_itself_is_never_outcome_unknown() -> None:
     batch.refused = KafkaException(TIMED_OUT)  # hypothetical: raised, not reported
     error = _batch_error(batch, _messages(1))
     assert type(error) is BrokerUnavailable
+
+
+class _Report:
+    """A delivery report as confluent-kafka hands it to the callback."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._coords = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._coords[0]
+
+    def partition(self) -> int:
+        return self._coords[1]
+
+    def offset(self) -> int:
+        return self._coords[2]
+
+
+async def test_ordered_reports_are_handed_to_messages_in_produce_order_per_partition() -> None:
+    # Produced: t:0, t:1, t:0, t:1, t:0. Reports come in produce order per partition
+    # only; across partitions in any order.
+    messages: list[Outgoing] = [("t", p, b"k", b"{}", {}) for p in (0, 1, 0, 1, 0)]
+    batch = await _batch(5)
+    for partition, offset in ((1, 70), (0, 10), (0, 11), (1, 71), (0, 12)):
+        batch.on_report(None, _Report("t", partition, offset))
+    assert batch.sink == [batch.future]  # complete: handed to the poller's sink
+    positions = batch.resolve(messages, {"t": "E1"})
+    assert [(p.topic, p.partition, p.offset, p.epoch) for p in positions
+            ] == [("t", 0, 10, "E1"), ("t", 1, 70, "E1"), ("t", 0, 11, "E1"),
+                  ("t", 1, 71, "E1"), ("t", 0, 12, "E1")]
+    assert batch.failed == {}
+
+
+async def test_a_batch_over_several_topics_tells_partitions_of_each_topic_apart() -> None:
+    messages: list[Outgoing] = [("a", 0, b"k", b"{}", {}), ("b", 0, b"k", b"{}", {}),
+                                ("a", 0, b"k", b"{}", {})]
+    batch = await _batch(3)
+    batch.topics = True
+    for topic, offset in (("b", 5), ("a", 1), ("a", 2)):
+        batch.on_topic_report(None, _Report(topic, 0, offset))
+    positions = batch.resolve(messages, {"b": "EB"})
+    assert [(p.topic, p.offset, p.epoch) for p in positions
+            ] == [("a", 1, None), ("b", 5, "EB"), ("a", 2, None)]
+
+
+async def test_a_failed_report_fails_its_own_message_only() -> None:
+    messages = _messages(3)
+    batch = await _batch(3)
+    batch.on_report(None, _Report("t", 0, 40))
+    batch.on_report(TIMED_OUT, _Report("t", 0, -1001))
+    batch.on_report(None, _Report("t", 0, 41))
+    positions = batch.resolve(messages, {})
+    assert [p.offset if p is not None else None for p in positions] == [40, None, 41]
+    assert batch.failed == {1: TIMED_OUT}
+    error = _batch_error(batch, messages)
+    assert type(error) is PublishOutcomeUnknown
+    assert "1 of 3 messages" in str(error)
+
+
+async def test_a_message_produce_refused_takes_no_report_of_the_others() -> None:
+    # publish() calls produced together (each=True): message 1 was refused by produce().
+    messages = _messages(3)
+    batch = await _batch(3)
+    refused = KafkaException(NO_PARTITION)
+    batch.not_produced(1, refused)
+    batch.on_report(None, _Report("t", 0, 7))
+    batch.on_report(None, _Report("t", 0, 8))
+    positions = batch.resolve(messages, {})
+    assert [p.offset if p is not None else None for p in positions] == [7, None, 8]
+    assert batch.failed == {1: refused}
+
+
+async def test_unordered_reports_are_matched_by_index() -> None:
+    messages = _messages(3)
+    batch = await _batch(3)
+    batch.slots = [None] * 3
+    for index, offset in ((2, 9), (0, 3), (1, 5)):
+        batch.on_delivery(index, None, _Report("t", 0, offset))
+    positions = batch.resolve(messages, {})
+    assert [p.offset for p in positions] == [3, 5, 9]
+    assert batch.delivered == 3

@@ -9,9 +9,11 @@ private Kafka for a full run and the folder of Kafka's jars come from outside
 
 Library functions the CLI and the tests call: :func:`run_bench` (all scenarios, one
 process, one broker), :func:`bench` (plus the output folder), :class:`BenchConfig`
-(:meth:`BenchConfig.quick` for the test suite). Scenarios live in :mod:`.scenarios` and
-:mod:`.fanout`, the raw confluent-kafka baselines in :mod:`.raw`, Kafka's Java tools in
-:mod:`.java`, histograms and fixed-rate schedules in :mod:`.hist`, files in :mod:`.report`.
+(:meth:`BenchConfig.quick` for the test suite). Scenarios live in :mod:`.scenarios`,
+:mod:`.fanout` and :mod:`.filtering` (its readers are processes of their own,
+:mod:`.nodes`, driven through :mod:`.procs`), the raw confluent-kafka baselines in
+:mod:`.raw`, Kafka's Java tools in :mod:`.java`, histograms and fixed-rate schedules in
+:mod:`.hist`, files in :mod:`.report`.
 It never asserts speed; it measures and reports.
 """
 
@@ -30,10 +32,14 @@ except ModuleNotFoundError as _missing:
 
 from channelcast.bench.hist import FixedRate, LatencyRecorder, LatencySummary
 from channelcast.bench.model import (
+    READ_COUNT,
+    READ_FILTER,
+    READ_GATEWAY,
     SCENARIOS,
     BenchConfig,
     BenchResults,
     LatencyRun,
+    ReadRun,
     StrategyResult,
     ThroughputRow,
 )
@@ -44,6 +50,9 @@ from channelcast.bench.targets import KafkaTarget, MemoryTarget
 __all__ = [
     "CEILING_NOT_RUN",
     "DEFAULT_OUTPUT",
+    "READ_COUNT",
+    "READ_FILTER",
+    "READ_GATEWAY",
     "SCENARIOS",
     "BenchConfig",
     "BenchResults",
@@ -53,6 +62,7 @@ __all__ = [
     "LatencyRun",
     "LatencySummary",
     "MemoryTarget",
+    "ReadRun",
     "StrategyResult",
     "ThroughputRow",
     "bench",

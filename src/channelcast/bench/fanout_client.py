@@ -13,7 +13,8 @@ answered while the others still connect). The process prints ``ready`` once ever
 is subscribed, ``probed`` once every client has seen a probe (phase tag 0: the server is
 live, e.g. its Kafka consumer reads) and ``received`` when the readers are done (before it
 closes the connections), then records, per phase tag (``data["r"]`` >= 1),
-each delivery's latency from the intended send time in ``data["t"]``
+each delivery's latency from the intended send time in ``data["t"]`` and the frames that
+carried them
 (``time.monotonic_ns``: one clock for every process on the machine), and prints one JSON
 line with counts, first/last receive times and the encoded histogram when each client has
 ``EXPECTED`` messages or no message came for 30 s.
@@ -58,11 +59,15 @@ PROBE = 0
 class PhaseStats:
     recorder: LatencyRecorder = field(default_factory=LatencyRecorder)
     count: int = 0
+    frames: int = 0
+    """WebSocket frames that carried messages of this phase (a server may put several
+    messages in one frame)."""
     first_ns: int = 0
     last_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "first_ns": self.first_ns, "last_ns": self.last_ns,
+        return {"count": self.count, "frames": self.frames, "first_ns": self.first_ns,
+                "last_ns": self.last_ns,
                 "histogram": self.recorder.encode() if self.count else ""}
 
 
@@ -115,6 +120,7 @@ class _Client:
                         continue
                 # A regex, not json.loads: the client process must stay cheaper than the
                 # server it measures (both share two cores).
+                framed: PhaseStats | None = None
                 for sent, tag in stamps(text):
                     if tag == PROBE:
                         self.probed.set()
@@ -122,6 +128,9 @@ class _Client:
                     stats = phases.get(tag)
                     if stats is None:
                         stats = phases[tag] = PhaseStats()
+                    if stats is not framed:
+                        stats.frames += 1
+                        framed = stats
                     stats.recorder.record_ns(now - sent)
                     if not stats.count:
                         stats.first_ns = now

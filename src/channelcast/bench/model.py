@@ -14,7 +14,7 @@ from typing import Any
 
 from channelcast.bench.hist import LatencySummary
 
-SCENARIOS = ("strategies", "overhead", "ceiling", "fanout")
+SCENARIOS = ("strategies", "overhead", "ceiling", "fanout", "filter", "latency")
 """Scenario names, in the order they run."""
 
 PEER_SCENARIOS = ("peers-fanout", "peers-publish", "peers-kafka-browser")
@@ -47,6 +47,11 @@ class BenchConfig:
     fanout_messages: int = 50
     fanout_burst: int = 200
     fanout_rate: float = 5.0
+    filter_records: int = 1_000_000
+    """Records the ``filter`` scenario writes to its one partition (rounded up to one per
+    channel in turn, first and last of the subscribed channel)."""
+    filter_channels: int = 100
+    """Busy channels sharing the ``filter`` scenario's partition with the subscribed one."""
     browser_clients: int = 100
     """WebSocket clients of the peers' Kafka-to-browser scenario."""
     browser_rate: float = 100.0
@@ -66,9 +71,9 @@ class BenchConfig:
     compiled them, which slows whichever scenario comes first (``scripts/bench``, which
     starts a broker for the run, warms it up for 15 s unless told otherwise)."""
     repeat: int = 1
-    """How many times the strategies scenario runs (with its raw round trips). A 10-second
-    run's p99 can be one stall; with repeats the report lists every run's target ratios
-    and judges the latency and throughput targets on their median."""
+    """How many times the strategies, filter and latency scenarios run (the strategies
+    with their raw round trips). A 10-second run's p99 can be one stall; with repeats the report
+    lists every run's target ratios and judges those targets on their median."""
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
@@ -77,7 +82,7 @@ class BenchConfig:
             overhead_channels=10, overhead_partitions=3, overhead_rounds=1,
             java_records=20_000,
             fanout_clients=20, fanout_messages=20, fanout_burst=20, fanout_rate=20.0, drain_s=20.0,
-            publishers=200, browser_clients=10, browser_rate=50.0)
+            publishers=200, browser_clients=10, browser_rate=50.0, filter_records=20_000)
         values.update(overrides)
         return cls(**values)
 
@@ -91,7 +96,8 @@ class BenchConfig:
         for name in ("channels", "messages", "message_bytes", "batch", "window", "publishers",
                      "repeat",
                      "overhead_channels", "overhead_partitions", "overhead_rounds", "java_records",
-                     "fanout_clients", "fanout_messages", "fanout_burst", "browser_clients"):
+                     "fanout_clients", "fanout_messages", "fanout_burst", "browser_clients",
+                     "filter_records", "filter_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bench.{name}", f"must be >= 1, got {getattr(self, name)}")
         if any(not r > 0 for r in self.rates):
@@ -182,6 +188,65 @@ class ThroughputRow:
         return self.messages / self.seconds if self.seconds > 0 else math.nan
 
 
+READ_GATEWAY = "channelcast gateway node"
+READ_FILTER = "raw consumer filtering by channel header"
+READ_COUNT = "raw consumer counting"
+"""The ``filter`` scenario's readers (:class:`ReadRun.reader`)."""
+
+
+@dataclass(slots=True)
+class ReadRun:
+    """One reader's drain of the ``filter`` scenario's pre-filled partition range."""
+
+    reader: str
+    run: int
+    """Which repeat (1-based)."""
+    records: int
+    """Records of the partition read between the first and the last timed one."""
+    seconds: float
+    cpu_seconds: float
+    """The reader process's CPU time (every thread) over the same span."""
+    matched: int
+    """Records of the subscribed channel it delivered or took (all, when counting)."""
+    load: str = ""
+    """The machine's load average when it started."""
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def cpu_us_per_record(self) -> float:
+        return self.cpu_seconds / self.records * 1e6 if self.records else math.nan
+
+
+@dataclass(slots=True)
+class ProcessLatency:
+    """One run of the ``latency`` scenario: publisher and subscriber in processes of their
+    own, channelcast and the raw round trip at the same rate over the same partitions."""
+
+    run: int
+    """Which repeat (1-based)."""
+    partitions: int
+    saturation: LatencyRun
+    """channelcast's ``publish_many`` at saturation, the subscriber process reading."""
+    channelcast: LatencyRun
+    """channelcast at ``saturation_fraction`` of that rate."""
+    raw: LatencyRun
+    """The raw producer and consumer processes at the same rate."""
+    load: str = ""
+    """The machine's load average before the run."""
+    order: str = ""
+    """Which of the two fixed-rate runs went first."""
+
+    @property
+    def p99_ratio(self) -> float:
+        mine, base = self.channelcast.latency.p99_ms, self.raw.latency.p99_ms
+        if not self.channelcast.latency.count or not self.raw.latency.count or not base > 0:
+            return math.nan
+        return mine / base
+
+
 @dataclass(slots=True)
 class BenchResults:
     config: BenchConfig
@@ -193,6 +258,10 @@ class BenchResults:
     throughput: list[ThroughputRow] = field(default_factory=list)
     round_trips: list[LatencyRun] = field(default_factory=list)
     fanout: list[ThroughputRow] = field(default_factory=list)
+    reads: list[ReadRun] = field(default_factory=list)
+    """The ``filter`` scenario: every reader's every run."""
+    process_latency: list[ProcessLatency] = field(default_factory=list)
+    """The ``latency`` scenario: every run."""
     errors: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     started: str = ""
@@ -210,7 +279,8 @@ def to_jsonable(value: Any) -> Any:
     """Dataclasses -> dicts (with derived rates), NaN -> None; for results.json."""
     if is_dataclass(value) and not isinstance(value, type):
         out = {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
-        for derived in ("publish_rate", "raw_publish_rate", "rate", "achieved_rate", "lost"):
+        for derived in ("publish_rate", "raw_publish_rate", "rate", "achieved_rate", "lost",
+                        "cpu_us_per_record", "p99_ratio"):
             if hasattr(value, derived):
                 out[derived] = to_jsonable(getattr(value, derived))
         return out

@@ -5,6 +5,8 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
 
 * :func:`produce_loop`: ``produce()`` every message, ``poll(0)`` to serve callbacks,
   ``flush()``; the throughput a Python program gets from librdkafka at best.
+* :func:`produce_built`: the same loop producing records it builds from each message in
+  the timed loop (the floor of publishing an envelope from Python).
 * :func:`consume_loop`: one consumer, assigned (no group rebalance), reading a known
   number of messages from the start of the partitions.
 * :func:`spread_round_trip`: produce at a fixed rate over given partitions and consume in a
@@ -12,6 +14,12 @@ recommends and with nothing of channelcast in them (no envelope, no strategy, no
   (coordinated omission). :func:`round_trip` is it on one partition.
 * :func:`produce_scheduled`: produce records a caller makes at a fixed rate (the peers
   comparison's Kafka-to-browser source; someone else consumes them).
+* :func:`produce_stamped` and :func:`consume_stamped`: :func:`spread_round_trip`'s two
+  halves, each for a process of its own (a deployment's publisher and subscriber).
+* :func:`produce_generated`: produce records a caller makes, as fast as librdkafka takes
+  them (pre-filling a partition that readers are then timed on).
+* :func:`read_range`: read a known range of one partition, counting every record or
+  filtering by the ``channel`` header (the fan-out read baselines).
 
 :func:`warm_up` runs the first and third for a while, untimed, on a broker just started.
 
@@ -49,16 +57,22 @@ from channelcast.strategies.base import TopicSpec
 
 __all__ = [
     "RawMessage",
+    "RawRead",
     "RawRoundTrip",
     "RawThroughput",
     "baseline_producer_config",
     "consume_loop",
+    "consume_stamped",
     "create_topics",
     "delete_topics",
     "end_offsets",
     "ping",
+    "produce_built",
+    "produce_generated",
     "produce_loop",
     "produce_scheduled",
+    "produce_stamped",
+    "read_range",
     "round_trip",
     "spread_round_trip",
     "wait_writable",
@@ -69,6 +83,9 @@ _STAMP = struct.Struct(">q")
 
 RawHeaders = list[tuple[str, str | bytes | None]]
 """Kafka headers as confluent-kafka takes them: (name, value) pairs, in order."""
+HeaderMap = dict[str, str | bytes | None]
+"""Kafka headers as a dict (confluent-kafka writes them in its order), as channelcast's
+publisher passes them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +112,23 @@ class RawThroughput:
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawRead:
+    """A timed read of a range of one partition (:func:`read_range`)."""
+
+    records: int
+    """Records read after the first (the clock runs from the first to the last)."""
+    seconds: float
+    cpu_seconds: float
+    """CPU time of the whole process (every thread, librdkafka's too) over that time."""
+    matched: int
+    """Records whose ``channel`` header was the one asked for (all, when counting)."""
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +259,60 @@ def produce_loop(bootstrap: str, messages: Sequence[RawMessage], *,
                 else:
                     produce(m.topic, value, m.key, partition=m.partition,
                             headers=m.headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                poll(0.005)  # the local queue is full: let librdkafka send
+            except KafkaException as exc:
+                raise translate(exc, "raw producer: producing") from exc
+        poll(0)
+    left = producer.flush(timeout_s)
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    if left:
+        raise BrokerError(f"raw producer: {left} message(s) not acknowledged in {timeout_s}s")
+    if failures:
+        raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
+                                     "(the first failure shown)")
+    return RawThroughput(len(messages), seconds, cpu)
+
+
+def produce_built(bootstrap: str, messages: Sequence[RawMessage],
+                  build: Callable[[RawMessage], tuple[bytes, HeaderMap]], *,
+                  config: Mapping[str, Any] | None = None,
+                  timeout_s: float = 120.0) -> RawThroughput:
+    """:func:`produce_loop` for records ``build(message)`` -> (value, headers) makes in
+    the timed loop, each acknowledged to a callback that keeps its offset (what any
+    publisher that reports where its messages went must do)."""
+    producer = _producer(bootstrap, config)
+    failures: list[KafkaError] = []
+    offsets: list[int | None] = []
+    keep = offsets.append
+
+    def on_delivery(err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            keep(msg.offset())
+        else:
+            failures.append(err)
+
+    try:  # warm up untimed, as produce_loop does
+        producer.list_topics(timeout=timeout_s)
+        for m in {(m.topic, m.partition): m for m in messages}.values():
+            value, headers = build(m)
+            producer.produce(m.topic, value, m.key, partition=m.partition, headers=headers)
+        if producer.flush(timeout_s):
+            raise BrokerError(f"raw producer: warm-up not acknowledged in {timeout_s}s")
+    except KafkaException as exc:
+        raise translate(exc, f"raw producer: warming up on {bootstrap}") from exc
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    produce = producer.produce
+    poll = producer.poll
+    for m in messages:
+        value, headers = build(m)
+        while True:
+            try:
+                produce(m.topic, value, m.key, partition=m.partition, headers=headers,
+                        on_delivery=on_delivery)
                 break
             except BufferError:
                 poll(0.005)  # the local queue is full: let librdkafka send
@@ -477,6 +565,223 @@ def produce_scheduled(bootstrap: str, topic: str, partition: int, count: int, ra
         raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
                                      "(the first failure shown)")
     return RawRoundTrip(sent, 0, elapsed)
+
+
+Route = tuple[str, int, bytes | None]
+"""(topic, partition, key) of a raw record."""
+
+
+def _stamped_headers(key: bytes | None, index: int) -> HeaderMap:
+    """Headers of the shape channelcast writes: channel, event and a 26-character id."""
+    return {"channel": key, "event": "bench", "id": f"{index:026d}"}
+
+
+def produce_stamped(producer_config: Mapping[str, Any], routes: Sequence[Route], *,
+                    rate: float, seconds: float, size: int, headers: bool = True,
+                    ready: Callable[[], None] | None = None) -> RawRoundTrip:
+    """The producing half of :func:`spread_round_trip`: ``rate`` values per second for
+    ``seconds``, round-robin over ``routes``, each value the *intended* send time
+    (``time.monotonic_ns``, 8 bytes) padded to ``size``; with ``headers``, the three
+    headers channelcast writes (channel, event, id), so the records are the same size.
+
+    First one probe (a negative stamp) to every partition, flushed (connections,
+    metadata, the idempotent producer id); then ``ready()`` is called, which may block
+    until the timed part is to start. Returns (sent, 0, seconds until the last was
+    acknowledged). Blocking.
+    """
+    if not routes:
+        raise BrokerError("raw producer: no partitions to send to")
+    total = max(1, int(rate * seconds))
+    interval = 1e9 / rate
+    pad = b"x" * max(0, size - _STAMP.size)
+    producer = Producer(dict(producer_config))
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    try:
+        for topic, partition, key in {(t, p): (t, p, k) for t, p, k in routes}.values():
+            producer.produce(topic, _STAMP.pack(-1) + pad, key, partition=partition,
+                             on_delivery=on_delivery)
+        if producer.flush(60.0):
+            raise BrokerError("raw producer: probes not acknowledged in 60s")
+        if ready is not None:
+            ready()
+        produce = producer.produce
+        start = time.monotonic_ns()
+        sent = 0
+        count = len(routes)
+        while sent < total:
+            due = min(total, int((time.monotonic_ns() - start) / interval) + 1)
+            while sent < due:
+                topic, partition, key = routes[sent % count]
+                try:
+                    produce(topic, _STAMP.pack(start + int(sent * interval)) + pad, key,
+                            partition=partition, on_delivery=on_delivery,
+                            headers=_stamped_headers(key, sent) if headers else None)
+                    sent += 1
+                except BufferError:
+                    producer.poll(0.001)
+            producer.poll(0)
+            pause = (start + int(sent * interval) - time.monotonic_ns()) / 1e9
+            if pause > 0:
+                time.sleep(pause)
+        left = producer.flush(60.0)
+        elapsed = (time.monotonic_ns() - start) / 1e9
+    except KafkaException as exc:
+        raise translate(exc, "raw producer") from exc
+    if left:
+        raise BrokerError(f"raw producer: {left} message(s) not acknowledged in 60s")
+    if failures:
+        raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
+                                     "(the first failure shown)")
+    return RawRoundTrip(sent, 0, elapsed)
+
+
+def consume_stamped(consumer_config: Mapping[str, Any], partitions: Sequence[tuple[str, int]],
+                    *, expected: int, on_latency: Callable[[int], None],
+                    ready: Callable[[], None] | None = None, wait_s: float = 120.0,
+                    drain_s: float = 10.0, timeout_s: float = 30.0) -> RawRoundTrip:
+    """The consuming half of :func:`spread_round_trip`: a consumer assigned to every
+    partition at its current end (explicit offsets: everything written afterwards is
+    read), ``poll()`` in a loop; ``on_latency(ns)`` gets receive time minus the stamp of
+    every value with one (probes, negative stamps, are skipped). ``ready()`` is called once
+    assigned. Ends after ``expected`` values, or ``drain_s`` seconds without one once the
+    first came (``wait_s`` for the first). Returns (0, received, seconds from the first to
+    the last). Reading the ends waits ``timeout_s`` at most. Blocking."""
+    consumer = Consumer(dict(consumer_config))
+    received = 0
+    first = last = 0
+    try:
+        start = []
+        for topic, partition in partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                        timeout=timeout_s, cached=False)
+            start.append(TopicPartition(topic, partition, int(high)))
+        consumer.assign(start)
+        if ready is not None:
+            ready()
+        quiet_until = time.monotonic() + wait_s
+        while received < expected and time.monotonic() < quiet_until:
+            msg = consumer.poll(0.05)  # returns each message as soon as it is there
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                raise translate(err, "raw consumer: consuming")
+            now = time.monotonic_ns()
+            value = msg.value()
+            if value is None or len(value) < _STAMP.size:
+                continue
+            stamp = _STAMP.unpack_from(value)[0]
+            if stamp < 0:
+                continue
+            on_latency(now - stamp)
+            received += 1
+            if not first:
+                first = now
+            last = now
+            quiet_until = time.monotonic() + drain_s
+    except KafkaException as exc:
+        raise translate(exc, "raw consumer: consuming") from exc
+    finally:
+        consumer.close()
+    return RawRoundTrip(0, received, (last - first) / 1e9)
+
+
+def produce_generated(bootstrap: str, topic: str, partition: int, count: int,
+                      make: Callable[[int], tuple[bytes, bytes | None, HeaderMap]], *,
+                      config: Mapping[str, Any] | None = None,
+                      timeout_s: float = 120.0) -> RawThroughput:
+    """Produce ``count`` records to one partition as fast as librdkafka takes them; record
+    ``i`` is ``make(i)`` -> (value, key, headers), built in the loop (so a million records
+    never sit in memory at once). Returns once every one is acknowledged. Blocking."""
+    producer = _producer(bootstrap, config)
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    try:
+        producer.list_topics(topic, timeout=timeout_s)
+        start = time.perf_counter()
+        cpu_start = time.process_time()
+        produce = producer.produce
+        poll = producer.poll
+        for i in range(count):
+            value, key, headers = make(i)
+            while True:
+                try:
+                    produce(topic, value, key, partition=partition, headers=headers,
+                            on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    poll(0.005)  # the local queue is full: let librdkafka send
+            poll(0)
+        left = producer.flush(timeout_s)
+        seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
+    except KafkaException as exc:
+        raise translate(exc, "raw producer: producing") from exc
+    if left:
+        raise BrokerError(f"raw producer: {left} message(s) not acknowledged in {timeout_s}s")
+    if failures:
+        raise translate(failures[0], f"raw producer: delivering {len(failures)} message(s) "
+                                     "(the first failure shown)")
+    return RawThroughput(count, seconds, cpu)
+
+
+def read_range(bootstrap: str, topic: str, partition: int, start: int, count: int, *,
+               channel: bytes | None = None, config: Mapping[str, Any] | None = None,
+               timeout_s: float = 300.0) -> RawRead:
+    """Read ``count`` records of one partition from offset ``start`` with a bare consumer
+    (``assign()`` + ``consume(1000)``).
+
+    With ``channel``, each record's headers are searched for the first ``channel`` header
+    and the record's value is taken when it equals ``channel`` (what a consumer that
+    wants one channel of a shared partition does); without it every record is only
+    counted. The clock runs from the first record to the last, and ``cpu_seconds`` is
+    the process's over the same span. Raises BrokerError if they do not all arrive within
+    ``timeout_s``. Blocking.
+    """
+    consumer = _consumer(bootstrap, config)
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        seen = matched = 0
+        began = cpu_began = 0.0
+        deadline = time.monotonic() + timeout_s
+        consume = consumer.consume
+        while seen < count:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"raw reader: {seen}/{count} records in {timeout_s}s")
+            batch = consume(min(1000, count - seen), 0.1)
+            if not batch:
+                continue
+            if not seen:
+                began, cpu_began = time.perf_counter(), time.process_time()
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    raise translate(err, "raw reader: consuming")
+                if channel is not None:
+                    headers: Any = msg.headers()  # (name, value) pairs when consumed
+                    for name, value in headers or ():
+                        if name == "channel":
+                            if value == channel:
+                                msg.value()
+                                matched += 1
+                            break
+            seen += len(batch)
+        seconds = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+    except KafkaException as exc:
+        raise translate(exc, "raw reader: consuming") from exc
+    finally:
+        consumer.close()
+    return RawRead(seen - 1, seconds, cpu, matched if channel is not None else seen)
 
 
 def warm_up(bootstrap: str, topic: str, partitions: int, *, seconds: float, size: int,

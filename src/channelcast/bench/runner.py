@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from channelcast.bench import fanout, scenarios
+from channelcast.bench import fanout, filtering, latency, scenarios
 from channelcast.bench.java import check_kafka_libs
 from channelcast.bench.model import BenchConfig, BenchResults
 from channelcast.bench.report import write_outputs
@@ -64,7 +64,7 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
             again = replace(config, run_id=f"{config.run_id}r{n}")
             results.repeats.append(await scenarios.strategy_comparison(
                 target, again, log, results.errors))
-    kafka_only = [s for s in ("overhead", "ceiling") if s in wanted]
+    kafka_only = [s for s in ("overhead", "ceiling", "filter", "latency") if s in wanted]
     if target.bootstrap is None:
         results.skipped += [f"{s}: needs Kafka (raw confluent-kafka / Java baselines)"
                             for s in kafka_only]
@@ -86,6 +86,16 @@ async def run_bench(target: Target, config: BenchConfig, log: Log = _quiet) -> B
                 results.throughput.append(await scenarios.ceiling(target, config, size, log))
             except Exception as exc:
                 results.errors.append(f"ceiling: {_describe(exc)}")
+    if "filter" in wanted and target.bootstrap is not None:
+        try:
+            results.reads += await filtering.fanout_read(target, config, log)
+        except Exception as exc:
+            results.errors.append(f"filter: {_describe(exc)}")
+    if "latency" in wanted and target.bootstrap is not None:
+        try:
+            results.process_latency += await latency.process_latency(target, config, log)
+        except Exception as exc:
+            results.errors.append(f"latency: {_describe(exc)}")
     if "fanout" in wanted:
         try:
             ok, reason = fanout.available()

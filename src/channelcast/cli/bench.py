@@ -16,7 +16,7 @@ import typer
 
 from channelcast.errors import ConfigError
 
-SCENARIO_NAMES = ("strategies", "overhead", "ceiling", "fanout")
+SCENARIO_NAMES = ("strategies", "overhead", "ceiling", "fanout", "filter", "latency")
 """For the help text only (the package is not imported for it); the same names, in the
 same order, as ``channelcast.bench.SCENARIOS`` (a test holds them equal)."""
 

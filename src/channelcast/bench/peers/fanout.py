@@ -5,8 +5,10 @@ its own on 127.0.0.1, the same client process for all (browser-like handshakes).
 Per server and run: ``fanout_messages`` messages at ``fanout_rate`` msg/s (latency from
 each message's intended send time to each client), then a burst of ``fanout_burst``
 messages published at once in batches of :data:`BURST_BATCH` (deliveries per second from
-the first publish to the last delivery, and the server process's CPU time over the same
-span per delivery). Every server gets the same payload: ``{"t", "r", "p"}`` with padding
+the first publish to the last delivery, the server process's CPU time over the same
+span per delivery, and, on the clients' side, the WebSocket frames per delivery and the
+client process's CPU per delivery: 1,000 Python clients in one process can be what limits
+the rate). Every server gets the same payload: ``{"t", "r", "p"}`` with padding
 to ``message_bytes``. channelcast's gateway runs on the memory broker here, as the peers
 run on their in-memory engines (the Kafka path is ``peers-kafka-browser``).
 """
@@ -29,15 +31,18 @@ from channelcast.bench.model import BenchConfig
 from channelcast.bench.peers.fleet import client_fleet, negotiated
 from channelcast.bench.peers.install import Peer, package_version
 from channelcast.bench.peers.model import (
+    CLIENT_CPU_US_PER_DELIVERY,
     CPU_US_PER_DELIVERY,
     DELIVERED,
     DELIVERIES_PER_S,
     FANOUT,
+    FRAMES_PER_DELIVERY,
     P50_MS,
     P99_MS,
     PeerResult,
     PeerRun,
 )
+from channelcast.bench.peers.process import cpu_seconds
 from channelcast.bench.peers.servers import (
     Contender,
     Publisher,
@@ -145,9 +150,11 @@ async def run_one(contender: Contender, config: BenchConfig, pad: str, workdir: 
             await asyncio.sleep(1.0)  # let the fixed-rate phase land before the burst
             running.server.check_alive()
             cpu0 = running.server.cpu_seconds()
+            client0 = cpu_seconds(fleet.process.pid)
             start = await _burst(running.publisher, config, pad)
             await fleet.wait_for("received", config.drain_s + 60)
             cpu1 = running.server.cpu_seconds()
+            client1 = cpu_seconds(fleet.process.pid)
             result = await fleet.result(120)
     phases = result["phases"]
     burst = phases.get(str(BURST), {"count": 0, "last_ns": start})
@@ -167,6 +174,11 @@ async def run_one(contender: Contender, config: BenchConfig, pad: str, workdir: 
         CPU_US_PER_DELIVERY: cpu / deliveries * 1e6 if deliveries and measured else math.nan,
         P50_MS: summary.p50_ms, P99_MS: summary.p99_ms,
         DELIVERED: 100.0 * (deliveries + fixed_count) / (clients * expected),
+        FRAMES_PER_DELIVERY: burst.get("frames", math.nan) / deliveries
+        if deliveries else math.nan,
+        CLIENT_CPU_US_PER_DELIVERY: (client1 - client0) / deliveries * 1e6
+        if deliveries and client1 - client0 >= MIN_TICKS / os.sysconf("SC_CLK_TCK")
+        else math.nan,
     }
     note = (f"burst {deliveries:,}/{clients * config.fanout_burst:,} delivered in "
             f"{seconds:.2f} s, {cpu:.2f} s server CPU"

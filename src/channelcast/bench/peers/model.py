@@ -19,6 +19,10 @@ FANOUT, PUBLISH, KAFKA_BROWSER = PEER_SCENARIOS
 # Figure names (units in the name).
 DELIVERIES_PER_S = "deliveries/s"
 CPU_US_PER_DELIVERY = "server CPU µs/delivery"
+CLIENT_CPU_US_PER_DELIVERY = "client CPU µs/delivery"
+"""The fan-out client process's CPU (1,000 Python clients, one process) over the burst."""
+FRAMES_PER_DELIVERY = "frames/delivery"
+"""WebSocket frames per delivered message in the burst (below 1: several per frame)."""
 P50_MS, P99_MS, P999_MS, MAX_MS = "p50 ms", "p99 ms", "p99.9 ms", "max ms"
 MSG_PER_S = "msg/s"
 CPU_US_PER_MSG = "process CPU µs/msg"

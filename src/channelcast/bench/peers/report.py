@@ -17,11 +17,13 @@ from pathlib import Path
 
 from channelcast.bench.model import to_jsonable
 from channelcast.bench.peers.model import (
+    CLIENT_CPU_US_PER_DELIVERY,
     CPU_US_PER_DELIVERY,
     CPU_US_PER_MSG,
     DELIVERED,
     DELIVERIES_PER_S,
     FANOUT,
+    FRAMES_PER_DELIVERY,
     KAFKA_BROWSER,
     MAX_MS,
     MSG_PER_S,
@@ -49,6 +51,8 @@ def _ms(value: float) -> str:
 def _fmt(figure: str) -> Callable[[float], str]:
     if figure.endswith("ms"):
         return _ms
+    if figure == FRAMES_PER_DELIVERY:
+        return lambda v: _num(v, 2)
     if "µs" in figure or figure == DELIVERED:
         return lambda v: _num(v, 1)
     return _num
@@ -160,7 +164,8 @@ def _runs(results: list[PeerResult], figures: list[str]) -> list[str]:
 
 SECTIONS = (
     (FANOUT, "Fan-out: one channel to WebSocket clients",
-     [DELIVERIES_PER_S, CPU_US_PER_DELIVERY, P50_MS, P99_MS, DELIVERED], True),
+     [DELIVERIES_PER_S, CPU_US_PER_DELIVERY, P50_MS, P99_MS, DELIVERED,
+      FRAMES_PER_DELIVERY, CLIENT_CPU_US_PER_DELIVERY], True),
     (PUBLISH, "Publish to Kafka from Python", [MSG_PER_S, CPU_US_PER_MSG], False),
     (KAFKA_BROWSER, "Kafka to browser", [P50_MS, P99_MS, P999_MS, MAX_MS, DELIVERED], True),
 )

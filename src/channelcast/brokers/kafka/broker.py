@@ -283,17 +283,17 @@ class KafkaBroker:
         partition count. Headers as a dict of str/bytes: one object the garbage collector
         does not even track (a list of pairs is four it does); the channel header first
         (the fan-out consumer looks there first), internal records marked."""
-        validate_message_id(env.id)
+        mid = validate_message_id(env.id)
         value = encode(env, self.settings.max_message_bytes)
         topic, partition, key = self._topics.route(env.channel)
         if topic in self._topics.deleted:
             raise self._topics.gone(topic)
         if env.type == INTERNAL:
             return (topic, partition, key, value,
-                    {HEADER_CHANNEL: key, HEADER_EVENT: env.event, HEADER_ID: env.id,
+                    {HEADER_CHANNEL: key, HEADER_EVENT: env.event, HEADER_ID: mid,
                      HEADER_INTERNAL: b"1"})
         return (topic, partition, key, value,
-                {HEADER_CHANNEL: key, HEADER_EVENT: env.event, HEADER_ID: env.id})
+                {HEADER_CHANNEL: key, HEADER_EVENT: env.event, HEADER_ID: mid})
 
     def _rerouted(self, message: Outgoing, channel: ChannelName) -> Outgoing:
         topic, partition, key = self._topics.route(channel)
@@ -304,18 +304,14 @@ class KafkaBroker:
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[Position]:
         publisher = self._publisher_or_fail()
         make = self._outgoing
-        known = self._partitions
-        outgoing: list[Outgoing] = []
-        unknown: list[ChannelName] = []
         # Encode (which validates) everything first, in one pass: a bad message fails the
         # batch unsent.
-        for env in envelopes:
-            message = make(env)
-            if message[0] not in known:
-                unknown.append(env.channel)
-            outgoing.append(message)
-        if unknown:
-            await self._topics.ensure_for_channels(unknown)
+        outgoing = [make(env) for env in envelopes]
+        new = {o[0] for o in outgoing}.difference(self._partitions)
+        if new:
+            await self._topics.ensure_for_channels(
+                [env.channel for o, env in zip(outgoing, envelopes, strict=True)
+                 if o[0] in new])
             # Routed before the topic was known: by the topic's real count now.
             outgoing = [self._rerouted(o, env.channel)
                         for o, env in zip(outgoing, envelopes, strict=True)]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -64,49 +64,79 @@ class _Batch:
     """Delivery state of one publish call.
 
     Delivery reports are served by whoever holds the publisher's poll lock (one at a
-    time), which alone writes ``delivered``, ``offsets`` and ``order``; the event loop
+    time), which alone writes ``delivered``, ``reports`` and ``slots``; the event loop
     alone writes ``expected`` (lowered if produce() failed midway). Each side re-checks
-    completion after its own write.
+    completion after its own write. Once complete, :meth:`resolve` (event loop) tells
+    each message's position or failure.
 
-    Two ways to tell which message a report is for: a per-message callback carrying the
-    index (always correct, ~1 us per message), or, when librdkafka guarantees reports in
-    produce order per partition (idempotent producer, explicit partition), one callback
-    per batch that takes the next index of the report's partition from ``order``.
+    Two ways to tell which message a report is for. When librdkafka guarantees reports in
+    produce order per partition (idempotent producer, explicit partitions), one callback
+    for the whole batch appends each report's offset (or error) to its partition's list
+    in ``reports``, and :meth:`resolve` hands them out to the messages of that partition
+    in order: nothing per message while producing, and no object per report but the
+    offset. Otherwise a per-message callback carrying the index fills ``slots``.
     """
 
-    __slots__ = ("delivered", "expected", "failed", "future", "offsets", "order",
-                 "partitions", "refused", "sink")
+    __slots__ = ("delivered", "errors", "expected", "failed", "future", "limit", "refused",
+                 "reports", "sink", "slots", "topics")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int,
                  sink: list[asyncio.Future[None]]) -> None:
         self.sink = sink  # completed futures, resolved by the poller in one go
         self.future: asyncio.Future[None] = loop.create_future()
-        # Two flat lists, not a (partition, offset) tuple per message: fewer objects for
-        # the garbage collector to count and trace.
-        self.partitions: list[int] = [-1] * size
-        self.offsets: list[int] = [-1] * size
-        self.order: dict[tuple[str, int], deque[int]] = {}
+        # Ordered reports: partition (or (topic, partition) when the batch spans several
+        # topics, ``topics``) -> offsets, or the KafkaError of a failed report, in order.
+        self.reports: dict[Any, list[int | KafkaError]] = {}
+        self.topics = False
+        # Unordered reports: per message index its offset, or its KafkaError.
+        self.slots: list[int | KafkaError | None] | None = None
         self.expected = size
+        self.limit = size  # messages produced (fewer if produce() failed midway)
         self.delivered = 0
+        self.errors = 0  # failed reports
         # index -> why: a KafkaError from a delivery report (the message was accepted by
         # produce() and may have been sent), a KafkaException from produce() (never sent).
+        # produce() refusals are written at once, report errors by resolve().
         self.failed: dict[int, KafkaError | KafkaException] = {}
         # The produce() refusal that stopped a batch midway (only without ``each``).
         self.refused: KafkaException | None = None
 
-    def on_ordered_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        self.on_delivery(self.order[(msg.topic() or "", msg.partition() or 0)].popleft(),
-                         err, msg)
-
-    def on_delivery(self, index: int, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self.partitions[index] = msg.partition() or 0
-            self.offsets[index] = msg.offset() or 0
-        else:
-            self.failed[index] = err
+    def _reported(self, err: KafkaError | None) -> None:
+        if err is not None:
+            self.errors += 1
         self.delivered += 1
         if self.delivered >= self.expected:
             self.sink.append(self.future)
+
+    def on_report(self, err: KafkaError | None, msg: Message) -> None:
+        """An ordered report of a batch for one topic."""
+        partition = msg.partition()
+        got = self.reports.get(partition)
+        if got is None:  # a get, not a KeyError: small batches meet new partitions often
+            got = self.reports[partition] = []
+        if err is None:
+            got.append(msg.offset())  # type: ignore[arg-type]  # set in a report
+        else:
+            got.append(err)
+            self.errors += 1
+        self.delivered += 1
+        if self.delivered >= self.expected:
+            self.sink.append(self.future)
+
+    def on_topic_report(self, err: KafkaError | None, msg: Message) -> None:
+        """An ordered report of a batch for several topics."""
+        tp = (msg.topic(), msg.partition())
+        got = self.reports.get(tp)
+        if got is None:
+            got = self.reports[tp] = []
+        got.append(msg.offset() if err is None else err)  # type: ignore[arg-type]
+        self._reported(err)
+
+    def on_delivery(self, index: int, err: KafkaError | None, msg: Message) -> None:
+        """A report for message ``index`` (unordered)."""
+        assert self.slots is not None
+        self.slots[index] = msg.offset() if err is None else err
+        self._reported(err)
 
     def not_produced(self, index: int, exc: KafkaException) -> None:
         """produce() refused message ``index``: no report will come for it."""
@@ -117,9 +147,46 @@ class _Batch:
 
     def produced_only(self, count: int) -> None:
         """produce() failed after ``count`` messages: wait for those alone."""
-        self.expected = count
+        self.expected = self.limit = count
         if self.delivered >= count:
             finish(self.future)
+
+    def resolve(self, messages: Sequence[Outgoing], epochs: Mapping[str, str]
+                ) -> list[Position | None]:
+        """Once complete: each produced message's position, None where it failed (the
+        reason then in ``failed``)."""
+        failed = self.failed
+        count = min(self.limit, len(messages))
+        if self.slots is not None:
+            found: Any = self.slots
+        else:
+            # The n-th report of a partition is for the n-th message produced to it.
+            taken: dict[Any, Callable[[], Any]] = {
+                key: iter(offsets).__next__ for key, offsets in self.reports.items()}
+            if not failed and not self.errors:
+                produced = messages if count == len(messages) else messages[:count]
+                if self.topics:
+                    return [new_position(m[0], m[1], taken[(m[0], m[1])](), epochs.get(m[0]))
+                            for m in produced]
+                topic = messages[0][0]  # one topic: one epoch
+                epoch = epochs.get(topic)
+                return [new_position(topic, m[1], taken[m[1]](), epoch) for m in produced]
+            found = [None if index in failed
+                     else taken[(m[0], m[1]) if self.topics else m[1]]()
+                     for index, m in enumerate(messages[:count])]
+        out: list[Position | None] = []
+        for index, (m, got) in enumerate(zip(messages[:count], found, strict=True)):
+            if type(got) is int:
+                out.append(new_position(m[0], m[1], got, epochs.get(m[0])))
+            else:
+                if got is not None:
+                    failed[index] = got
+                out.append(None)
+        return out
+
+
+_topic_of = itemgetter(0)
+_partition_of = itemgetter(1)
 
 
 def _failure(why: KafkaError | KafkaException, topic: str | None = None) -> Translated:
@@ -242,29 +309,20 @@ class KafkaPublisher:
         error when no message of the batch can be stored, else PublishOutcomeUnknown
         (the batch is partly stored, or may be): retry it with the same ids."""
         batch = await self._produce(messages, each=False)
+        positions = batch.resolve(messages, self._epochs)
         if batch.failed or batch.refused is not None:
             raise _batch_error(batch, messages) from batch.refused
-        epochs = self._epochs
-        return [new_position(m[0], partition, offset, epochs.get(m[0]))
-                for m, partition, offset
-                in zip(messages, batch.partitions, batch.offsets, strict=True)]
+        return positions  # type: ignore[return-value]  # no None without a failure
 
     async def send_each(self, messages: Sequence[Outgoing]
                         ) -> list[Position | Translated]:
         """Produce ``messages`` (independent publishes) and wait for all; per message its
         position or the (translated) error that message alone met."""
         batch = await self._produce(messages, each=True)
+        positions = batch.resolve(messages, self._epochs)
         failed = batch.failed
-        results: list[Position | Translated] = []
-        for index, (m, partition, offset) in enumerate(
-                zip(messages, batch.partitions, batch.offsets, strict=True)):
-            why = failed.get(index)
-            if why is None:
-                results.append(new_position(m[0], partition, offset,
-                                            self._epochs.get(m[0])))
-            else:
-                results.append(_failure(why, m[0]))
-        return results
+        return [position if position is not None else _failure(failed[index], m[0])
+                for index, (m, position) in enumerate(zip(messages, positions, strict=True))]
 
     async def _produce(self, messages: Sequence[Outgoing], each: bool) -> _Batch:
         """Produce every message, then wait until each is acknowledged or failed.
@@ -280,9 +338,12 @@ class KafkaPublisher:
         batch = _Batch(asyncio.get_running_loop(), len(messages), self._completed)
         if not messages:
             return batch
-        ordered = self._ordered_reports
-        order = batch.order
-        on_ordered = batch.on_ordered_delivery
+        callback: Any = None
+        if self._ordered_reports and min(map(_partition_of, messages)) >= 0:
+            batch.topics = len(set(map(_topic_of, messages))) > 1
+            callback = batch.on_topic_report if batch.topics else batch.on_report
+        else:
+            batch.slots = [None] * len(messages)
         produce = self.producer.produce
         poll = self.producer.poll
         poll_lock = self._poll_lock
@@ -290,19 +351,11 @@ class KafkaPublisher:
         self._producing += 1
         try:
             for index, (topic, partition, key, value, headers) in enumerate(messages):
-                queue: deque[int] | None = None
-                if ordered and partition >= 0:
-                    queue = order.get((topic, partition))
-                    if queue is None:
-                        queue = order[(topic, partition)] = deque()
-                    queue.append(index)
-                    callback: Any = on_ordered
-                else:
-                    callback = partial(batch.on_delivery, index)
                 while True:
                     try:
                         produce(topic, value, key, partition=partition, headers=headers,
-                                on_delivery=callback)
+                                on_delivery=callback if callback is not None
+                                else partial(batch.on_delivery, index))
                         break
                     except BufferError:
                         # Local queue full: serve delivery reports, let librdkafka send.
@@ -314,13 +367,9 @@ class KafkaPublisher:
                     except KafkaException as exc:
                         if not each:
                             raise
-                        if queue is not None:
-                            queue.pop()  # the last in; reports only take from the front
                         batch.not_produced(index, exc)
-                        callback = None
+                        produced -= 1
                         break
-                if callback is None:
-                    continue
                 produced += 1
                 if not produced & 63 and poll_lock.acquire(blocking=False):
                     try:
