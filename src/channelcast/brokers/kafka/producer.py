@@ -272,10 +272,11 @@ class KafkaPublisher:
         if err.fatal():
             self._fatal = err
             log.error("Kafka producer fatal error: %s", err)
-        elif err.code() == KafkaError._TRANSPORT:
-            log.info("Kafka producer: %s", err)  # one per failed connection attempt
         else:
-            log.warning("Kafka producer: %s", err)
+            # Through librdkafka's own log channel and its RepeatFilter: while a broker is
+            # down this fires for every connection attempt (about 10 a second), forever.
+            librdkafka_log.log(logging.INFO if err.code() == KafkaError._TRANSPORT
+                               else logging.WARNING, "Kafka producer: %s", err)
 
     def _take_completed(self) -> list[asyncio.Future[None]]:
         # Batches hold this very list, so empty it in place (caller holds _poll_lock).
