@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 
@@ -192,3 +193,77 @@ async def test_after_growth_new_subscriptions_and_running_publishers_use_new_par
                 assert frame["data"] == "live"
     finally:
         _delete(kafka_bootstrap, topic, f"acc-{unique}")
+
+
+async def test_a_channel_subscribed_just_after_growth_moves_into_a_partition_already_read(
+        kafka_bootstrap: str, unique: str) -> None:
+    # Found by a second tester: a subscribe within metadata_refresh_s after the growth, of
+    # a channel that moves into a partition the process already reads, left the channel
+    # silent for good (the catch-up was never started: its reader waited on an empty
+    # inbox).
+    topic = f"g.win-{unique}"
+    here = next(c for c in (f"g.{i}" for i in range(10_000))
+                if murmur2_partition(c.encode(), 2) == 0
+                and murmur2_partition(c.encode(), 5) == 0)
+    mover = next(c for c in (f"g.{i}" for i in range(10_000))
+                 if murmur2_partition(c.encode(), 2) == 1
+                 and murmur2_partition(c.encode(), 5) == 0)
+    _create(kafka_bootstrap, topic, 2)
+
+    def settings(partitions: int, refresh: float) -> Settings:
+        return Settings(kafka=settings_for(
+            kafka_bootstrap, unique, metadata_refresh_s=refresh,
+            topic_mapping=(TopicMapping("g.*", TopicName(topic), partitions),)))
+
+    try:
+        async with KafkaBroker(settings(2, 3.0).kafka) as node:
+            first = node.subscribe([here])
+            await first.ready()
+            _grow(kafka_bootstrap, topic, 5)
+            late = node.subscribe([mover])  # before the node noticed the growth
+            await late.ready()
+            got: list[int] = []
+
+            async def read() -> None:  # waiting from the start, as a gateway's feed does
+                async for record in late:
+                    got.append(record.envelope.data)
+                    if len(got) == 10:
+                        return
+
+            reader = asyncio.create_task(read())
+            async with KafkaBroker(settings(5, 1.0).kafka) as publisher:
+                for i in range(10):
+                    await publisher.publish(mover, "e", i)
+                    await publisher.publish(here, "e", i)
+                    await asyncio.sleep(0.3)  # across the node's refresh
+            await asyncio.wait_for(reader, 30)
+            assert sorted(got) == list(range(10))
+            await late.close()
+            await first.close()
+    finally:
+        _delete(kafka_bootstrap, topic, f"acc-{unique}")
+
+
+async def test_one_subscription_of_two_channels_takes_each_only_from_its_own_partition(
+        kafka_bootstrap: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Found by a second tester: a subscription to channels of two partitions delivered an
+    # envelope of one channel found in the other's partition (by chance, again).
+    kafka = settings_for(kafka_bootstrap, unique, partitions=2)
+    a = next(c for c in (f"x.{i}" for i in range(100)) if murmur2_partition(c.encode(), 2) == 0)
+    b = next(c for c in (f"x.{i}" for i in range(100)) if murmur2_partition(c.encode(), 2) == 1)
+    async with KafkaBroker(kafka) as broker:
+        sub = broker.subscribe([a, b])
+        await sub.ready()
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        envelope = json.dumps({"channel": b, "event": "e", "data": "misplaced"}).encode()
+        producer.produce(kafka.default_topic, envelope, None, partition=0)
+        producer.produce(kafka.default_topic, b'"marker"', a.encode(), partition=0)
+        assert producer.flush(30) == 0
+        with caplog.at_level(logging.WARNING, logger="channelcast.kafka"):
+            record = await asyncio.wait_for(sub.__anext__(), 20)
+        assert record.envelope.data == "marker"
+        assert "does not live" in caplog.text
+        await sub.close()
+    _delete(kafka_bootstrap, kafka.default_topic, kafka.dead_letter_topic)

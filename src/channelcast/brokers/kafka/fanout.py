@@ -104,6 +104,7 @@ class _Inbox:
         self._items: deque[Record | BaseException] = deque()
         self._lock = threading.Lock()
         self._waiter: asyncio.Future[None] | None = None
+        self._poked = False
         self.closed = False
 
     def _wake(self) -> None:
@@ -148,12 +149,14 @@ class _Inbox:
             return items
 
     async def get_all(self) -> deque[Record | BaseException] | None:
-        """Everything queued, in one lock round trip (waiting if nothing is); None at the
-        end. The caller holds at most one inbox-full more: twice ``maxsize`` in all."""
+        """Everything queued, in one lock round trip (waiting if nothing is, until
+        :meth:`poke`: then possibly nothing); None at the end. The caller holds at most
+        one inbox-full more: twice ``maxsize`` in all."""
         while True:
             with self._lock:
                 items = self._items
-                if items:
+                if items or self._poked:
+                    self._poked = False
                     self._items = deque()
                     return items
                 if self.closed:
@@ -161,6 +164,13 @@ class _Inbox:
                 waiter = self._loop.create_future()
                 self._waiter = waiter
             await waiter
+
+    def poke(self) -> None:
+        """Consumer thread: wake the reader even with nothing queued (it has something to
+        catch up on: a partition it is behind on)."""
+        with self._lock:
+            self._poked = True
+            self._wake()
 
     def close(self) -> None:
         with self._lock:
@@ -199,6 +209,9 @@ class KafkaSubscription:
         self._closed = False
         self._registered = False
         self._consumer: FanoutConsumer | None = None
+        self.partitions_of: dict[str, set[TP]] = {}
+        """Channel -> the partitions its records are taken from (its own, plus an old one
+        for a while after the topic grew). Consumer thread only."""
         self.behind: dict[TP, int] = {}
         """Partition -> first offset not delivered live (written by the consumer thread;
         a partition leaves it only through :meth:`FanoutConsumer.rejoin`)."""
@@ -286,6 +299,8 @@ class KafkaSubscription:
                     if items is None or self._closed:
                         raise StopAsyncIteration
                     self._taken = taken = items
+                    if not taken:
+                        continue  # poked: the subscription fell behind somewhere
             item = taken.popleft()
             if isinstance(item, BaseException):
                 raise item
@@ -460,6 +475,7 @@ class FanoutConsumer:
             self._refs[tp] = self._refs.get(tp, 0) + 1
         for channel in sub.channels:
             self._by_channel.setdefault(channel, set()).add(sub)
+            sub.partitions_of[channel] = {self._routes.route(channel)[:2]}
         self._subs[sub] = tps
         return {tp: self._position[tp] for tp in tps}
 
@@ -549,15 +565,18 @@ class FanoutConsumer:
             for channel in sub.channels:
                 t, p, _key = self._routes.route(channel)
                 new_tp = (t, p)
-                if t != topic or new_tp in tps:
+                if t != topic or new_tp in sub.partitions_of.get(channel, ()):
                     continue
                 start = self._offset_at(new_tp, since_ms)
                 if new_tp not in self._position:
                     self._assign_at(new_tp, start)
                 elif start < self._position[new_tp]:
                     sub.behind.setdefault(new_tp, start)  # read the part already passed
-                self._refs[new_tp] = self._refs.get(new_tp, 0) + 1
-                tps.add(new_tp)
+                    sub.inbox.poke()  # its reader may be waiting on an empty inbox
+                if new_tp not in tps:
+                    self._refs[new_tp] = self._refs.get(new_tp, 0) + 1
+                    tps.add(new_tp)
+                sub.partitions_of.setdefault(channel, set()).add(new_tp)
                 for old_tp in [tp for tp in tps if tp[0] == topic and tp != new_tp]:
                     self._grace.append((now + self._grace_s, sub, old_tp))
                 log.info("channel %s moved to %s:%d (topic %s grew from %d to %d "
@@ -574,6 +593,9 @@ class FanoutConsumer:
             tps = self._subs.get(sub)
             if tps is None or tp not in tps:
                 continue
+            for channel, held in sub.partitions_of.items():
+                if tp in held and self._routes.route(ChannelName(channel))[:2] != tp:
+                    held.discard(tp)
             needed = {self._routes.route(c)[:2] for c in sub.channels}
             if tp not in needed:
                 tps.discard(tp)
@@ -721,15 +743,16 @@ class FanoutConsumer:
                 if isinstance(record, Skipped):
                     self._skipped(topic, partition, offset, record.reason)
                 continue
-            holding = self._subs
-            if not any(tp in holding.get(sub, ()) for sub in subs):
+            record_channel = record.channel
+            if not any(tp in sub.partitions_of.get(record_channel, ()) for sub in subs):
                 # Its channel lives in another partition (a producer that partitioned by
                 # something else): where subscribers of the channel never read. Said once,
                 # the same on every node, rather than delivered by chance.
                 self._skipped(topic, partition, offset,
                               f"a record of channel {record.channel!r} in a partition "
                               "where that channel does not live (its producer did not "
-                              "partition by channel)")
+                              "partition by channel, or by another partition count: a "
+                              "topic that grew is followed within metadata_refresh_s)")
                 continue
             internal = record.internal
             for sub in subs:
@@ -738,7 +761,7 @@ class FanoutConsumer:
                 behind = sub.behind
                 if behind and tp in behind:
                     continue  # it reads this one when it catches up
-                if tp not in holding.get(sub, ()):
+                if tp not in sub.partitions_of.get(record_channel, ()):
                     continue
                 records = out.get(sub)
                 if records is None:
