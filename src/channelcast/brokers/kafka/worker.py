@@ -315,15 +315,23 @@ class KafkaWorker:
             _done, running = await asyncio.wait(tasks, timeout=self._timeout)
             for tp, part in parts:
                 if part.task in running:
-                    # Never silent: the message in hand is not committed, so the group's
-                    # next owner of the partition gets it again.
+                    # Never silent. With manual commit the message in hand is not
+                    # committed, so the group's next owner of the partition gets it
+                    # again; with auto-commit its offset was stored when it was fetched,
+                    # so it is lost: said as such.
                     log.warning("worker %s: the handler on %s:%d did not finish within %ss "
-                                "of the partition being given up; cancelled (its message is "
-                                "not committed and will be handled again)", self.group,
-                                tp[0], tp[1], self._timeout)
+                                "of the partition being given up; cancelled (%s)", self.group,
+                                tp[0], tp[1], self._timeout, self._revoked_fate())
             for task in running:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _revoked_fate(self) -> str:
+        """What becomes of a message whose handler was cancelled, by commit mode."""
+        if self._manual:
+            return "its message is not committed and will be handled again"
+        return ("manual_commit is off: its offset was stored when it was fetched, so the "
+                "message will not be handled again")
 
     def _owns(self, topic: str, msg: Message) -> bool:
         """Whether a record that carries no message is this worker's to dead-letter: its
