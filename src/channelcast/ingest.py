@@ -169,7 +169,9 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 def parse_strict(value: bytes) -> Any:
     """UTF-8 JSON -> Python value (exact ints); ValueError naming the problem for
-    anything else (not UTF-8, NaN/Infinity, trailing data, nesting too deep)."""
+    anything else (not UTF-8, NaN/Infinity, trailing data, nesting too deep, a lone
+    surrogate, a number beyond a double's range: what a browser's reader refuses or
+    reads as Infinity)."""
     if value.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark may be ignored
         value = value[3:]
     try:
@@ -183,12 +185,18 @@ def parse_strict(value: bytes) -> Any:
         raise ValueError("not JSON: nested too deeply") from None
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
-    try:  # json takes escaped lone surrogates; orjson refuses them (nothing else here)
+    try:  # what json takes and a client's reader may not: orjson reads as browsers do
         orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        if "surrogate" in str(exc):
+        problem = str(exc)
+        if "surrogate" in problem:
             raise ValueError(f"not JSON a client can read: a string holds a lone surrogate "
                              f"({exc})") from None
+        if "infinity" in problem:
+            raise ValueError("not JSON a client can read: a number is beyond a double's "
+                             "range (JavaScript's JSON.parse reads it as Infinity; RFC 8259 "
+                             f"section 6) ({exc})") from None
+        raise ValueError(f"not JSON a client can read: {exc}") from None
     return obj
 
 

@@ -401,7 +401,9 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
     """Envelope -> compact UTF-8 JSON.
 
     Raises InvalidChannel, MessageError (other bad envelope fields, or an event that breaks
-    :func:`validate_event`'s rules), SerializationError or MessageTooLarge, so that
+    :func:`validate_event`'s rules), SerializationError (data JSON cannot hold: NaN, the
+    infinities, other types, or an integer beyond a double's range, which JavaScript would
+    read as Infinity) or MessageTooLarge, so that
     whatever encodes also decodes: ``decode(encode(e)) == e`` for JSON-native data.
     ``check_event=False`` skips the event name rules (not the field types): only for
     verbatim copies of messages already stored, which were accepted when first published
@@ -440,6 +442,8 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
                 raw = None
     if raw is None:
         raw = _encode_with_json(envelope, plain)
+        if _find_long_number(raw) is not None:
+            _check_numbers(envelope, raw)
     if len(raw) > max_bytes:
         raise MessageTooLarge(
             f"message for channel {envelope.channel!r} is {len(raw)} bytes encoded;"
@@ -462,6 +466,25 @@ def _encode_with_json(envelope: Envelope, plain: bool) -> bytes:
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"data for channel {envelope.channel!r} is not JSON-serializable: {exc}") from exc
+
+
+_find_long_number = re.compile(rb"[0-9]{309}").search
+"""A run of digits as long as the largest double's (about 1.8e308): only such an integer
+can be beyond a double's range. orjson's route refuses ints beyond 64 bits, so only
+json's route (which writes any int) needs looking at."""
+
+
+def _check_numbers(envelope: Envelope, raw: bytes) -> None:
+    """Refuse (SerializationError) an integer a JSON reader that uses doubles, such as
+    JavaScript's ``JSON.parse``, would read as Infinity (RFC 8259 section 6 warns of
+    numbers beyond IEEE 754 double precision): orjson reads numbers as doubles do."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SerializationError(
+            f"data for channel {envelope.channel!r} holds an integer too large for a "
+            "double (JSON readers such as JavaScript's JSON.parse read it as Infinity): "
+            f"{exc}") from None
 
 
 def _check_fields(envelope: Envelope) -> None:

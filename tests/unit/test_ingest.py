@@ -94,6 +94,8 @@ def test_an_envelope_names_its_own_channel_when_there_is_no_header() -> None:
     (b"\x89PNG\r\n\x1a\n", b"orders.1", "not UTF-8 JSON: byte 0x89 at position 0"),
     (b'{"x":NaN}', b"orders.1", "NaN is not valid JSON"),
     (b'{"name":"\\ud800"}', b"orders.1", "lone surrogate"),
+    (b'{"n":1' + b"0" * 400 + b'}', b"orders.1", "a number is beyond a double's range"),
+    (b'[-1e400]', b"orders.1", "not JSON"),
     (b'{"a":1} trailing', b"orders.1", "not JSON"),
     (b'{"a":1}', b"not a channel!", "no channel"),
     (b'{"a":1}', None, "no channel"),

@@ -78,6 +78,20 @@ def test_unserializable_data_raises_serialization_error(data: object) -> None:
         encode(envelope(data=data))
 
 
+@pytest.mark.parametrize("data", [10**400, -(10**309), {"n": [1, 2 * 10**308]}],
+                         ids=["401-digits", "minus-310-digits", "nested-2e308"])
+def test_an_integer_a_browser_would_read_as_infinity_is_refused(data: object) -> None:
+    with pytest.raises(SerializationError, match=r"user\.1.*too large for a double"):
+        encode(envelope(data=data))
+
+
+@pytest.mark.parametrize("data", [2**64, 10**308, "9" * 400, {"x": "1" * 500}],
+                         ids=["2**64", "1e308", "digit-string", "nested-digit-string"])
+def test_big_integers_a_double_can_hold_and_long_digit_strings_still_encode(
+        data: object) -> None:
+    assert decode(encode(envelope(data=data))).data == data
+
+
 def test_deeply_nested_data_raises_serialization_error() -> None:
     data: list[object] = []
     for _ in range(100_000):
