@@ -17,9 +17,11 @@ same shapes (docs/brokers.md, "Records from other producers"):
   ``id`` header, else derived from the record's coordinates (a ULID of the record's
   timestamp, the same on every node), and the timestamp is the record's. The result is
   re-encoded once, canonically, so clients receive strict JSON.
-* Anything else is **skipped** with a :class:`Skipped` reason: a value that is not UTF-8
-  JSON (RFC 8259 8.1), holds NaN/Infinity or a lone surrogate, a reserved or overlong
-  event, no channel. The caller logs it with its topic:partition:offset and counts it.
+* Anything else is **skipped** with a :class:`Skipped` reason: no value (a tombstone), a
+  value that is not UTF-8 JSON (RFC 8259 8.1), holds NaN/Infinity, a lone surrogate or a
+  number beyond a double's range, a reserved or overlong event, the reserved
+  ``channelcast.internal`` header, no channel. The caller counts it and logs it with its
+  topic:partition:offset (through ``SkipLog``: the first of each kind, then counts).
 
 It never does I/O and never raises for bad input.
 """
@@ -48,9 +50,9 @@ HeaderPairs = Sequence[tuple[str, bytes | str | None]]
 """Record headers as Kafka clients return them: (name, value) pairs in order."""
 
 _SECONDS_BELOW = 100_000_000_000
+"""Timestamps below this are seconds (year 5138 in seconds; 1973 in milliseconds)."""
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 """What validate_message_id accepts (message.py): the ids a foreign record may keep."""
-"""Timestamps below this are seconds (year 5138 in seconds; 1973 in milliseconds)."""
 _OURS = b'{"id":"'
 
 

@@ -569,3 +569,38 @@ def test_an_absurd_auth_timestamp_is_a_401_never_a_500(stamp: str) -> None:
               "auth_signature": "00"}
     with pytest.raises(AuthError, match="auth_timestamp must be Unix seconds"):
         verify_query(app, "POST", "/apps/1/events", params, b"")
+
+
+async def test_the_state_loop_reports_a_lasting_publish_failure_briefly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """tkafka2 finding 13: with the state topic deleted, the loop logged "publish failed"
+    every retry (several lines a second). Now once per 30 s, with a count."""
+    import asyncio
+    import logging
+
+    from channelcast.brokers.memory import MemoryBroker
+    from channelcast.errors import PublishError
+    from channelcast.gateway.pusher.cluster import Cluster
+
+    class StateTopicGone(MemoryBroker):
+        failures = 0
+
+        async def publish_many(self, envelopes: Any) -> Any:
+            StateTopicGone.failures += 1
+            raise PublishError("topic 'realtime.pusher' does not exist (deleted?)")
+
+    async def report(transitions: list[Any], time_ms: int) -> None:
+        pass
+
+    async with StateTopicGone() as broker:
+        cluster = Cluster(broker, "a", ttl_s=1.0, report=report,
+                          terminate=lambda app, user: None)
+        with caplog.at_level(logging.WARNING, logger="channelcast.gateway.pusher"):
+            await cluster.start()
+            cluster.activate()
+            await asyncio.sleep(2.0)
+            await cluster.close()
+    lines = [r.getMessage() for r in caplog.records if "publish failed" in r.getMessage()]
+    assert StateTopicGone.failures >= 5, "the loop kept retrying"
+    assert len(lines) == 1, lines
+    assert "does not exist" in lines[0]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+
+import pytest
 
 from channelcast.brokers.kafka.client import RepeatFilter
 
@@ -47,3 +50,27 @@ def test_held_back_repeats_are_counted_when_the_line_returns() -> None:
     back = _record(logging.ERROR, "FAIL", "rdkafka#p-1", "down")
     assert f.filter(back)
     assert back.getMessage().endswith("(3 more like this in the last 0 s)")
+
+
+def test_skip_log_logs_a_kind_once_per_window_then_says_how_many_it_held_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from channelcast.brokers.kafka.client import SkipLog
+
+    logger = logging.getLogger("channelcast.kafka.test-skip")
+    skip = SkipLog(logger, window_s=0.2)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for offset in range(50):
+            skip("t", 0, offset, f"not UTF-8 JSON: byte 0x{0x80 + offset:02x} at position 0")
+        skip("t", 0, 50, "no channel (no header, no envelope, key 'x' is not a channel)")
+        skip("other", 0, 0, "not UTF-8 JSON: byte 0x80 at position 0")
+        time.sleep(0.25)
+        skip("t", 0, 51, "not UTF-8 JSON: byte 0x99 at position 7")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "skipping the record at t:0:0: not UTF-8 JSON: byte 0x80 at position 0",
+        "skipping the record at t:0:50: no channel (no header, no envelope, key 'x' is "
+        "not a channel)",
+        "skipping the record at other:0:0: not UTF-8 JSON: byte 0x80 at position 0",
+        "skipping the record at t:0:51: not UTF-8 JSON: byte 0x99 at position 7 (49 more "
+        "like this in t in the last 0.2 s, not logged one by one)",
+    ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -35,6 +36,7 @@ from channelcast.brokers.base import (
     RetryPolicy,
 )
 from channelcast.brokers.kafka.client import (
+    SkipLog,
     consumer_config,
     private_consumer_config,
     refresh_metadata,
@@ -85,7 +87,10 @@ class KafkaBroker:
         self._following = asyncio.Lock()
         self.skipped_records = 0
         """Records of subscribed channels that carried no message (not JSON, no channel,
-        ...): each is logged with its topic:partition:offset."""
+        ...), all counted; logged with their topic:partition:offset by :class:`SkipLog`
+        (the first of each kind, then a count every 30 s while more come)."""
+        self._skip_lock = threading.Lock()
+        self._skip_log = SkipLog(log)
         self._subscriptions: set[KafkaSubscription] = set()
         self._workers: set[KafkaWorker] = set()
         self._started = False
@@ -171,8 +176,9 @@ class KafkaBroker:
         task.add_done_callback(_log_failure)
 
     def _skip(self, topic: str, partition: int, offset: int, why: str) -> None:
-        self.skipped_records += 1
-        log.warning("skipping the record at %s:%d:%d: %s", topic, partition, offset, why)
+        with self._skip_lock:  # consumer threads and the event loop both count
+            self.skipped_records += 1
+        self._skip_log(topic, partition, offset, why)
 
     def subscription_count(self) -> int:
         """Open fan-out subscriptions (leak checks and metrics)."""

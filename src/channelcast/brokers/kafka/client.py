@@ -22,14 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from channelcast import logs
 from channelcast.brokers.kafka.errors import has_code, translate
 from channelcast.errors import BrokerError
+from channelcast.logs import REPEAT_WINDOW_S
 
 if TYPE_CHECKING:
     from channelcast.config import KafkaSettings
 
 __all__ = [
     "TP",
+    "SkipLog",
     "consumer_config",
     "coords",
     "finish",
@@ -49,10 +52,7 @@ librdkafka_log = logging.getLogger("channelcast.kafka.librdkafka")
 """librdkafka's own log lines (connection failures while a broker restarts, ...), through
 :class:`RepeatFilter`."""
 
-REPEAT_WINDOW_S = 30.0
-
-
-class RepeatFilter(logging.Filter):
+class RepeatFilter(logs.RepeatFilter):
     """librdkafka's log lines, readable during an outage.
 
     While a broker is down every client retries every second and librdkafka logs each
@@ -60,40 +60,60 @@ class RepeatFilter(logging.Filter):
     saying the same thing. This filter (1) logs a failed connection attempt as a WARNING:
     an outage is reported where it matters (a publish's BrokerUnavailable, ``/readyz``,
     a subscription's error), and a line per retry is not an error of its own; (2) lets a
-    line through once per :data:`REPEAT_WINDOW_S` seconds per distinct text (client name
-    and counters left out), adding how many repeats it held back meanwhile.
+    line through once per :data:`~channelcast.logs.REPEAT_WINDOW_S` seconds per distinct
+    text (client name and counters left out), adding how many repeats it held back.
     """
 
     _NAMES = re.compile(r"rdkafka#\w+-\d+|\(after \d+ms[^)]*\)|, \d+ identical error\(s\) "
                         r"suppressed")
 
     def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
-        super().__init__()
-        self.window_s = window_s
-        self._seen: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
+        super().__init__(window_s, self._NAMES)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if record.levelno >= logging.ERROR and text.startswith("FAIL "):
+        if record.levelno >= logging.ERROR and record.getMessage().startswith("FAIL "):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-        key = self._NAMES.sub("", text)
+        return super().filter(record)
+
+
+librdkafka_log.addFilter(RepeatFilter())
+
+
+class SkipLog:
+    """The WARNING for records skipped because they carry no message, readable when a
+    producer writes thousands of them.
+
+    One line per record would be thousands of lines: the first record of each kind of
+    problem in a topic is logged with its ``topic:partition:offset``; more of that kind
+    within :data:`REPEAT_WINDOW_S` seconds are only counted, and the next line after the
+    window says how many were held back. A kind is the reason's text with quoted names
+    and numbers left out ("not UTF-8 JSON: byte 0x89 at position 0" and "... byte 0xff at
+    position 3" are one kind). The exact count is the broker's ``skipped_records``
+    (``channelcast_skipped_records_total``). Thread-safe (consumer threads call it)."""
+
+    _DETAILS = re.compile(r"'[^']*'|\"[^\"]*\"|0x[0-9a-f]+|\d+")
+
+    def __init__(self, logger: logging.Logger, window_s: float = REPEAT_WINDOW_S) -> None:
+        self._log = logger
+        self.window_s = window_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, topic: str, partition: int, offset: int, why: str) -> None:
+        key = (topic, self._DETAILS.sub("", why))
         now = time.monotonic()
         with self._lock:
             first, held = self._seen.get(key, (0.0, -1))
             if held >= 0 and now - first < self.window_s:
                 self._seen[key] = (first, held + 1)
-                return False
+                return
             if len(self._seen) > 1000:
                 self._seen.clear()
             self._seen[key] = (now, 0)
-        if held > 0:
-            record.msg = f"{text} ({held} more like this in the last {self.window_s:.0f} s)"
-            record.args = None
-        return True
-
-
-librdkafka_log.addFilter(RepeatFilter())
+        more = (f" ({held} more like this in {topic} in the last {self.window_s:g} s, "
+                "not logged one by one)") if held > 0 else ""
+        self._log.warning("skipping the record at %s:%d:%d: %s%s", topic, partition,
+                          offset, why, more)
 
 
 def consumer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:

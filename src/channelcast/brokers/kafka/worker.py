@@ -50,7 +50,14 @@ from channelcast.brokers.base import (
     WorkerStats,
     handle_with_retries,
 )
-from channelcast.brokers.kafka.client import TP, coords, header, header_pairs, take_available
+from channelcast.brokers.kafka.client import (
+    TP,
+    SkipLog,
+    coords,
+    header,
+    header_pairs,
+    take_available,
+)
 from channelcast.brokers.kafka.errors import has_code, translate
 from channelcast.brokers.kafka.producer import Outgoing
 from channelcast.errors import BrokerClosed, BrokerError, MalformedMessage
@@ -105,6 +112,7 @@ class KafkaWorker:
         self._manual = manual_commit
         self._retry = retry
         self._dlq = dead_letter_topic
+        self._skip_log = SkipLog(log)
         self._config = dict(config)
         self._config.update({"group.id": group, "enable.auto.commit": not manual_commit})
         self._config.setdefault("auto.offset.reset", "earliest")
@@ -367,9 +375,9 @@ class KafkaWorker:
             if self._owns(topic, msg):
                 await self._dead_letter(msg, MalformedMessage(found.reason), 0)
             else:  # every group reading the topic sees it; dead-lettering is its owner's
-                log.warning("worker %s: skipping the record at %s:%d:%d (not for its "
-                            "channels): %s", self.group, topic, partition, offset,
-                            found.reason)
+                self._skip_log(topic, partition, offset,
+                               f"{found.reason} (worker {self.group}: not one of its "
+                               "channels, so not its to dead-letter)")
             return
         record = found
         if record.internal:

@@ -63,10 +63,16 @@ from typing import Any
 
 from channelcast.brokers.base import Broker, Subscription
 from channelcast.errors import HistoryUnavailable
+from channelcast.logs import RepeatFilter
 from channelcast.message import INTERNAL, Envelope, Record
 from channelcast.types import ChannelName, Position
 
 log = logging.getLogger("channelcast.gateway.pusher")
+retry_log = logging.getLogger("channelcast.gateway.pusher.cluster")
+"""The state loop's retries (publishing, following the state channel) while the broker or
+the state topic is unavailable: each distinct line once per 30 s, with a count of the
+ones held back, rather than a line a second for the whole outage."""
+retry_log.addFilter(RepeatFilter())
 
 STATE_CHANNEL = ChannelName(";pusher;state")
 STATE_EVENT = "pusher-state"
@@ -535,7 +541,8 @@ class Cluster:
                 await self._follow()
                 return
             except Exception as exc:
-                log.warning("pusher cluster state: cannot follow %s: %s", STATE_CHANNEL, exc)
+                retry_log.warning("pusher cluster state: cannot follow %s: %s", STATE_CHANNEL,
+                                  exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -665,7 +672,8 @@ class Cluster:
                                              "gone": node})
                 self.enforce_quotas(now)
             except Exception as exc:
-                log.warning("pusher cluster state: publish failed: %s", exc)
+                retry_log.warning("pusher cluster state: publish failed (retried every second; "
+                                  "the next heartbeat restores what was lost): %s", exc)
                 self._beat_now = True  # the next heartbeat restores what was lost
                 await asyncio.sleep(min(1.0, self.ttl_s / 10))
             await asyncio.sleep(FLUSH_S)
