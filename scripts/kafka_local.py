@@ -409,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/kafka", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("start", help="format storage and start the broker(s), wait until ready")
+    start = sub.add_parser(
+        "start", help="wipe and format storage (the cluster starts empty), start the "
+                      "broker(s), wait until ready")
     start.add_argument("--brokers", type=int, default=1, help="number of nodes (default 1)")
     start.add_argument("--port", type=int, default=DEFAULT_PORT,
                        help=f"first broker port (default {DEFAULT_PORT}); node k uses port+2(k-1)")

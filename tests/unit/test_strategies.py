@@ -351,3 +351,21 @@ def test_any_object_with_the_settings_attributes_builds_a_strategy() -> None:
     assert strategy.route(ChannelName("a.1")).topic == "t.a"
     assert strategy.route(ChannelName("b.1")) == Route(
         TopicName("d"), crc32_partition(b"b.1", 3), b"b.1")
+
+
+def test_partition_counts_read_as_english_in_messages() -> None:
+    from channelcast.ops.layout import Disagreement, MissingTopic, RealRoute
+    from channelcast.strategies.base import partitions_text
+
+    assert (partitions_text(1), partitions_text(0), partitions_text(4)) == (
+        "1 partition", "0 partitions", "4 partitions")
+    assert str(Disagreement("t", 4, 1, "kafka.default_partitions")).startswith(
+        "topic 't' has 1 partition but kafka.default_partitions says 4")
+    assert "creates it with 1 partition on first use" in str(MissingTopic("t", 1, "x"))
+    moved = RealRoute("user.1", "t", 0, "user.1", 2, 1, 10)
+    assert moved.note == "config says partition 2 (of 10); the topic has 1 partition"
+    same = RealRoute("user.1", "t", 2, "user.1", 2, 7, 10)
+    assert same.note == "the topic has 7 partitions, the config 10 (the same partition " \
+                        "either way)"
+    assert RealRoute("user.1", "t", 2, "user.1", 2, None, 10).note == "no such topic"
+    assert RealRoute("user.1", "t", 2, "user.1", 2, 10, 10).note == ""

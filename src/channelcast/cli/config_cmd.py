@@ -119,8 +119,8 @@ def route(channels: Annotated[list[str], typer.Argument(
 
     With --bootstrap the partition is computed from the topic's real partition count on
     that cluster (what channelcast and every Kafka client use); a difference from the
-    config's is marked (the note "config says 0; topic has 5"), as is a topic that does
-    not exist yet.
+    config's is marked (the note "config says partition 0 (of 10); the topic has 5
+    partitions"), as is a topic that does not exist yet.
     """
     addr = bootstrap_from(bootstrap, "--bootstrap")
     settings = settings_from(config)
@@ -142,9 +142,7 @@ def route(channels: Annotated[list[str], typer.Argument(
         from channelcast.ops.layout import real_routes
 
         for rr in real_routes(kafka, channels, _admin(addr, settings, timeout)):
-            note = "" if rr.partitions is not None else "no such topic"
-            if rr.partition != rr.configured_partition:
-                note = f"config says {rr.configured_partition}; topic has {rr.partitions}"
+            note = rr.note
             rows.append({"channel": rr.channel, "topic": rr.topic,
                          "partition": str(rr.partition), "key": rr.key, "note": note})
     for name in channels if not addr else ():

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from channelcast.channels import validate_channel
 from channelcast.strategies import TopicStrategy, create_strategy, murmur2_partition
+from channelcast.strategies.base import partitions_text
 
 if TYPE_CHECKING:
     from channelcast.brokers.kafka.admin import KafkaAdmin
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class RealRoute:
     """Where a channel's messages go on this cluster. ``configured_partition`` is what the
-    config alone says; ``partitions`` is the topic's real count (None: no such topic)."""
+    config alone says, in a topic of ``configured_partitions`` partitions; ``partitions``
+    is the topic's real count (None: no such topic)."""
 
     channel: str
     topic: str
@@ -36,6 +38,21 @@ class RealRoute:
     key: str
     configured_partition: int
     partitions: int | None
+    configured_partitions: int
+
+    @property
+    def note(self) -> str:
+        """What differs from the config, in words ("" when nothing does)."""
+        if self.partitions is None:
+            return "no such topic"
+        if self.partitions == self.configured_partitions:
+            return ""
+        if self.partition != self.configured_partition:
+            return (f"config says partition {self.configured_partition} (of "
+                    f"{self.configured_partitions}); the topic has "
+                    f"{partitions_text(self.partitions)}")
+        return (f"the topic has {partitions_text(self.partitions)}, the config "
+                f"{self.configured_partitions} (the same partition either way)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +65,7 @@ class Disagreement:
     where: str
 
     def __str__(self) -> str:
-        return (f"topic {self.topic!r} has {self.actual} partitions but {self.where} says "
+        return (f"topic {self.topic!r} has {partitions_text(self.actual)} but {self.where} says "
                 f"{self.declared}: channels are routed by the real count (hash(key) % "
                 f"{self.actual}); fix the mapping or the topic")
 
@@ -68,13 +85,15 @@ def real_routes(settings: KafkaSettings, channels: Iterable[str],
     strategy = create_strategy(settings)
     routes = [(c, strategy.route(validate_channel(c))) for c in channels]
     counts = {t: n for t, (n, _epoch) in admin.layouts({r.topic for _c, r in routes}).items()}
+    declared = {spec.name: spec.partitions for spec in strategy.topics([c for c, _r in routes])}
     out = []
     for channel, r in routes:
         count = counts.get(r.topic)
         partition = r.partition
         if count is not None:
             partition = partition_for(strategy, r.key, count)
-        out.append(RealRoute(channel, r.topic, partition, r.key.decode(), r.partition, count))
+        out.append(RealRoute(channel, r.topic, partition, r.key.decode(), r.partition, count,
+                             declared.get(r.topic, count or 0)))
     return out
 
 
@@ -89,7 +108,8 @@ class MissingTopic:
 
     def __str__(self) -> str:
         return (f"topic {self.topic!r} does not exist; channelcast creates it with "
-                f"{self.declared} partitions on first use, or run `channelcast topics apply`")
+                f"{partitions_text(self.declared)} on first use, or run `channelcast topics "
+                "apply`")
 
 
 @dataclass(frozen=True, slots=True)

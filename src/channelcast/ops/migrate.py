@@ -52,7 +52,7 @@ from channelcast.ingest import Skipped, to_record
 from channelcast.message import Envelope, decode, encode
 from channelcast.ops.layout import partition_for
 from channelcast.strategies import create_strategy
-from channelcast.strategies.base import TopicStrategy
+from channelcast.strategies.base import TopicStrategy, partitions_text
 from channelcast.types import ChannelName
 
 if TYPE_CHECKING:
@@ -291,7 +291,8 @@ def _check_targets(admin: KafkaAdmin, strategy: TopicStrategy) -> dict[TP, int]:
                               "exist; run `channelcast topics apply` first")
         if have[spec.name] != spec.partitions:
             raise ConfigError("kafka.topic_mapping", (
-                f"target topic {spec.name!r} has {have[spec.name]} partitions on the cluster "
+                f"target topic {spec.name!r} has {partitions_text(have[spec.name])} on the "
+                "cluster "
                 f"but the config says {spec.partitions}; channels would be routed wrongly"))
     return {(w.topic, w.partition): w.high for w in admin.watermarks(have)}
 

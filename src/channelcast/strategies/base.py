@@ -23,6 +23,11 @@ class Route:
     key: bytes
 
 
+def partitions_text(count: int) -> str:
+    """``"1 partition"``, ``"4 partitions"``: a partition count in a message."""
+    return f"{count} partition" if count == 1 else f"{count} partitions"
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic the strategy needs, for provisioning."""

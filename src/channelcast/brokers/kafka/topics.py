@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.errors import PublishError
 from channelcast.strategies import TopicSpec, TopicStrategy, murmur2_partition
+from channelcast.strategies.base import partitions_text
 from channelcast.types import ChannelName, TopicName
 
 if TYPE_CHECKING:
@@ -137,11 +138,11 @@ class TopicEnsurer:
             assumed = self._assumed.get(topic, count)
             if count != assumed and topic not in self._mismatched:
                 log.warning(
-                    "topic %r has %d partitions but the config routes its channels over %d:"
+                    "topic %r has %s but the config routes its channels over %d:"
                     " channelcast routes by the topic's real count (partition = hash(key) %% "
                     "%d), as Kafka's own clients do; fix kafka.topic_mapping or the topic "
                     "(`channelcast config check --bootstrap` lists every disagreement)",
-                    topic, count, assumed, count)
+                    topic, partitions_text(count), assumed, count)
             if count != assumed:
                 self._mismatched.add(topic)
             else:
