@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -273,6 +274,34 @@ async def test_sse_stream_and_last_event_id_resume() -> None:
                 error = json.loads((await anext(lines))[len("data: "):])
         assert error["data"]["code"] == "recovery_failed"
         assert error["channel"] == "feed"
+
+
+async def test_sse_takes_a_channel_with_a_comma_and_never_echoes_a_non_ascii_id() -> None:
+    """tgw3 finding 11: the grammar allows ',' in a channel name, which channels= splits;
+    a Last-Event-ID that is not ASCII was echoed back as mojibake."""
+    async with running_gateway() as gw, httpx.AsyncClient(base_url=gw.base_url) as http:
+        url = "/sse?channel=a,b&channel=plain&channels=c,d"
+        async with http.stream("GET", url, headers={"Last-Event-ID": "\u00e9\u00ff"
+                                                    .encode()}) as resp:
+            assert resp.status_code == 200
+            subscribed: list[str] = []
+            errors: list[dict[str, Any]] = []
+            lines = resp.aiter_lines()
+            kind = ""
+            async with asyncio.timeout(5):
+                while len(subscribed) < 4 or len(errors) < 4:
+                    line = await anext(lines)
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind == "subscribed":
+                        subscribed.append(json.loads(line[6:])["channel"])
+                    elif line.startswith("data: ") and kind == "error":
+                        errors.append(json.loads(line[6:]))
+        assert sorted(subscribed) == ["a,b", "c", "d", "plain"]
+        for error in errors:
+            assert error["data"]["code"] == "recovery_failed"
+            assert "not ASCII" in error["data"]["message"], error
+            assert "\u00c3" not in error["data"]["message"]
 
 
 async def test_graceful_shutdown_tells_clients_and_closes_1001() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 
@@ -46,6 +48,26 @@ def test_channel_signature_is_bound_to_connection_channel_and_member() -> None:
         verify_channel(K, S, "n.1", "private-a", None)
     with pytest.raises(AuthError):
         channel_auth(K, S, "n.1", "presence-r")  # presence needs a user
+
+
+def test_the_timestamp_is_signed_as_sent() -> None:
+    """tgw3 finding 7: "01796008248", signed as sent, was refused; signed without the
+    zero, accepted. The signature covers the header's text, as docs/protocol.md says."""
+    v = RequestVerifier(K, S, window_s=60)
+    body = b'{"a":1}'
+    sent = {"X-Channelcast-Key": K, "X-Channelcast-Timestamp": "01000",
+            "X-Channelcast-Signature": hmac.new(S.encode(), b"01000." + body,
+                                                hashlib.sha256).hexdigest()}
+    assert v.verify(sent, body, now=1000).timestamp == 1000
+    unpadded = sign_request(K, S, body, timestamp=1000)
+    with pytest.raises(AuthError, match="invalid request signature"):
+        v.verify({**unpadded, "X-Channelcast-Timestamp": "01000"}, body, now=1000)
+
+
+def test_a_pusher_apps_key_on_the_publish_api_is_told_where_it_belongs() -> None:
+    v = RequestVerifier(K, S, window_s=60)
+    with pytest.raises(AuthError, match=r"unknown app key: .*gateway\.app_key.*Pusher HTTP"):
+        v.verify(sign_request("shop-key", S, b"{}", timestamp=1000), b"{}", now=1000)
 
 
 async def test_request_verifier_window_and_idempotent_repeat() -> None:

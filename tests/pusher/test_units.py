@@ -104,6 +104,16 @@ def test_bad_names_say_why(name: str, rule: str) -> None:
         names.parse(DEFAULT, name)
 
 
+@pytest.mark.parametrize("app", [DEFAULT, OTHER], ids=["default-app", "app-42"])
+@pytest.mark.parametrize("name", ["private-", "presence-", "private-encrypted-", "cache-",
+                                  "private-cache-", "presence-cache-",
+                                  "private-encrypted-cache-"])
+def test_a_bare_type_prefix_is_not_a_channel_in_any_app(app: PusherApp, name: str) -> None:
+    """tgw3 finding 8: app 42 took "private-" and friends as channels."""
+    with pytest.raises(InvalidChannel, match="only a prefix"):
+        names.parse(app, name)
+
+
 def test_native_clients_cannot_name_reserved_channels() -> None:
     assert validate_client_channel("presence-a;b") == "presence-a;b"
     for name in (";42;news", "private-;1;;ann", "presence-;42;room"):
@@ -197,6 +207,23 @@ class Clock:
 def protocol(app: PusherApp = DEFAULT, clock: Clock | None = None) -> PusherProtocol:
     return PusherProtocol(app, "123.456", activity_timeout=30, pong_timeout_s=10,
                           clock=clock or Clock())
+
+
+def test_native_members_whose_info_is_not_an_object_reach_pusher_clients_with_null(
+        ) -> None:
+    """tgw3 finding 4: a native member's user_info [1,2] or "a string" reached Pusher
+    clients, whose libraries read member info as an object."""
+    p = protocol()
+    members = [Member("na", [1, 2]), Member("nb", "a string"), Member("nc", 3),
+               Member("pus", {"name": "P"}), Member("nd", None)]
+    ok = p.render_subscribed("presence-r", None, recovered=None, members=members)
+    assert json.loads(ok["data"])["presence"]["hash"] == {
+        "na": None, "nb": None, "nc": None, "pus": {"name": "P"}, "nd": None}
+    added = [json.loads(p.render_member("member_added", "presence-r", m)["data"])
+             for m in members[:2] + members[3:4]]
+    assert added == [{"user_id": "na", "user_info": None},
+                     {"user_id": "nb", "user_info": None},
+                     {"user_id": "pus", "user_info": {"name": "P"}}]
 
 
 def frame(event: str, data: Any = None, channel: str | None = None) -> str:

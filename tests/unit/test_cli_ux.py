@@ -341,6 +341,12 @@ def test_config_check_accepts_valid_librdkafka_settings(
     ({"event": "e"}, InvalidChannel, "message.channel is missing"),
     ({"messages": [{"channel": "a", "event": "e"}, {"channel": "a"}]}, MessageError,
      "messages[1].event is missing"),
+    # tgw3 finding 11: an unknown key was ignored (a misspelt "data" published null)
+    ({"channel": "a", "event": "e", "dat": 1}, MessageError,
+     "message has unknown key(s) 'dat'; a message has channel, event, data and id"),
+    ({"messages": [{"channel": "a", "event": "e", "foo": 1, "bar": 2}]}, MessageError,
+     "messages[0] has unknown key(s) 'bar', 'foo'; a message has channel, event, data "
+     "and id"),
 ])
 def test_a_missing_publish_field_is_called_missing(body: dict[str, Any], error: type[Exception],
                                                    text: str) -> None:

@@ -61,13 +61,17 @@ READY_PING_S = 3.0
 """``/readyz``: how long the broker may take to answer its ping."""
 
 
+_MESSAGE_KEYS = frozenset(("channel", "event", "data", "id"))
+
+
 def parse_publish(body: bytes,
                   default_id: Callable[[int], str] | None = None) -> list[Envelope]:
     """The publish API body -> envelopes; raises MessageError/InvalidChannel naming the item
     (``message`` or ``messages[i]``, e.g. ``messages[3].event must ...``).
 
     The body is strict JSON (:func:`.jsontext.loads`, the parser of every JSON the gateway
-    takes): one message ``{channel, event, data, id}`` (``data`` optional: null), or
+    takes): one message ``{channel, event, data, id}`` (``data`` optional: null; no other
+    key, so a misspelt one is an error, not a message without data), or
     ``{"messages": [...]}`` and no other key. An item's optional ``"id"`` is its message id
     (an idempotency key: :func:`~channelcast.message.validate_message_id`'s rules), unique
     in the batch; without one, message ``i`` gets ``default_id(i)``, or a new ULID when
@@ -95,6 +99,11 @@ def parse_publish(body: bytes,
         where = f"messages[{i}]" if batch else "message"
         if not isinstance(item, dict):
             raise MessageError(f"{where} must be an object {{channel, event, data}}")
+        unknown = sorted(k for k in item if k not in _MESSAGE_KEYS)
+        if unknown:  # a misspelt "data" would otherwise publish null, silently
+            raise MessageError(f"{where} has unknown key(s) "
+                               + ", ".join(repr(k[:40]) for k in unknown[:5])
+                               + "; a message has channel, event, data and id")
         if "channel" not in item:
             raise InvalidChannel(f"{where}.channel is missing")
         if "event" not in item:

@@ -182,11 +182,15 @@ class RequestVerifier:
         if not key or not ts_text or not signature:
             raise AuthError(f"missing {HEADER_KEY}, {HEADER_TIMESTAMP} or {HEADER_SIGNATURE}")
         if not hmac.compare_digest(str(key).encode(), self.app_key.encode()):
-            raise AuthError("unknown app key")
-        ts = parse_timestamp(str(ts_text))
+            raise AuthError("unknown app key: this API takes the key of gateway.app_key; "
+                            "the keys of [[apps]] are for the Pusher HTTP API "
+                            "(/apps/{app_id}/events)")
+        ts_text = str(ts_text)
+        ts = parse_timestamp(ts_text)
         if abs(math.floor(now) - ts) > self.window_s:  # whole seconds: as wide both ways
             raise AuthError(f"request timestamp is outside the {self.window_s}s replay window")
-        expected = _hmac(self.app_secret, str(ts).encode() + b"." + body)
+        # Signed as sent (docs/protocol.md): "0170..." and "170..." are different texts.
+        expected = _hmac(self.app_secret, ts_text.encode() + b"." + body)
         if not hmac.compare_digest(str(signature).encode(), expected.encode()):
             raise AuthError("invalid request signature")
         return SignedRequest(ts, expected)

@@ -176,16 +176,19 @@ class Cursor:
 
 
 async def sse_endpoint(request: Request) -> Response:
-    """``GET /sse?channels=a,b``; raises InvalidChannel or RequestRefused (draining, a
-    private channel, too many channels). A ``Last-Event-ID`` that cannot be used is not
-    refused: the stream starts live and reports ``recovery_failed`` per channel."""
+    """``GET /sse?channels=a,b`` (or ``?channel=a&channel=b``); raises InvalidChannel or
+    RequestRefused (draining, a private channel, too many channels). A ``Last-Event-ID``
+    that cannot be used is not refused: the stream starts live and reports
+    ``recovery_failed`` per channel."""
     gw = gateway_of(request)
     if not gw.accepting:
         raise RequestRefused(503, SHUTTING_DOWN, "server shutting down")
     raw = request.query_params.get("channels", "")
-    names = [c for c in raw.split(",") if c]
+    # channels= is comma-separated; channel= (repeatable) takes a name whole, for names
+    # that hold a comma (the channel grammar allows one).
+    names = [c for c in raw.split(",") if c] + request.query_params.getlist("channel")
     if not names:
-        raise InvalidChannel("give channels: /sse?channels=a,b")
+        raise InvalidChannel("give channels: /sse?channels=a,b (or /sse?channel=a&channel=b)")
     channels = list(dict.fromkeys(validate_client_channel(c) for c in names))
     private = [c for c in channels if needs_auth(c)]
     if private:
@@ -196,7 +199,14 @@ async def sse_endpoint(request: Request) -> Response:
         raise RequestRefused(400, TOO_MANY_SUBSCRIPTIONS,
                              f"at most {limit} channels per stream")
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    since, unusable = read_cursor(last, channels) if last else ({}, None)
+    since: dict[ChannelName, Position]
+    unusable: str | None
+    if last and not last.isascii():
+        # Header bytes beyond ASCII arrive as Latin-1 text: never echo them as such (no
+        # event id the gateway writes is anything but ASCII).
+        since, unusable = {}, "it is not ASCII text"
+    else:
+        since, unusable = read_cursor(last, channels) if last else ({}, None)
 
     transport = SSETransport()
     session = gw.new_session(transport)

@@ -40,6 +40,9 @@ MAX_NAME = 164
 """Pusher's own limit on channel names."""
 _PUSHER_CHARS = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
 _USER_NS = ";"  # after the app namespace: ``private-;A;;{user}``
+_BARE_PREFIXES = frozenset((PRIVATE_PREFIX, PRESENCE_PREFIX, ENCRYPTED_PREFIX, *CACHE_PREFIXES))
+"""Type prefixes with nothing after them: not channels, for any app (the default app's
+``private-`` was refused by channelcast's own rule, app 42's was not)."""
 
 
 class Kind(enum.Enum):
@@ -116,6 +119,8 @@ def parse(app: PusherApp, name: object) -> PusherChannel:
         bad = next(c for c in name if not _PUSHER_CHARS.fullmatch(c))
         raise InvalidChannel(f"channel name {name[:40]!r} has character {bad!r}; allowed: "
                              "A-Z a-z 0-9 _ - = @ , . ;")
+    if name in _BARE_PREFIXES:
+        raise InvalidChannel(f"channel name {name!r} is only a prefix; add a name after it")
     prefix = _type_prefix(name)
     rest = name[len(prefix):]
     if rest.startswith(RESERVED_MARK):

@@ -407,7 +407,7 @@ class PusherProtocol:
         data: dict[str, Any] = {}
         if members is not None:
             data["presence"] = {"ids": [m.user_id for m in members],
-                                "hash": {m.user_id: m.user_info for m in members},
+                                "hash": {m.user_id: pusher_user_info(m) for m in members},
                                 "count": len(members)}
         data["position"] = None if position is None else str(position)
         if ChannelName(channel) in self._recovering:
@@ -418,7 +418,8 @@ class PusherProtocol:
                            self.name_of(channel))
 
     def render_member(self, kind: str, channel: str, member: Member) -> dict[str, Any]:
-        data = member.to_dict() if kind == "member_added" else {"user_id": member.user_id}
+        data = ({"user_id": member.user_id, "user_info": pusher_user_info(member)}
+                if kind == "member_added" else {"user_id": member.user_id})
         return event_frame(f"pusher_internal:{kind}", dumps(data), self.name_of(channel))
 
     def render_error(self, code: str, message: str,
@@ -447,6 +448,15 @@ def _error(code: int | None, message: str) -> Send:
 def _sub_error(channel: str, kind: str, message: str, status: int) -> Send:
     return Send(subscription_error_frame(channel, kind, message, status),
                 f"pusher_subscription_{status}")
+
+
+def pusher_user_info(member: Member) -> Any:
+    """A member's ``user_info`` as Pusher clients get it: an object, or null. The Pusher
+    protocol's member info is an object (pusher-js and Laravel Echo read its fields); the
+    native protocol allows any JSON value, so a native member whose info is an array, a
+    string or a number appears to Pusher clients with null (docs/pusher.md)."""
+    info = member.user_info
+    return info if isinstance(info, dict) else None
 
 
 def presence_member(channel_data: str, max_user_info_bytes: int) -> Member | str:
