@@ -18,7 +18,10 @@ of uvicorn's HTTP protocol (:func:`bounded_http_protocol`).
 
 uvicorn internals: the WebSocket protocol below subclasses uvicorn's sans-I/O protocol and
 reads some of its attributes (:data:`DIRECT_PATH_ATTRIBUTES`) for the direct write path
-(:data:`~channelcast.gateway.websocket.DIRECT_EXTENSION`), and :class:`GatewayServer`
+(:data:`~channelcast.gateway.websocket.DIRECT_EXTENSION`) and the close frames of the
+connection-end log line (:data:`~channelcast.gateway.websocket.CLOSE_EXTENSION`),
+overrides some of its methods (:data:`UTF8_HOOKS`) to refuse a text message that is not
+UTF-8 with 1007 instead of uvicorn's ERROR and traceback, and :class:`GatewayServer`
 clears uvicorn's captured signals. These are not public APIs: pyproject.toml pins uvicorn
 to :data:`TESTED_UVICORN`, ``build_server`` checks the installed version at start-up and
 each connection checks the attributes at its handshake. Outside the range, or with an
@@ -29,6 +32,7 @@ attribute missing, a WARNING names the version and frames take the public ASGI p
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import errno
 import ipaddress
@@ -55,7 +59,14 @@ from channelcast.config import GatewaySettings, Settings
 from channelcast.errors import ConfigError, ListenFailed
 from channelcast.gateway.app import create_app
 from channelcast.gateway.node import Authorizer, Gateway
-from channelcast.gateway.websocket import ABORT_EXTENSION, DIRECT_EXTENSION
+from channelcast.gateway.session import WireClose
+from channelcast.gateway.websocket import (
+    ABORT_EXTENSION,
+    CLOSE_ABNORMAL,
+    CLOSE_EXTENSION,
+    CLOSE_INVALID_DATA,
+    DIRECT_EXTENSION,
+)
 
 if TYPE_CHECKING:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -68,6 +79,8 @@ with pyproject.toml. Before 0.53 the protocol has no ``disconnected`` attribute.
 DIRECT_PATH_ATTRIBUTES = ("transport", "conn", "handshake_complete", "close_sent",
                           "disconnected", "writable")
 """What the direct path reads on uvicorn's WebSocket protocol instance."""
+UTF8_HOOKS = ("handle_text", "handle_bytes", "handle_cont", "handle_parser_exception")
+"""The methods of uvicorn's WebSocket protocol the UTF-8 check overrides or calls."""
 
 
 def uvicorn_problem(version: str | None = None) -> str | None:
@@ -255,17 +268,34 @@ def _missing_direct_attributes(protocol: object) -> list[str]:
     return missing
 
 
+def _missing_utf8_hooks(protocol_class: type) -> list[str]:
+    """The :data:`UTF8_HOOKS` uvicorn's WebSocket protocol class lacks (WARNING once)."""
+    missing = [name for name in UTF8_HOOKS if not callable(getattr(protocol_class, name, None))]
+    if missing and tuple(missing) not in _warned:
+        _warned.add(tuple(missing))
+        log.warning("uvicorn %s: its WebSocket protocol has no %s; a text message that is "
+                    "not UTF-8 is left to uvicorn (close 1007, and an ERROR with a "
+                    "traceback in the log)", uvicorn.__version__, ", ".join(missing))
+    return missing
+
+
 def bounded_websocket_protocol(send_buffer_bytes: int, *,
                                direct: bool = True) -> type[WebSocketsSansIOProtocol]:
     """uvicorn's WebSocket protocol with a fixed kernel send buffer and transport high-water
     mark, so a client that stops reading fills *our* bounded send queue (and meets the
     slow-client policy) after about ``2 * send_buffer_bytes`` instead of megabytes of OS
     autotuned buffers. 0 keeps the OS defaults. With ``direct``, each connection whose
-    protocol has the :data:`DIRECT_PATH_ATTRIBUTES` offers the direct write path.
+    protocol has the :data:`DIRECT_PATH_ATTRIBUTES` offers the direct write path and the
+    close frames (:data:`~channelcast.gateway.websocket.CLOSE_EXTENSION`), and text
+    messages are checked for UTF-8 as they arrive (:data:`UTF8_HOOKS`; close 1007).
     Raises ImportError if this uvicorn has no sans-I/O WebSocket protocol."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+    utf8_checks = direct and not _missing_utf8_hooks(WebSocketsSansIOProtocol)
+
     class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+        _utf8: codecs.IncrementalDecoder | None = None
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if getattr(self.config, "ws_per_message_deflate", False) and hasattr(
@@ -316,6 +346,58 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
             if direct and not _missing_direct_attributes(self):
                 scope["extensions"][DIRECT_EXTENSION] = {"room": self.direct_room,
                                                          "write": self.direct_write}
+                scope["extensions"][CLOSE_EXTENSION] = {"how": self.how_closed}
+
+        def how_closed(self) -> WireClose | None:
+            """How the closing handshake went, from the close frames the websockets
+            protocol sent and received (its public ``close_sent``, ``close_rcvd``,
+            ``close_rcvd_then_sent``): who sent the first one, its code and reason; 1006
+            when the connection ended without either; None while it is open."""
+            conn = self.conn
+            sent, rcvd = conn.close_sent, conn.close_rcvd
+            if sent is not None and (rcvd is None or conn.close_rcvd_then_sent is False):
+                return WireClose(sent.code, sent.reason, "server")
+            if rcvd is not None:
+                return WireClose(rcvd.code, rcvd.reason, "client")
+            if self.disconnected:
+                return WireClose(CLOSE_ABNORMAL, "", None)
+            return None
+
+        # Text messages must be UTF-8 (RFC 6455 8.1). uvicorn finds out only when it
+        # decodes a whole message, and logs an ERROR with a traceback for the client's
+        # bytes. Check each fragment as it arrives instead (an incremental decoder keeps
+        # a sequence split between fragments) and fail the connection with 1007 and the
+        # reason; the node's close line is the one log line.
+        if utf8_checks:
+            def handle_text(self, event: Any) -> None:
+                self._utf8 = codecs.getincrementaldecoder("utf-8")()
+                if self._valid_utf8(event):
+                    super().handle_text(event)
+
+            def handle_bytes(self, event: Any) -> None:
+                self._utf8 = None
+                super().handle_bytes(event)
+
+            def handle_cont(self, event: Any) -> None:
+                if getattr(self, "_utf8", None) is None or self._valid_utf8(event):
+                    super().handle_cont(event)
+
+            def _valid_utf8(self, event: Any) -> bool:
+                if self.close_sent:  # uvicorn discards what comes after its close frame
+                    return True
+                decoder = self._utf8
+                assert decoder is not None
+                try:
+                    decoder.decode(event.data, event.fin)
+                except UnicodeDecodeError as exc:
+                    self._utf8 = None
+                    self.conn.fail(CLOSE_INVALID_DATA,
+                                   f"invalid UTF-8 in a text message: {exc.reason}")
+                    self.handle_parser_exception()  # tells the app, writes, closes
+                    return False
+                if event.fin:
+                    self._utf8 = None
+                return True
 
         def direct_room(self) -> int:
             """Bytes that may be written before the transport pauses; 0 when it is paused
