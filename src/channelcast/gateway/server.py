@@ -14,7 +14,8 @@ WebSockets with 1012 before the app hears about it. A second SIGINT ends the pro
 once (:meth:`GatewayServer.handle_exit`), one line saying what it skipped.
 
 HTTP connections (Server-Sent Events) get the same bounded socket buffers through a subclass
-of uvicorn's HTTP protocol (:func:`bounded_http_protocol`).
+of uvicorn's HTTP protocol (:func:`bounded_http_protocol`), which also closes a connection
+whose request headers are not complete within :data:`HEADER_TIMEOUT_S` (slowloris).
 
 uvicorn internals: the WebSocket protocol below subclasses uvicorn's sans-I/O protocol and
 reads some of its attributes (:data:`DIRECT_PATH_ATTRIBUTES`) for the direct write path
@@ -36,6 +37,7 @@ import codecs
 import contextlib
 import errno
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -57,8 +59,10 @@ from websockets.protocol import State
 from channelcast.brokers import Broker
 from channelcast.config import GatewaySettings, Settings
 from channelcast.errors import ConfigError, ListenFailed
+from channelcast.gateway.api import REQUEST_TIMEOUT
 from channelcast.gateway.app import create_app
 from channelcast.gateway.node import Authorizer, Gateway
+from channelcast.gateway.protocol import error_frame
 from channelcast.gateway.session import WireClose
 from channelcast.gateway.websocket import (
     ABORT_EXTENSION,
@@ -456,16 +460,56 @@ def websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]
         return "auto"
 
 
-def bounded_http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol]:
+HEADER_TIMEOUT_S = 10.0
+"""Seconds a connection has to send a request's headers in full, from when it opens (or,
+on a kept-alive connection, from the first byte of its next request), like the body's
+:data:`~channelcast.gateway.api.BODY_TIMEOUT_S`: then it gets a 408 (when some of a
+request came) and is closed. Nothing else bounds it in uvicorn: a client sending a header
+byte now and then (slowloris) or nothing at all would hold the connection for ever."""
+
+
+def _request_timeout_response(timeout_s: float) -> bytes:
+    """The 408 a connection gets when its request headers did not arrive in time: the
+    gateway's JSON error body, ``Connection: close``."""
+    body = json.dumps(error_frame(REQUEST_TIMEOUT, "the request headers were not complete "
+                                  f"within {timeout_s:g} s")).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode()
+            + b"\r\n\r\n" + body)
+
+
+def bounded_http_protocol(send_buffer_bytes: int, header_timeout_s: float = HEADER_TIMEOUT_S,
+                          on_header_timeout: Callable[[], None] | None = None
+                          ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (the one it picks itself) with the WebSocket protocol's fixed
     kernel send buffer and transport high-water mark, so that a Server-Sent Events client
     that stops reading holds about ``2 * send_buffer_bytes`` of unsent data (and meets the
     write timeout) instead of megabytes of OS autotuned buffers. 0 keeps the OS defaults.
+
+    With uvicorn's h11 protocol, a connection that has not sent a request's headers in
+    full within ``header_timeout_s`` (:data:`HEADER_TIMEOUT_S`; 0: no limit) is closed,
+    after a 408 if some of the request came, with one log line (INFO; DEBUG for a
+    connection that sent nothing) and a call to ``on_header_timeout`` (the metric). What
+    follows the headers (a body, a WebSocket, an event stream, keep-alive) is not timed
+    here. It reads uvicorn's ``conn`` (an ``h11.Connection``: its public ``their_state``
+    and ``our_state``), checked per connection (a WARNING once and no limit without it).
     Raises ImportError if this uvicorn has no ``AutoHTTPProtocol``."""
+    import h11
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    timed = header_timeout_s > 0 and issubclass(AutoHTTPProtocol, H11Protocol)
+    if header_timeout_s > 0 and not timed:
+        log.warning("uvicorn %s serves HTTP with %s, not h11: no request-header timeout "
+                    "(a client that never completes its headers keeps its connection)",
+                    uvicorn.__version__, AutoHTTPProtocol.__name__)
 
     # AutoHTTPProtocol is a variable (h11's or httptools' class, whichever is installed).
     class BoundedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+        _timed = False
+
         def connection_made(self, transport: Any) -> None:
             if send_buffer_bytes > 0:
                 sock = transport.get_extra_info("socket")
@@ -473,23 +517,85 @@ def bounded_http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol]:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
                 transport.set_write_buffer_limits(high=send_buffer_bytes)
             super().connection_made(transport)
+            self._timed = timed and self._has_h11()
+            if self._timed:
+                self._header_timer = asyncio.get_running_loop().call_later(
+                    header_timeout_s, self._headers_late)
+
+        def _has_h11(self) -> bool:
+            if isinstance(getattr(self, "conn", None), h11.Connection):
+                return True
+            if ("conn",) not in _warned:
+                _warned.add(("conn",))
+                log.warning("uvicorn %s: its HTTP protocol has no h11 connection: no "
+                            "request-header timeout", uvicorn.__version__)
+            return False
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self._timed:
+                return
+            if (self.transport.is_closing() or self.transport.get_protocol() is not self
+                    or self.conn.their_state is not h11.IDLE):
+                # Headers complete (or a WebSocket now): what follows is timed elsewhere.
+                self._stop_header_timer()
+                return
+            # Still reading a request's headers: the deadline runs from the first byte
+            # of this request (or the connection's start) and never moves with more.
+            self._header_bytes += len(data)
+            if self._header_timer is None:
+                self._header_timer = asyncio.get_running_loop().call_later(
+                    header_timeout_s, self._headers_late)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
+        def _stop_header_timer(self) -> None:
+            self._header_bytes = 0
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            transport = self.transport
+            if (transport.is_closing() or transport.get_protocol() is not self
+                    or self.conn.their_state is not h11.IDLE):
+                return
+            peer = transport.get_extra_info("peername")
+            who = display_address(*peer[:2]) if isinstance(peer, tuple) else "a client"
+            if self._header_bytes and self.conn.our_state is h11.IDLE:
+                log.info("HTTP connection from %s: the request headers were not complete "
+                         "after %g s (%d bytes); answered 408 and closed", who,
+                         header_timeout_s, self._header_bytes)
+                transport.write(_request_timeout_response(header_timeout_s))
+            else:
+                log.debug("HTTP connection from %s: no request within %g s; closed", who,
+                          header_timeout_s)
+            transport.close()
+            if on_header_timeout is not None:
+                on_header_timeout()
 
     return BoundedHTTPProtocol
 
 
-def http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol] | str:
+def http_protocol(send_buffer_bytes: int, header_timeout_s: float = HEADER_TIMEOUT_S,
+                  on_header_timeout: Callable[[], None] | None = None
+                  ) -> type[asyncio.Protocol] | str:
     """What ``build_server`` gives uvicorn as ``http``: the bounded protocol with the
     tested uvicorn (:data:`TESTED_UVICORN`), else uvicorn's own choice and a WARNING."""
     problem = uvicorn_problem()
     if problem is not None:
-        log.warning("%s: HTTP connections (Server-Sent Events) keep the OS's socket buffers",
-                    problem)
+        log.warning("%s: HTTP connections (Server-Sent Events) keep the OS's socket buffers, "
+                    "and request headers have no timeout", problem)
         return "auto"
     try:
-        return bounded_http_protocol(send_buffer_bytes)
+        return bounded_http_protocol(send_buffer_bytes, header_timeout_s, on_header_timeout)
     except ImportError:
         log.warning("uvicorn %s has no AutoHTTPProtocol: HTTP connections (Server-Sent "
-                    "Events) keep the OS's socket buffers", uvicorn.__version__)
+                    "Events) keep the OS's socket buffers, and request headers have no "
+                    "timeout", uvicorn.__version__)
         return "auto"
 
 
@@ -548,17 +654,21 @@ def startup_check(settings: Settings, host: str) -> list[str]:
 def build_server(settings: Settings, *, host: str | None = None, port: int | None = None,
                  broker: Broker | None = None, authorizer: Authorizer | None = None,
                  log_level: str = "info", access_log: bool = False,
-                 on_listening: Callable[[GatewayServer], None] | None = None
-                 ) -> GatewayServer:
+                 on_listening: Callable[[GatewayServer], None] | None = None,
+                 header_timeout_s: float = HEADER_TIMEOUT_S) -> GatewayServer:
     """The configured uvicorn server (not started): bounded socket buffers, the direct write
-    path when this uvicorn is the tested one, the ordered graceful shutdown. ``log_level``
-    is uvicorn's (its per-connection lines are INFO); ``access_log`` one line per HTTP
-    request; ``on_listening`` as for :class:`GatewayServer`."""
+    path when this uvicorn is the tested one, a request-header timeout
+    (:data:`HEADER_TIMEOUT_S`), the ordered graceful shutdown. ``log_level`` is uvicorn's
+    (its per-connection lines are INFO); ``access_log`` one line per HTTP request;
+    ``on_listening`` as for :class:`GatewayServer`."""
     app = create_app(settings, broker=broker, authorizer=authorizer)
     g = settings.gateway
+    metrics = app.state.gateway.metrics
     config = uvicorn.Config(
         app, host=host or g.host, port=g.port if port is None else port,
-        http=http_protocol(g.send_buffer_bytes), ws=websocket_protocol(g.send_buffer_bytes),
+        http=http_protocol(g.send_buffer_bytes, header_timeout_s,
+                           metrics.header_timeouts.inc),
+        ws=websocket_protocol(g.send_buffer_bytes),
         ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
         # Off by default: small realtime messages gain little, and compressing them cost
         # most of the gateway's CPU per delivery (docs/benchmarks.md, "Peers").
