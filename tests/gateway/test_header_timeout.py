@@ -76,7 +76,8 @@ async def test_incomplete_request_headers_get_a_408_and_a_close(
         assert TIMEOUT_S - 0.1 < after < TIMEOUT_S + 2
         logged = [r.getMessage() for r in caplog.records if "were not complete" in
                   r.getMessage()]
-        assert len(logged) == 1 and logged[0].startswith("HTTP connection from 127.0.0.1:")
+        assert len(logged) == 1
+        assert logged[0].startswith("HTTP connection from 127.0.0.1:")
         assert timeouts(gw.gateway) == 1
 
 
@@ -128,5 +129,6 @@ async def test_a_slow_body_keeps_its_own_timeout() -> None:
             got, after = await asyncio.to_thread(read_until_closed, sock, limit_s=2.5)
         finally:
             sock.close()
-        assert got == b"" and after >= 2.4  # still waiting for the body
+        assert got == b""
+        assert after >= 2.4
         assert timeouts(gw.gateway) == 0
