@@ -8,8 +8,12 @@ only once the socket accepts connections.
 
 On SIGINT/SIGTERM: stop listening, tell every client (``closing`` frame / SSE event), flush
 their send buffers, close them with 1001 and cut any connection still open, all within
-``drain_s`` (:data:`DRAIN_S`); give in-flight HTTP requests what is left of it; then stop
-the hub and close the broker (flushing pending publishes). Plain uvicorn would close
+``drain_s`` (:data:`DRAIN_S`); give in-flight HTTP requests what is left of it (at least
+:data:`REQUESTS_MIN_S`); then stop the hub and close the broker (flushing pending
+publishes). Only the connections' part is bounded by ``drain_s``; the node's close is
+bounded by its parts (presence and Pusher tasks 5 s each, the Kafka flush
+``kafka.timeout_s``; the memory broker has nothing to wait for). One INFO line at the end
+says how long each part took. Plain uvicorn would close
 WebSockets with 1012 before the app hears about it. A second SIGINT ends the process at
 once (:meth:`GatewayServer.handle_exit`), one line saying what it skipped.
 
@@ -150,10 +154,16 @@ class GatewayServer(uvicorn.Server):
                  "exits at once)", len(self.gateway.sessions), self.drain_s)
         # Each connection is flushed, closed or cut within drain_s (Session.shutdown).
         await self.gateway.drain("server shutting down", self.drain_s)
-        # uvicorn then waits for the requests still running (its graceful timeout).
+        drained = loop.time()
+        # uvicorn then waits for the requests still running (its graceful timeout), and
+        # runs the app's lifespan shutdown: the node closes (hub, Pusher, broker).
         self.config.timeout_graceful_shutdown = max(REQUESTS_MIN_S,  # type: ignore[assignment]
-                                                    deadline - loop.time())
+                                                    deadline - drained)
         await super().shutdown(sockets)
+        started = deadline - self.drain_s
+        log.info("shut down in %.2f s: connections %.2f s, then requests and closing the "
+                 "node (hub, Pusher tasks, broker) %.2f s", loop.time() - started,
+                 drained - started, loop.time() - drained)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.should_exit and self.started and sig == signal.SIGINT:
