@@ -153,3 +153,21 @@ async def test_a_server_shutdown_is_logged_with_the_code_it_sent(
         assert (code, reason) == (1001, "maintenance")
         assert await until_closed(caplog, gw.gateway) == [
             f"connection {conn} (ws) closed: code 1001 by the server: maintenance"]
+
+
+async def test_the_shutdown_says_where_its_time_went(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="channelcast.gateway")
+    async with running_gateway() as gw:
+        ws = await asyncio.to_thread(RawWebSocket, gw.server.port, "/ws")
+        await asyncio.to_thread(ws.text_frame)
+        started = asyncio.get_running_loop().time()
+    took = asyncio.get_running_loop().time() - started
+    ws.close()
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("shut down")]
+    match = re.fullmatch(r"shut down in ([\d.]+) s: connections ([\d.]+) s, then requests and "
+                         r"closing the node \(hub, Pusher tasks, broker\) ([\d.]+) s", line)
+    assert match is not None, line
+    total, connections_s, rest = (float(x) for x in match.groups())
+    assert connections_s <= 5.0 + 0.05  # the drain's bound
+    assert abs(total - connections_s - rest) <= 0.011
+    assert total <= took
