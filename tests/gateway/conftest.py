@@ -40,11 +40,13 @@ def settings_with(**gateway: Any) -> Settings:
 
 @asynccontextmanager
 async def running_gateway(settings: Settings | None = None, *, broker: Broker | None = None,
-                          authorizer: Authorizer | None = None) -> AsyncIterator[Running]:
+                          authorizer: Authorizer | None = None,
+                          **server_options: Any) -> AsyncIterator[Running]:
+    """A gateway serving on a free port; ``server_options`` go to ``build_server``."""
     settings = settings or Settings()
     server = build_server(settings, host="127.0.0.1", port=0,
                           broker=broker or MemoryBroker(history_size=settings.gateway.history_size),
-                          authorizer=authorizer, log_level="warning")
+                          authorizer=authorizer, log_level="warning", **server_options)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():

@@ -72,7 +72,11 @@ def serve(config: ConfigOption = None,
     accepts connections.
 
     SIGINT/SIGTERM shut it down gracefully (exit code 0): clients are told, flushed and
-    closed within 5 s, then the broker is closed. During start-up they stop it at once
+    closed (or cut) within 5 s of the signal; HTTP requests still running get what is
+    left, at least 0.5 s; then the node closes: pending presence and webhook tasks get
+    up to 5 s each, and on Kafka unacknowledged publishes are flushed for up to
+    kafka.timeout_s (the memory broker has nothing to wait for). A log line gives each
+    part's time. During start-up they stop it at once
     (exit code 0); a second Ctrl-C during the shutdown ends it at once (exit code 130).
     The default app secret, and any secret shorter than 16 characters, is refused on any
     address but loopback. Errors: one line, exit code 2.

@@ -73,6 +73,9 @@ class GatewayMetrics:
         self.slow_disconnects = Counter("channelcast_slow_client_disconnects",
                                         "Clients disconnected for a full send buffer",
                                         registry=r)
+        self.header_timeouts = Counter("channelcast_request_header_timeouts",
+                                       "HTTP connections closed for request headers not "
+                                       "complete in time (slowloris)", registry=r)
         self.publishes = Counter("channelcast_publishes", "Messages published via the HTTP API",
                                  registry=r)
         self.publish_latency = Histogram(

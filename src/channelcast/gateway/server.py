@@ -8,17 +8,25 @@ only once the socket accepts connections.
 
 On SIGINT/SIGTERM: stop listening, tell every client (``closing`` frame / SSE event), flush
 their send buffers, close them with 1001 and cut any connection still open, all within
-``drain_s`` (:data:`DRAIN_S`); give in-flight HTTP requests what is left of it; then stop
-the hub and close the broker (flushing pending publishes). Plain uvicorn would close
+``drain_s`` (:data:`DRAIN_S`); give in-flight HTTP requests what is left of it (at least
+:data:`REQUESTS_MIN_S`); then stop the hub and close the broker (flushing pending
+publishes). Only the connections' part is bounded by ``drain_s``; the node's close is
+bounded by its parts (presence and Pusher tasks 5 s each, the Kafka flush
+``kafka.timeout_s``; the memory broker has nothing to wait for). One INFO line at the end
+says how long each part took. Plain uvicorn would close
 WebSockets with 1012 before the app hears about it. A second SIGINT ends the process at
 once (:meth:`GatewayServer.handle_exit`), one line saying what it skipped.
 
 HTTP connections (Server-Sent Events) get the same bounded socket buffers through a subclass
-of uvicorn's HTTP protocol (:func:`bounded_http_protocol`).
+of uvicorn's HTTP protocol (:func:`bounded_http_protocol`), which also closes a connection
+whose request headers are not complete within :data:`HEADER_TIMEOUT_S` (slowloris).
 
 uvicorn internals: the WebSocket protocol below subclasses uvicorn's sans-I/O protocol and
 reads some of its attributes (:data:`DIRECT_PATH_ATTRIBUTES`) for the direct write path
-(:data:`~channelcast.gateway.websocket.DIRECT_EXTENSION`), and :class:`GatewayServer`
+(:data:`~channelcast.gateway.websocket.DIRECT_EXTENSION`) and the close frames of the
+connection-end log line (:data:`~channelcast.gateway.websocket.CLOSE_EXTENSION`),
+overrides some of its methods (:data:`UTF8_HOOKS`) to refuse a text message that is not
+UTF-8 with 1007 instead of uvicorn's ERROR and traceback, and :class:`GatewayServer`
 clears uvicorn's captured signals. These are not public APIs: pyproject.toml pins uvicorn
 to :data:`TESTED_UVICORN`, ``build_server`` checks the installed version at start-up and
 each connection checks the attributes at its handshake. Outside the range, or with an
@@ -29,9 +37,11 @@ attribute missing, a WARNING names the version and frames take the public ASGI p
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import errno
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -53,9 +63,18 @@ from websockets.protocol import State
 from channelcast.brokers import Broker
 from channelcast.config import GatewaySettings, Settings
 from channelcast.errors import ConfigError, ListenFailed
+from channelcast.gateway.api import REQUEST_TIMEOUT
 from channelcast.gateway.app import create_app
 from channelcast.gateway.node import Authorizer, Gateway
-from channelcast.gateway.websocket import ABORT_EXTENSION, DIRECT_EXTENSION
+from channelcast.gateway.protocol import error_frame
+from channelcast.gateway.session import WireClose
+from channelcast.gateway.websocket import (
+    ABORT_EXTENSION,
+    CLOSE_ABNORMAL,
+    CLOSE_EXTENSION,
+    CLOSE_INVALID_DATA,
+    DIRECT_EXTENSION,
+)
 
 if TYPE_CHECKING:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -68,6 +87,8 @@ with pyproject.toml. Before 0.53 the protocol has no ``disconnected`` attribute.
 DIRECT_PATH_ATTRIBUTES = ("transport", "conn", "handshake_complete", "close_sent",
                           "disconnected", "writable")
 """What the direct path reads on uvicorn's WebSocket protocol instance."""
+UTF8_HOOKS = ("handle_text", "handle_bytes", "handle_cont", "handle_parser_exception")
+"""The methods of uvicorn's WebSocket protocol the UTF-8 check overrides or calls."""
 
 
 def uvicorn_problem(version: str | None = None) -> str | None:
@@ -133,10 +154,16 @@ class GatewayServer(uvicorn.Server):
                  "exits at once)", len(self.gateway.sessions), self.drain_s)
         # Each connection is flushed, closed or cut within drain_s (Session.shutdown).
         await self.gateway.drain("server shutting down", self.drain_s)
-        # uvicorn then waits for the requests still running (its graceful timeout).
+        drained = loop.time()
+        # uvicorn then waits for the requests still running (its graceful timeout), and
+        # runs the app's lifespan shutdown: the node closes (hub, Pusher, broker).
         self.config.timeout_graceful_shutdown = max(REQUESTS_MIN_S,  # type: ignore[assignment]
-                                                    deadline - loop.time())
+                                                    deadline - drained)
         await super().shutdown(sockets)
+        started = deadline - self.drain_s
+        log.info("shut down in %.2f s: connections %.2f s, then requests and closing the "
+                 "node (hub, Pusher tasks, broker) %.2f s", loop.time() - started,
+                 drained - started, loop.time() - drained)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.should_exit and self.started and sig == signal.SIGINT:
@@ -255,17 +282,34 @@ def _missing_direct_attributes(protocol: object) -> list[str]:
     return missing
 
 
+def _missing_utf8_hooks(protocol_class: type) -> list[str]:
+    """The :data:`UTF8_HOOKS` uvicorn's WebSocket protocol class lacks (WARNING once)."""
+    missing = [name for name in UTF8_HOOKS if not callable(getattr(protocol_class, name, None))]
+    if missing and tuple(missing) not in _warned:
+        _warned.add(tuple(missing))
+        log.warning("uvicorn %s: its WebSocket protocol has no %s; a text message that is "
+                    "not UTF-8 is left to uvicorn (close 1007, and an ERROR with a "
+                    "traceback in the log)", uvicorn.__version__, ", ".join(missing))
+    return missing
+
+
 def bounded_websocket_protocol(send_buffer_bytes: int, *,
                                direct: bool = True) -> type[WebSocketsSansIOProtocol]:
     """uvicorn's WebSocket protocol with a fixed kernel send buffer and transport high-water
     mark, so a client that stops reading fills *our* bounded send queue (and meets the
     slow-client policy) after about ``2 * send_buffer_bytes`` instead of megabytes of OS
     autotuned buffers. 0 keeps the OS defaults. With ``direct``, each connection whose
-    protocol has the :data:`DIRECT_PATH_ATTRIBUTES` offers the direct write path.
+    protocol has the :data:`DIRECT_PATH_ATTRIBUTES` offers the direct write path and the
+    close frames (:data:`~channelcast.gateway.websocket.CLOSE_EXTENSION`), and text
+    messages are checked for UTF-8 as they arrive (:data:`UTF8_HOOKS`; close 1007).
     Raises ImportError if this uvicorn has no sans-I/O WebSocket protocol."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+    utf8_checks = direct and not _missing_utf8_hooks(WebSocketsSansIOProtocol)
+
     class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+        _utf8: codecs.IncrementalDecoder | None = None
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if getattr(self.config, "ws_per_message_deflate", False) and hasattr(
@@ -316,6 +360,58 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
             if direct and not _missing_direct_attributes(self):
                 scope["extensions"][DIRECT_EXTENSION] = {"room": self.direct_room,
                                                          "write": self.direct_write}
+                scope["extensions"][CLOSE_EXTENSION] = {"how": self.how_closed}
+
+        def how_closed(self) -> WireClose | None:
+            """How the closing handshake went, from the close frames the websockets
+            protocol sent and received (its public ``close_sent``, ``close_rcvd``,
+            ``close_rcvd_then_sent``): who sent the first one, its code and reason; 1006
+            when the connection ended without either; None while it is open."""
+            conn = self.conn
+            sent, rcvd = conn.close_sent, conn.close_rcvd
+            if sent is not None and (rcvd is None or conn.close_rcvd_then_sent is False):
+                return WireClose(sent.code, sent.reason, "server")
+            if rcvd is not None:
+                return WireClose(rcvd.code, rcvd.reason, "client")
+            if self.disconnected:
+                return WireClose(CLOSE_ABNORMAL, "", None)
+            return None
+
+        # Text messages must be UTF-8 (RFC 6455 8.1). uvicorn finds out only when it
+        # decodes a whole message, and logs an ERROR with a traceback for the client's
+        # bytes. Check each fragment as it arrives instead (an incremental decoder keeps
+        # a sequence split between fragments) and fail the connection with 1007 and the
+        # reason; the node's close line is the one log line.
+        if utf8_checks:
+            def handle_text(self, event: Any) -> None:
+                self._utf8 = codecs.getincrementaldecoder("utf-8")()
+                if self._valid_utf8(event):
+                    super().handle_text(event)
+
+            def handle_bytes(self, event: Any) -> None:
+                self._utf8 = None
+                super().handle_bytes(event)
+
+            def handle_cont(self, event: Any) -> None:
+                if getattr(self, "_utf8", None) is None or self._valid_utf8(event):
+                    super().handle_cont(event)
+
+            def _valid_utf8(self, event: Any) -> bool:
+                if self.close_sent:  # uvicorn discards what comes after its close frame
+                    return True
+                decoder = self._utf8
+                assert decoder is not None
+                try:
+                    decoder.decode(event.data, event.fin)
+                except UnicodeDecodeError as exc:
+                    self._utf8 = None
+                    self.conn.fail(CLOSE_INVALID_DATA,
+                                   f"invalid UTF-8 in a text message: {exc.reason}")
+                    self.handle_parser_exception()  # tells the app, writes, closes
+                    return False
+                if event.fin:
+                    self._utf8 = None
+                return True
 
         def direct_room(self) -> int:
             """Bytes that may be written before the transport pauses; 0 when it is paused
@@ -374,16 +470,56 @@ def websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]
         return "auto"
 
 
-def bounded_http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol]:
+HEADER_TIMEOUT_S = 10.0
+"""Seconds a connection has to send a request's headers in full, from when it opens (or,
+on a kept-alive connection, from the first byte of its next request), like the body's
+:data:`~channelcast.gateway.api.BODY_TIMEOUT_S`: then it gets a 408 (when some of a
+request came) and is closed. Nothing else bounds it in uvicorn: a client sending a header
+byte now and then (slowloris) or nothing at all would hold the connection for ever."""
+
+
+def _request_timeout_response(timeout_s: float) -> bytes:
+    """The 408 a connection gets when its request headers did not arrive in time: the
+    gateway's JSON error body, ``Connection: close``."""
+    body = json.dumps(error_frame(REQUEST_TIMEOUT, "the request headers were not complete "
+                                  f"within {timeout_s:g} s")).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode()
+            + b"\r\n\r\n" + body)
+
+
+def bounded_http_protocol(send_buffer_bytes: int, header_timeout_s: float = HEADER_TIMEOUT_S,
+                          on_header_timeout: Callable[[], None] | None = None
+                          ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (the one it picks itself) with the WebSocket protocol's fixed
     kernel send buffer and transport high-water mark, so that a Server-Sent Events client
     that stops reading holds about ``2 * send_buffer_bytes`` of unsent data (and meets the
     write timeout) instead of megabytes of OS autotuned buffers. 0 keeps the OS defaults.
+
+    With uvicorn's h11 protocol, a connection that has not sent a request's headers in
+    full within ``header_timeout_s`` (:data:`HEADER_TIMEOUT_S`; 0: no limit) is closed,
+    after a 408 if some of the request came, with one log line (INFO; DEBUG for a
+    connection that sent nothing) and a call to ``on_header_timeout`` (the metric). What
+    follows the headers (a body, a WebSocket, an event stream, keep-alive) is not timed
+    here. It reads uvicorn's ``conn`` (an ``h11.Connection``: its public ``their_state``
+    and ``our_state``), checked per connection (a WARNING once and no limit without it).
     Raises ImportError if this uvicorn has no ``AutoHTTPProtocol``."""
+    import h11
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    timed = header_timeout_s > 0 and issubclass(AutoHTTPProtocol, H11Protocol)
+    if header_timeout_s > 0 and not timed:
+        log.warning("uvicorn %s serves HTTP with %s, not h11: no request-header timeout "
+                    "(a client that never completes its headers keeps its connection)",
+                    uvicorn.__version__, AutoHTTPProtocol.__name__)
 
     # AutoHTTPProtocol is a variable (h11's or httptools' class, whichever is installed).
     class BoundedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+        _timed = False
+
         def connection_made(self, transport: Any) -> None:
             if send_buffer_bytes > 0:
                 sock = transport.get_extra_info("socket")
@@ -391,23 +527,85 @@ def bounded_http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol]:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
                 transport.set_write_buffer_limits(high=send_buffer_bytes)
             super().connection_made(transport)
+            self._timed = timed and self._has_h11()
+            if self._timed:
+                self._header_timer = asyncio.get_running_loop().call_later(
+                    header_timeout_s, self._headers_late)
+
+        def _has_h11(self) -> bool:
+            if isinstance(getattr(self, "conn", None), h11.Connection):
+                return True
+            if ("conn",) not in _warned:
+                _warned.add(("conn",))
+                log.warning("uvicorn %s: its HTTP protocol has no h11 connection: no "
+                            "request-header timeout", uvicorn.__version__)
+            return False
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self._timed:
+                return
+            if (self.transport.is_closing() or self.transport.get_protocol() is not self
+                    or self.conn.their_state is not h11.IDLE):
+                # Headers complete (or a WebSocket now): what follows is timed elsewhere.
+                self._stop_header_timer()
+                return
+            # Still reading a request's headers: the deadline runs from the first byte
+            # of this request (or the connection's start) and never moves with more.
+            self._header_bytes += len(data)
+            if self._header_timer is None:
+                self._header_timer = asyncio.get_running_loop().call_later(
+                    header_timeout_s, self._headers_late)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
+        def _stop_header_timer(self) -> None:
+            self._header_bytes = 0
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            transport = self.transport
+            if (transport.is_closing() or transport.get_protocol() is not self
+                    or self.conn.their_state is not h11.IDLE):
+                return
+            peer = transport.get_extra_info("peername")
+            who = display_address(*peer[:2]) if isinstance(peer, tuple) else "a client"
+            if self._header_bytes and self.conn.our_state is h11.IDLE:
+                log.info("HTTP connection from %s: the request headers were not complete "
+                         "after %g s (%d bytes); answered 408 and closed", who,
+                         header_timeout_s, self._header_bytes)
+                transport.write(_request_timeout_response(header_timeout_s))
+            else:
+                log.debug("HTTP connection from %s: no request within %g s; closed", who,
+                          header_timeout_s)
+            transport.close()
+            if on_header_timeout is not None:
+                on_header_timeout()
 
     return BoundedHTTPProtocol
 
 
-def http_protocol(send_buffer_bytes: int) -> type[asyncio.Protocol] | str:
+def http_protocol(send_buffer_bytes: int, header_timeout_s: float = HEADER_TIMEOUT_S,
+                  on_header_timeout: Callable[[], None] | None = None
+                  ) -> type[asyncio.Protocol] | str:
     """What ``build_server`` gives uvicorn as ``http``: the bounded protocol with the
     tested uvicorn (:data:`TESTED_UVICORN`), else uvicorn's own choice and a WARNING."""
     problem = uvicorn_problem()
     if problem is not None:
-        log.warning("%s: HTTP connections (Server-Sent Events) keep the OS's socket buffers",
-                    problem)
+        log.warning("%s: HTTP connections (Server-Sent Events) keep the OS's socket buffers, "
+                    "and request headers have no timeout", problem)
         return "auto"
     try:
-        return bounded_http_protocol(send_buffer_bytes)
+        return bounded_http_protocol(send_buffer_bytes, header_timeout_s, on_header_timeout)
     except ImportError:
         log.warning("uvicorn %s has no AutoHTTPProtocol: HTTP connections (Server-Sent "
-                    "Events) keep the OS's socket buffers", uvicorn.__version__)
+                    "Events) keep the OS's socket buffers, and request headers have no "
+                    "timeout", uvicorn.__version__)
         return "auto"
 
 
@@ -466,17 +664,21 @@ def startup_check(settings: Settings, host: str) -> list[str]:
 def build_server(settings: Settings, *, host: str | None = None, port: int | None = None,
                  broker: Broker | None = None, authorizer: Authorizer | None = None,
                  log_level: str = "info", access_log: bool = False,
-                 on_listening: Callable[[GatewayServer], None] | None = None
-                 ) -> GatewayServer:
+                 on_listening: Callable[[GatewayServer], None] | None = None,
+                 header_timeout_s: float = HEADER_TIMEOUT_S) -> GatewayServer:
     """The configured uvicorn server (not started): bounded socket buffers, the direct write
-    path when this uvicorn is the tested one, the ordered graceful shutdown. ``log_level``
-    is uvicorn's (its per-connection lines are INFO); ``access_log`` one line per HTTP
-    request; ``on_listening`` as for :class:`GatewayServer`."""
+    path when this uvicorn is the tested one, a request-header timeout
+    (:data:`HEADER_TIMEOUT_S`), the ordered graceful shutdown. ``log_level`` is uvicorn's
+    (its per-connection lines are INFO); ``access_log`` one line per HTTP request;
+    ``on_listening`` as for :class:`GatewayServer`."""
     app = create_app(settings, broker=broker, authorizer=authorizer)
     g = settings.gateway
+    metrics = app.state.gateway.metrics
     config = uvicorn.Config(
         app, host=host or g.host, port=g.port if port is None else port,
-        http=http_protocol(g.send_buffer_bytes), ws=websocket_protocol(g.send_buffer_bytes),
+        http=http_protocol(g.send_buffer_bytes, header_timeout_s,
+                           metrics.header_timeouts.inc),
+        ws=websocket_protocol(g.send_buffer_bytes),
         ws_max_size=max(4 * g.max_frame_bytes, 1 << 20),
         # Off by default: small realtime messages gain little, and compressing them cost
         # most of the gateway's CPU per delivery (docs/benchmarks.md, "Peers").

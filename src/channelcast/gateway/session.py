@@ -58,7 +58,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from channelcast.errors import ChannelcastError, SerializationError
 from channelcast.gateway.hub import AttachResult, Hub
@@ -137,6 +137,26 @@ class DirectTransport(Transport, Protocol):
 
     def send_now(self, items: list[Outgoing]) -> None:
         """Write these frames at once, in order; raises an OSError if the client is gone."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireClose:
+    """How a WebSocket's closing handshake went (RFC 6455 7.1.5): ``by`` sent the first
+    close frame (``"server"`` or ``"client"``), with ``code`` and ``reason``; ``by`` None
+    and code 1006 when the connection ended without a close frame either way."""
+
+    code: int
+    reason: str
+    by: Literal["server", "client"] | None
+
+
+@runtime_checkable
+class ClosingTransport(Transport, Protocol):
+    """A transport that knows how its connection was closed on the wire."""
+
+    def how_closed(self) -> WireClose | None:
+        """The close as it went on the wire, or None when it does not know (yet)."""
         ...
 
 
@@ -367,18 +387,41 @@ class Session:
             self.client_close = (code, reason)
 
     def end_summary(self) -> str:
-        """How the connection ended, for the log: the server's close code and reason if the
-        server ended it, else the client's code (and reason), else "the client went away"."""
+        """How the connection ended, for the log: the close code, who closed and why.
+
+        When the transport knows the close frames (:class:`ClosingTransport`), they say
+        who closed and with what code (the code on the wire: a Pusher connection's 4200,
+        not the 1001 it maps from); the server's own reason is shown when it has one.
+        Without a close frame either way it is 1006 (RFC 6455 7.1.5), unless the server
+        cut the connection itself (a write timeout). Otherwise: the server's code and
+        reason if it ended the connection, else the client's code, else "the client
+        went away"."""
+        wire = self.transport.how_closed() if isinstance(self.transport,
+                                                         ClosingTransport) else None
+        server_said = self.end_code is not None or bool(self.end_reason)
+        if wire is not None:
+            if wire.by == "server":
+                return f"code {wire.code} by the server: {self.end_reason or wire.reason}"
+            if wire.by == "client":
+                return self._client_summary(wire.code, wire.reason)
+            if not server_said:
+                return f"the client went away without a close frame ({wire.code})"
         codes = getattr(self.transport, "close_codes", True)
-        if self.end_code is not None or self.end_reason:
+        if server_said:
             shown = f"code {self.end_code} " if codes and self.end_code is not None else ""
             return f"{shown}by the server: {self.end_reason}"
         if self.client_close is not None and codes:
             code, reason = self.client_close
             if code == 1005:  # what the server reports when no close code came
                 return "the client went away without a close code (1005)"
-            return f"code {code} by the client" + (f": {reason[:80]!r}" if reason else "")
+            return self._client_summary(code, reason)
         return "the client went away"
+
+    @staticmethod
+    def _client_summary(code: int, reason: str) -> str:
+        if code == 1005:  # RFC 6455 7.1.5: a close frame without a status code
+            return "code 1005 by the client (a close frame without a code)"
+        return f"code {code} by the client" + (f": {reason[:80]!r}" if reason else "")
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self, *, greet: bool = True) -> None:

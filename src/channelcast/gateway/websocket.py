@@ -5,8 +5,10 @@ Outgoing frames take Starlette's ``send_text`` or, when the server offers the
 write straight into the connection. The protocol itself is in :mod:`.protocol` and the send
 buffer in :mod:`.session`; this module never parses a frame. The endpoint hands its session
 back to the node (``end_session``) however it ends, cancellation included, after noting the
-client's close code for the node's log line. It reads the next frame only once
-``session.handle`` returned, which waits while too many replies are unread (backpressure).
+client's close code for the node's log line (and, through :data:`CLOSE_EXTENSION`, the
+close frames as they went on the wire: who closed, with what code). It reads the next
+frame only once ``session.handle`` returned, which waits while too many replies are unread
+(backpressure).
 """
 
 from __future__ import annotations
@@ -16,15 +18,25 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from channelcast.gateway.node import gateway_of, peer_of
+from channelcast.gateway.node import Gateway, gateway_of, peer_of
 from channelcast.gateway.protocol import CLOSE_SLOW_CLIENT, CLOSE_TRY_AGAIN_LATER
-from channelcast.gateway.session import Outgoing
+from channelcast.gateway.session import Outgoing, Session, WireClose
 
 CLOSE_GRACE_S = 5.0
 """How long a close frame may wait behind unread data before the connection is aborted."""
 ABORT_EXTENSION = "channelcast.abort"
 """ASGI scope extension our uvicorn protocol adds: ``{"abort": callable, "closing": () ->
 bool}`` (cut the connection; whether it is closing or lost)."""
+CLOSE_EXTENSION = "channelcast.close"
+"""ASGI scope extension our uvicorn protocol adds: ``{"how": () -> WireClose | None}``, the
+close frames as they went on the wire (who sent the first, its code and reason; 1006 when
+the connection ended without one), for the node's log line: the ASGI disconnect event
+does not say who closed (uvicorn reports its own 1009 or 1007 like a client's close) nor
+tell a close frame without a code (1005) from a cut connection (1006)."""
+CLOSE_ABNORMAL = 1006
+"""RFC 6455 7.1.5: the connection closed without a close frame (never sent in one)."""
+CLOSE_INVALID_DATA = 1007
+"""RFC 6455 7.4.1: a text message that is not UTF-8."""
 DIRECT_EXTENSION = "channelcast.direct"
 """ASGI scope extension our uvicorn protocol adds: ``{"room": () -> int, "write":
 (list[str]) -> None}``, a synchronous way to write text frames past the ASGI send stack
@@ -53,6 +65,18 @@ class WebSocketTransport:
         self._write: Callable[[list[str]], None] | None = direct["write"] if direct else None
         self._closing: Callable[[], bool] = extensions.get(ABORT_EXTENSION, {}).get(
             "closing", _not_known)
+        self._how: Callable[[], WireClose | None] | None = extensions.get(
+            CLOSE_EXTENSION, {}).get("how")
+        self._sent: WireClose | None = None
+
+    def how_closed(self) -> WireClose | None:
+        """The close frames as they went on the wire (:data:`CLOSE_EXTENSION`); under a
+        server without it, the close this transport sent, if any; else None."""
+        if self._how is not None:
+            found = self._how()
+            if found is not None:
+                return found
+        return self._sent
 
     async def send(self, item: Outgoing) -> None:
         # The server learns of a lost connection a turn of the event loop later, and a
@@ -74,6 +98,8 @@ class WebSocketTransport:
     async def close(self, code: int, reason: str) -> None:
         """Send the close frame; if a client that does not read keeps it stuck behind
         unread data for ``grace_s``, abort the TCP connection instead."""
+        if self._sent is None:
+            self._sent = WireClose(code, reason, "server")
         try:
             await asyncio.wait_for(self.websocket.close(code, reason), self.grace_s)
         except Exception:
@@ -101,6 +127,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
         return
     session = gw.open_session(WebSocketTransport(websocket), "ws", peer=peer_of(websocket))
+    await run_session(websocket, gw, session)
+
+
+async def run_session(websocket: WebSocket, gw: Gateway, session: Session) -> None:
+    """Start ``session`` (registered with ``gw``) and hand it the client's messages until
+    either side closes; then note the client's close code and end it with the node, also
+    when this task is cancelled. Both WebSocket endpoints (native, Pusher) run this."""
     try:
         session.start()
         while True:

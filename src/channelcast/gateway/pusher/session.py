@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from channelcast.errors import ChannelcastError
 from channelcast.gateway.hub import AttachResult, Hub
 from channelcast.gateway.metrics import GatewayMetrics
-from channelcast.gateway.node import gateway_of
+from channelcast.gateway.node import gateway_of, peer_of
 from channelcast.gateway.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_SLOW_CLIENT,
@@ -49,7 +49,7 @@ from channelcast.gateway.pusher.protocol import (
     stored_event,
 )
 from channelcast.gateway.session import Outgoing, Session
-from channelcast.gateway.websocket import WebSocketTransport
+from channelcast.gateway.websocket import WebSocketTransport, run_session
 from channelcast.message import Record
 from channelcast.types import ChannelName
 
@@ -247,20 +247,6 @@ async def pusher_websocket_endpoint(websocket: WebSocket) -> None:
     session = PusherSession(node, gw.hub, protocol, PusherTransport(websocket),
                             send_queue=g.send_queue, slow_client_policy=g.slow_client_policy,
                             write_timeout_s=g.write_timeout_s, metrics=gw.metrics)
-    gw.register(session, TRANSPORT_LABEL)
+    gw.register(session, TRANSPORT_LABEL, peer=peer_of(websocket))
     node.register(session)
-    session.start()
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes")
-            if data is not None and not session.outbox_closed:
-                await session.handle(data)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        await gw.end_session(session)
+    await run_session(websocket, gw, session)
