@@ -24,6 +24,7 @@ from channelcast.brokers.kafka import KafkaBroker
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.config import Settings, TopicMapping
 from channelcast.errors import PublishError
+from channelcast.message import Record
 from channelcast.strategies import murmur2_partition
 from channelcast.types import TopicName
 from tests.gateway.conftest import running_gateway, ws_client
@@ -267,3 +268,58 @@ async def test_one_subscription_of_two_channels_takes_each_only_from_its_own_par
         assert "does not live" in caplog.text
         await sub.close()
     _delete(kafka_bootstrap, kafka.default_topic, kafka.dead_letter_topic)
+
+
+async def test_growth_moving_a_channel_into_its_subscriptions_other_partition_duplicates_none(
+        kafka_bootstrap: str, unique: str) -> None:
+    # Found by a third tester: when a channel moved into a partition the subscription
+    # already read for another of its channels, the catch-up read that partition again
+    # from before the growth and delivered the other channel's records a second time.
+    topic = f"g.dup-{unique}"
+    stay = next(c for c in (f"g.{i}" for i in range(10_000))
+                if murmur2_partition(c.encode(), 2) == 1
+                and murmur2_partition(c.encode(), 3) == 1)
+    mover = next(c for c in (f"g.{i}" for i in range(10_000))
+                 if murmur2_partition(c.encode(), 2) == 0
+                 and murmur2_partition(c.encode(), 3) == 1)
+    _create(kafka_bootstrap, topic, 2)
+
+    def settings(partitions: int, refresh: float) -> Settings:
+        return Settings(kafka=settings_for(
+            kafka_bootstrap, unique, metadata_refresh_s=refresh,
+            topic_mapping=(TopicMapping("g.*", TopicName(topic), partitions),)))
+
+    try:
+        async with KafkaBroker(settings(2, 1.0).kafka) as node:
+            sub = node.subscribe([stay, mover])
+            await sub.ready()
+            got: list[Record] = []
+
+            async def read(until: int) -> None:
+                async for record in sub:
+                    got.append(record)
+                    if len(got) == until:
+                        return
+
+            async with KafkaBroker(settings(2, 1.0).kafka) as before:
+                for i in range(30):
+                    await before.publish(stay, "e", i)
+                    await before.publish(mover, "e", i)
+            await asyncio.wait_for(read(60), 30)
+            _grow(kafka_bootstrap, topic, 3)
+            async with KafkaBroker(settings(3, 1.0).kafka) as after:
+                for i in range(30, 50):
+                    await after.publish(stay, "e", i)
+                    await after.publish(mover, "e", i)
+                    await asyncio.sleep(0.1)  # across the node's refresh
+            await asyncio.wait_for(read(100), 30)
+            with contextlib.suppress(TimeoutError):  # anything more is a duplicate
+                await asyncio.wait_for(read(101), 3)
+            seen = [(r.channel, r.envelope.data) for r in got]
+            assert len(seen) == len(set(seen)) == 100, sorted(
+                x for x in seen if seen.count(x) > 1)[:10]
+            for channel in (stay, mover):
+                assert [d for c, d in seen if c == channel] == list(range(50)), channel
+            await sub.close()
+    finally:
+        _delete(kafka_bootstrap, topic, f"acc-{unique}")

@@ -215,6 +215,11 @@ class KafkaSubscription:
         self.behind: dict[TP, int] = {}
         """Partition -> first offset not delivered live (written by the consumer thread;
         a partition leaves it only through :meth:`FanoutConsumer.rejoin`)."""
+        self.replay_only: dict[TP, tuple[int, set[str]]] = {}
+        """Partition -> (offset, channels): catching up there, records below the offset
+        are taken only for these channels (ones that moved into a partition the
+        subscription already read live for its other channels, whose records below the
+        offset it has had). Written by the consumer thread with ``behind``."""
         self._cursor: dict[TP, int] = {}  # catch-up progress (event loop only)
         # Live records at or before a channel's ``since`` were already seen by the caller:
         # the shared consumer may be behind the end when this subscription joins.
@@ -337,6 +342,11 @@ class KafkaSubscription:
                         "resubscribe from your last position") from exc
                 cursor = end
                 self._cursor[tp] = cursor
+                only = self.replay_only.get(tp)
+                if only is not None and records:
+                    upto, moved = only
+                    records = [r for r in records
+                               if r.position.offset >= upto or r.channel in moved]
                 if records:
                     self._taken.extend(records)
                     return
@@ -509,6 +519,7 @@ class FanoutConsumer:
         position = self._position.get(tp)
         if cursor is None or position is None or cursor >= position:
             sub.behind.pop(tp, None)
+            sub.replay_only.pop(tp, None)
             return None
         return position
 
@@ -571,6 +582,12 @@ class FanoutConsumer:
                 if new_tp not in self._position:
                     self._assign_at(new_tp, start)
                 elif start < self._position[new_tp]:
+                    if new_tp in tps:
+                        # Read live already, for the subscription's other channels: the
+                        # catch-up must not give it their records a second time.
+                        live_from = sub.behind.get(new_tp, self._position[new_tp])
+                        sub.replay_only.setdefault(new_tp, (live_from, set()))[1].add(
+                            channel)
                     sub.behind.setdefault(new_tp, start)  # read the part already passed
                     sub.inbox.poke()  # its reader may be waiting on an empty inbox
                 if new_tp not in tps:
@@ -600,6 +617,7 @@ class FanoutConsumer:
             if tp not in needed:
                 tps.discard(tp)
                 sub.behind.pop(tp, None)
+                sub.replay_only.pop(tp, None)
                 self._release([tp])
                 moved = sorted(c for c in sub.channels if self._routes.route(c)[0] == tp[0])
                 log.warning(
