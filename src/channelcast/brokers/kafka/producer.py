@@ -14,6 +14,7 @@ broker: it sends :data:`Outgoing` tuples.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -270,13 +271,36 @@ class KafkaPublisher:
     def _on_error(self, err: KafkaError) -> None:
         # Client-level errors (all brokers down, fatal idempotence errors): never silent.
         if err.fatal():
-            self._fatal = err
-            log.error("Kafka producer fatal error: %s", err)
+            self._went_fatal(err)
         else:
             # Through librdkafka's own log channel and its RepeatFilter: while a broker is
             # down this fires for every connection attempt (about 10 a second), forever.
             librdkafka_log.log(logging.INFO if err.code() == KafkaError._TRANSPORT
                                else logging.WARNING, "Kafka producer: %s", err)
+
+    def _went_fatal(self, err: KafkaError) -> None:
+        """A fatal error (KIP-360's unrecoverable idempotence states, e.g.
+        OUT_OF_ORDER_SEQUENCE_NUMBER after a cluster was wiped under a producer): this
+        producer can send nothing more. Said once; every later publish raises it
+        (non-retriable PublishError), and the messages still waiting are failed now
+        rather than left to their delivery timeout."""
+        if self._fatal is not None:
+            return
+        self._fatal = err
+        log.error("Kafka producer fatal error: %s; every later publish fails with it "
+                  "(restart the process for a new producer)", err)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+
+    def _poll_failed(self, exc: Exception) -> None:
+        """poll() raised (confluent-kafka raises a fatal error there, or what a callback
+        raised): keep serving delivery reports, or every waiting publish would hang."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is not None and err.fatal():
+            self._went_fatal(err)
+        else:
+            librdkafka_log.error("Kafka producer: serving delivery reports failed: %r", exc)
+        self._stop.wait(0.01)  # never a busy loop if it keeps failing
 
     def _take_completed(self) -> list[asyncio.Future[None]]:
         # Batches hold this very list, so empty it in place (caller holds _poll_lock).
@@ -293,7 +317,10 @@ class KafkaPublisher:
                 continue
             if self._poll_lock.acquire(timeout=0.01):
                 try:
-                    self.producer.poll(0.01)
+                    try:
+                        self.producer.poll(0.01)
+                    except Exception as exc:  # the thread must live: reports still come
+                        self._poll_failed(exc)
                     done = self._take_completed()
                 finally:
                     self._poll_lock.release()
@@ -382,6 +409,8 @@ class KafkaPublisher:
         except KafkaException as exc:
             batch.produced_only(produced)
             batch.refused = exc
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
+                self._went_fatal(exc.args[0])
         except BaseException:
             batch.produced_only(produced)
             raise
