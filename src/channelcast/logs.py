@@ -47,6 +47,6 @@ class RepeatFilter(logging.Filter):
                 self._seen.clear()
             self._seen[key] = (now, 0)
         if held > 0:
-            record.msg = f"{text} ({held} more like this in the last {self.window_s:g} s)"
+            record.msg = f"{text} ({held} more like this since it was last logged)"
             record.args = None
         return True

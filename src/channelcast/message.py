@@ -444,6 +444,7 @@ def encode(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
         raw = _encode_with_json(envelope, plain)
         if _find_long_number(raw) is not None:
             _check_numbers(envelope, raw)
+        _check_keys(envelope)
     if len(raw) > max_bytes:
         raise MessageTooLarge(
             f"message for channel {envelope.channel!r} is {len(raw)} bytes encoded;"
@@ -485,6 +486,46 @@ def _check_numbers(envelope: Envelope, raw: bytes) -> None:
             f"data for channel {envelope.channel!r} holds an integer too large for a "
             "double (JSON readers such as JavaScript's JSON.parse read it as Infinity): "
             f"{exc}") from None
+
+
+def _json_key(key: object) -> object:
+    """The object key json.dumps writes for a dict key (it converts, orjson refuses)."""
+    if isinstance(key, str):
+        return key
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, float):
+        return float.__repr__(key)
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return key
+
+
+def _check_keys(envelope: Envelope) -> None:
+    """Refuse (SerializationError) a dict whose keys json.dumps would write as the same
+    JSON key (``{1: "a", "1": "b"}``, ``{True: 1, "true": 2}``): the stored envelope
+    would hold a duplicate key, which readers resolve differently. Only json's route
+    gets here, and a dict with only str keys is skipped at once."""
+    stack: list[object] = [envelope.data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            keys = item.keys()
+            if not all(type(k) is str for k in keys):
+                written = [_json_key(k) for k in keys]
+                if len(set(written)) < len(written):
+                    twice = sorted({str(w) for w in written if written.count(w) > 1})
+                    raise SerializationError(
+                        f"data for channel {envelope.channel!r} has keys that JSON writes "
+                        f"alike (as {', '.join(repr(t) for t in twice[:3])}): a JSON object "
+                        "would hold the same key twice")
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
 def _check_fields(envelope: Envelope) -> None:

@@ -13,6 +13,7 @@ from channelcast.errors import (
     BrokerClosed,
     HistoryUnavailable,
     InvalidChannel,
+    InvalidPosition,
     MessageError,
     MessageTooLarge,
     SerializationError,
@@ -85,6 +86,22 @@ async def test_publish_returns_positions_in_order(broker: Broker, names: Names) 
     assert (second.topic, second.partition) == (first.topic, first.partition)
     assert second.offset > first.offset
     assert await broker.end_position("room.1") == second
+
+
+async def test_an_empty_batch_publishes_nothing(broker: Broker) -> None:
+    """tkafka3 finding 4: Kafka's publish_many([]) raised IndexError."""
+    assert await broker.publish_many([]) == []
+
+
+async def test_since_must_name_subscribed_channels_and_hold_positions(broker: Broker) -> None:
+    """tkafka3 finding 3: since={other channel: position} delivered that channel's
+    backlog to a subscription that never asked for it; a string position gave an
+    AttributeError."""
+    [old] = await broker.publish_many(envelopes("room.other", 1))
+    with pytest.raises(InvalidPosition, match=r"'room\.other', which is not subscribed"):
+        broker.subscribe(["room.mine"], since={"room.other": old})
+    with pytest.raises(InvalidPosition, match=r"since\['room.mine'\] must be a Position"):
+        broker.subscribe(["room.mine"], since={"room.mine": str(old)})  # type: ignore[dict-item]
 
 
 async def test_publish_many_keeps_input_order(broker: Broker) -> None:

@@ -42,3 +42,37 @@ async def test_the_cancelled_handlers_warning_says_what_happens_to_its_message(
     else:
         assert "manual_commit is off" in warnings[0]
         assert "will not be handled again" in warnings[0]
+
+
+async def test_stop_during_a_retry_backoff_retries_no_more_and_leaves_the_message(
+        kafka_bootstrap: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    """tkafka3 finding 5: stop() during a retry's backoff kept retrying until the timeout
+    and then blamed the handler ("did not finish")."""
+    from channelcast.brokers.base import RetryPolicy
+    from channelcast.brokers.kafka.admin import KafkaAdmin
+
+    attempts: list[float] = []
+
+    async def handle(_record: Record) -> None:
+        attempts.append(asyncio.get_running_loop().time())
+        raise RuntimeError("downstream is down")
+
+    settings = settings_for(kafka_bootstrap, f"{unique}-b", partitions=1, timeout_s=10.0)
+    group = f"g-{unique}-b"
+    caplog.set_level(logging.INFO, logger="channelcast")
+    async with KafkaBroker(settings) as broker:
+        worker = broker.worker(group, channels={"orders.*": handle}, manual_commit=True,
+                               retry=RetryPolicy(5, 3.0, 3.0))
+        task = asyncio.create_task(worker.run())
+        await broker.publish("orders.1", "created", {"n": 1})
+        await eventually(lambda: len(attempts) == 1, 60, "the first attempt")
+        await worker.stop()
+        await asyncio.wait_for(task, 30)
+        assert len(attempts) == 1, "no attempt after stop()"
+        assert worker.stats.dead_lettered == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("did not finish" in line for line in lines), lines
+    assert any("stopped retrying" in line and "after attempt 1" in line
+               and "will be handled again" in line for line in lines), lines
+    committed = KafkaAdmin(kafka_bootstrap).group_offsets(group).committed
+    assert all(offset <= 0 for offset in committed.values()), committed

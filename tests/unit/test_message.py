@@ -85,6 +85,20 @@ def test_an_integer_a_browser_would_read_as_infinity_is_refused(data: object) ->
         encode(envelope(data=data))
 
 
+@pytest.mark.parametrize("data", [{1: "int", "1": "str"}, {"a": [{True: 1, "true": 2}]},
+                                  {None: 1, "null": 2}, {1.5: 0, "1.5": 1}],
+                         ids=["int-and-str", "nested-bool", "none", "float"])
+def test_keys_json_would_write_alike_are_refused(data: object) -> None:
+    """tkafka3 finding 11: {1: "int", "1": "str"} was stored as {"1":"int","1":"str"}."""
+    with pytest.raises(SerializationError, match=r"user\.1.*keys that JSON writes alike"):
+        encode(envelope(data=data))
+
+
+def test_non_str_keys_that_stay_distinct_still_encode_as_json_dumps_does() -> None:
+    assert json.loads(encode(envelope(data={1: "a", 2: "b", "3": "c"})))["data"] == {
+        "1": "a", "2": "b", "3": "c"}
+
+
 @pytest.mark.parametrize("data", [2**64, 10**308, "9" * 400, {"x": "1" * 500}],
                          ids=["2**64", "1e308", "digit-string", "nested-digit-string"])
 def test_big_integers_a_double_can_hold_and_long_digit_strings_still_encode(

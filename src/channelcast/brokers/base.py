@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from channelcast.channels import validate_pattern
-from channelcast.errors import InvalidWorker
+from channelcast.channels import validate_channel, validate_pattern
+from channelcast.errors import InvalidPosition, InvalidWorker
 from channelcast.message import Envelope, Record
 from channelcast.strategies.base import TopicStrategy
 from channelcast.types import ChannelName, JSONValue, Position
@@ -137,6 +137,29 @@ def _settle_threadsafe(loop: asyncio.AbstractEventLoop, done: asyncio.Future[obj
         loop.call_soon_threadsafe(settle)
 
 
+def check_since(channels: frozenset[ChannelName],
+                since: Mapping[str, Position] | Mapping[ChannelName, Position] | None
+                ) -> dict[ChannelName, Position]:
+    """A subscription's ``since`` (channel -> the position to resume after), checked:
+    every key one of the subscribed ``channels``, every value a :class:`Position`.
+    Raises InvalidChannel for a bad name, InvalidPosition otherwise (a position for a
+    channel not subscribed would deliver that channel's backlog to a subscription that
+    never asked for it)."""
+    out: dict[ChannelName, Position] = {}
+    for key, position in (since or {}).items():
+        channel = validate_channel(key)
+        if channel not in channels:
+            raise InvalidPosition(
+                f"since names channel {channel!r}, which is not subscribed (the channels: "
+                f"{sorted(channels)[:5]})")
+        if not isinstance(position, Position):
+            raise InvalidPosition(
+                f"since[{channel!r}] must be a Position, got {type(position).__name__} "
+                f"{position!r:.60} (Position.parse reads 'topic:partition:offset')")
+        out[channel] = position
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff: attempt n (1-based) waits ``min(initial * 2**(n-1), maximum)``."""
@@ -149,13 +172,26 @@ class RetryPolicy:
         return float(min(self.initial_backoff_s * (2 ** (attempt - 1)), self.max_backoff_s))
 
 
+class RetryAbandoned(Exception):
+    """The worker stopped (or gave up the partition) while waiting to retry a failed
+    message: it is neither handled nor dead-lettered, and not committed."""
+
+    def __init__(self, attempt: int, error: Exception) -> None:
+        super().__init__(f"stopped after attempt {attempt}: {error!r}")
+        self.attempt = attempt
+        self.error = error
+
+
 async def handle_with_retries(handler: AsyncHandler, record: Record, retry: RetryPolicy,
-                              on_failure: Callable[[int, Exception], None]) -> Exception | None:
+                              on_failure: Callable[[int, Exception], None], *,
+                              stop: asyncio.Event | None = None) -> Exception | None:
     """Run ``handler`` up to ``retry.max_attempts`` times with backoff between attempts.
 
     Returns None once it succeeded, or the last error when every attempt failed (the caller
     then dead-letters the record). ``on_failure(attempt, error)`` is told of each failure.
-    Cancellation is never retried. Shared by every backend's workers.
+    Cancellation is never retried. When ``stop`` is set during a backoff, raises
+    RetryAbandoned at once (no more attempts: a stopping worker leaves the message for
+    the partition's next owner). Shared by every backend's workers.
     """
     for attempt in range(1, retry.max_attempts + 1):
         try:
@@ -166,7 +202,13 @@ async def handle_with_retries(handler: AsyncHandler, record: Record, retry: Retr
             on_failure(attempt, exc)
             if attempt >= retry.max_attempts:
                 return exc
-            await asyncio.sleep(retry.backoff(attempt))
+            if stop is None:
+                await asyncio.sleep(retry.backoff(attempt))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry.backoff(attempt))
+                if stop.is_set():
+                    raise RetryAbandoned(attempt, exc) from exc
         else:
             return None
     raise AssertionError("RetryPolicy.max_attempts must be >= 1")

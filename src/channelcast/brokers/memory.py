@@ -46,6 +46,7 @@ from channelcast.brokers.base import (
     Handler,
     RetryPolicy,
     WorkerStats,
+    check_since,
     handle_with_retries,
 )
 from channelcast.channels import validate_channel
@@ -370,10 +371,9 @@ class MemoryBroker:
         names = frozenset(validate_channel(c) for c in channels)
         backlog: list[Record] = []
         error: Exception | None = None
-        for channel, position in (since or {}).items():
+        for channel, position in check_since(names, since).items():
             try:
-                backlog.extend(self._history(validate_channel(channel), position,
-                                             include_internal))
+                backlog.extend(self._history(channel, position, include_internal))
             except HistoryUnavailable as exc:
                 error = exc
         backlog.sort(key=lambda r: (r.position.topic, r.position.partition, r.position.offset))
@@ -571,8 +571,8 @@ class MemoryWorker:
         })
         self._broker.partitions(self._dlq)[0].append(
             record.value, record.channel, record.event, record.id, False, headers)
-        log.warning("worker %s: dead-lettered %s to %s after %d attempts: %r", self.group,
-                    position, self._dlq, attempts, exc)
+        log.warning("worker %s: dead-lettered %s to %s after %d attempt%s: %r", self.group,
+                    position, self._dlq, attempts, "" if attempts == 1 else "s", exc)
 
 
 def from_settings(settings: Settings) -> MemoryBroker:

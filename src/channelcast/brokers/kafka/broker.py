@@ -34,6 +34,7 @@ from channelcast.brokers.base import (
     ChannelRouter,
     Handler,
     RetryPolicy,
+    check_since,
 )
 from channelcast.brokers.kafka.client import (
     SkipLog,
@@ -334,7 +335,7 @@ class KafkaBroker:
                   include_internal: bool = False) -> KafkaSubscription:
         self._publisher_or_fail()
         names = frozenset(validate_channel(c) for c in channels)
-        positions = {validate_channel(c): p for c, p in (since or {}).items()}
+        positions = check_since(names, since)
         sub = KafkaSubscription(names, positions, max_queue, topics=self._topics,
                                 history=self._history, fanout=self._fanout_consumer,
                                 on_close=self._subscriptions.discard,

@@ -110,8 +110,8 @@ class SkipLog:
             if len(self._seen) > 1000:
                 self._seen.clear()
             self._seen[key] = (now, 0)
-        more = (f" ({held} more like this in {topic} in the last {self.window_s:g} s, "
-                "not logged one by one)") if held > 0 else ""
+        more = (f" ({held} more like this in {topic} since it was last logged, not "
+                "logged one by one)") if held > 0 else ""
         self._log.warning("skipping the record at %s:%d:%d: %s%s", topic, partition,
                           offset, why, more)
 

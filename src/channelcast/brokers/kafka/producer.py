@@ -169,6 +169,8 @@ class _Batch:
                 if self.topics:
                     return [new_position(m[0], m[1], taken[(m[0], m[1])](), epochs.get(m[0]))
                             for m in produced]
+                if not produced:
+                    return []  # an empty batch
                 topic = messages[0][0]  # one topic: one epoch
                 epoch = epochs.get(topic)
                 return [new_position(topic, m[1], taken[m[1]](), epoch) for m in produced]

@@ -46,6 +46,7 @@ from channelcast.brokers.base import (
     HEADER_EVENT,
     HEADER_ID,
     ChannelRouter,
+    RetryAbandoned,
     RetryPolicy,
     WorkerStats,
     handle_with_retries,
@@ -87,6 +88,8 @@ class _Partition:
         self.queue: deque[Message] = deque()
         self.wakeup = asyncio.Event()
         self.revoked = False
+        self.given_up = asyncio.Event()
+        """Set with ``revoked``: ends a retry backoff at once."""
         self.task: asyncio.Task[None] | None = None
 
 
@@ -317,6 +320,7 @@ class KafkaWorker:
         parts = [(tp, self._parts.pop(tp)) for tp in tps if tp in self._parts]
         for _tp, part in parts:
             part.revoked = True
+            part.given_up.set()
             part.wakeup.set()
         tasks = [part.task for _tp, part in parts if part.task is not None]
         if tasks:
@@ -357,13 +361,19 @@ class KafkaWorker:
                 await part.wakeup.wait()
                 continue
             msg = part.queue.popleft()
-            await self._process(msg)
+            try:
+                await self._process(msg, part.given_up)
+            except RetryAbandoned as gave_up:
+                log.info("worker %s: stopped retrying %s:%d:%d after attempt %d (the "
+                         "partition was given up; %s)", self.group, *coords(msg),
+                         gave_up.attempt, self._revoked_fate())
+                return
             with self._lock:
                 self._pending[tp] = self._pending.get(tp, 1) - 1
                 if self._manual:
                     self._done[tp] = coords(msg)[2] + 1
 
-    async def _process(self, msg: Message) -> None:
+    async def _process(self, msg: Message, stop: asyncio.Event | None = None) -> None:
         topic, partition, offset = coords(msg)
         found = to_record(msg.value(), msg.key(), header_pairs(msg), topic, partition, offset,
                           msg.timestamp()[1], self._epochs.get(topic), keep_headers=True)
@@ -391,7 +401,7 @@ class KafkaWorker:
             log.info("worker %s: handler failed on %s (attempt %d): %r",
                      self.group, position, attempt, error)
 
-        error = await handle_with_retries(handler, record, self._retry, failed)
+        error = await handle_with_retries(handler, record, self._retry, failed, stop=stop)
         if error is None:
             self._processed += 1
         else:
@@ -426,8 +436,8 @@ class KafkaWorker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry.max_backoff_s or 5.0)
         self._dead += 1
-        log.warning("worker %s: dead-lettered %s after %d attempts: %r", self.group,
-                    position, attempts, exc)
+        log.warning("worker %s: dead-lettered %s after %d attempt%s: %r", self.group,
+                    position, attempts, "" if attempts == 1 else "s", exc)
 
 
 def _settle(future: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
