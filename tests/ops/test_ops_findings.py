@@ -230,6 +230,32 @@ def test_monitor_names_a_group_without_committed_offsets(
     assert json.loads(capsys.readouterr().out)["groups_without_offsets"] == []
 
 
+def test_monitor_refuses_a_named_topic_that_does_not_exist_and_hides_junk_channels(
+        write_config: ConfigWriter, admin: KafkaAdmin, unique: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """tkafka3 finding 8: `--topic no.such` was silently left out (exit 0); a record's
+    invalid channel header or non-UTF-8 key was listed as a hot channel."""
+    from confluent_kafka import Producer
+
+    path, settings = _setup(write_config, admin)
+    [topic, *_] = _targets(settings)
+    assert main(["monitor", "-c", str(path), "--topic", topic, "--topic",
+                 f"no.such.{unique}", "--no-lag"]) == 2
+    err = capsys.readouterr().err
+    assert f"no such topic on the cluster: 'no.such.{unique}'" in err
+    producer = Producer({"bootstrap.servers": admin.bootstrap})
+    producer.produce(topic, b"{}", b"\xffw.1", partition=0)
+    producer.produce(topic, b"{}", b"k", headers=[("channel", b"w 1 has spaces")],
+                     partition=0)
+    producer.produce(topic, b"{}", b"user.1", partition=0)
+    assert producer.flush(30) == 0
+    assert main(["monitor", "-c", str(path), "--topic", topic, "--no-lag", "--json"]) == 0
+    hot = {h["channel"] for h in json.loads(capsys.readouterr().out)["hot_channels"]}
+    assert "user.1" in hot
+    assert "k" in hot  # the key, since the header is no channel name
+    assert not any(" " in c or "\ufffd" in c for c in hot if not c.startswith("(")), hot
+
+
 def test_bootstrap_forms_are_checked_before_any_connection(
         write_config: ConfigWriter, capsys: pytest.CaptureFixture[str]) -> None:
     path = str(write_config())

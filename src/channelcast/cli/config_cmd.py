@@ -91,7 +91,7 @@ def check(config: ConfigOption = None,
                    f"topics on {addr} below")
         typer.echo(json.dumps(data, indent=2))
         for topic in report.matching:
-            typer.echo(f"# topic {topic!r}: the configured partition count")
+            typer.echo(f"# topic {topic!r}: has the configured partition count")
         for missing in report.missing:
             typer.echo(f"# note: {missing}")
         for problem in problems:

@@ -136,9 +136,14 @@ def monitor(
     settings = settings_from(config)
     admin = admin_for(settings, brokers, timeout)
     topics = resolve_topics(admin, settings, topic or (), prefix or ())
+    unknown = sorted(set(topic or ()) - set(topics))
+    if unknown:
+        raise ConfigError("--topic", "no such topic on the cluster: "
+                          + ", ".join(repr(t) for t in unknown[:5]))
     if not topics:
-        raise ConfigError("--topic/--prefix", "no existing topic matches (the config's "
-                          "topics are missing: run `channelcast topics apply`?)")
+        raise ConfigError("--topic/--prefix", "no existing topic matches the prefix"
+                          if prefix else "none of the config's topics exists (run "
+                          "`channelcast topics apply`?)")
     groups: list[str] | None = [] if no_lag else (list(group) if group else None)
 
     def snapshot() -> Snapshot:

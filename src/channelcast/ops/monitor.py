@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from channelcast.brokers.base import HEADER_CHANNEL
 from channelcast.errors import ChannelcastError, ConfigError
+from channelcast.ingest import is_channel_name
 from channelcast.strategies import create_strategy
 
 if TYPE_CHECKING:
@@ -228,6 +229,19 @@ class Snapshot:
         return reg
 
 
+NO_CHANNEL = "(no valid channel in header or key)"
+"""The hot-channel label of records whose header and key name no valid channel."""
+
+
+def _text(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def resolve_topics(admin: KafkaAdmin, settings: Settings | None, names: Sequence[str] = (),
                    prefixes: Sequence[str] = ()) -> list[str]:
     """Explicit names and prefix matches; with neither, the config's topics that exist."""
@@ -319,10 +333,11 @@ def collect(admin: KafkaAdmin, topics: Sequence[str], *, groups: Sequence[str] |
                 ranges[(w.topic, w.partition)] = (max(first, w.high - sample), w.high)
         for msg in read_ranges(admin.bootstrap, ranges, timeout_s=admin.timeout_s):
             read[(msg.topic, msg.partition)] += 1
-            channel = msg.header(HEADER_CHANNEL) or (
-                msg.key.decode("utf-8", "replace") if msg.key else None)
-            if channel is not None:
-                counts[(channel, msg.topic, msg.partition)] += 1
+            # A valid channel name from the header, else the key (as consumers read it,
+            # short of decoding values); junk is counted under one label, never shown.
+            channel = next((c for c in (msg.header(HEADER_CHANNEL), _text(msg.key))
+                            if c is not None and is_channel_name(c)), NO_CHANNEL)
+            counts[(channel, msg.topic, msg.partition)] += 1
     hot = rank_hot_channels(counts, in_window, read, window_s)
     window = HotWindow(from_ms, now_ms, window_s, sum(in_window.values()), sum(read.values()))
 

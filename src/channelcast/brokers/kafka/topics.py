@@ -98,8 +98,8 @@ class TopicEnsurer:
         """The error for using a topic that was deleted while the broker ran."""
         return PublishError(
             f"topic {topic!r} was deleted while channelcast was running: recreate it "
-            "(`channelcast topics apply`; publishing resumes once it exists again, no "
-            "restart needed), or fix the topic mapping")
+            "(`channelcast topics apply`; publishing, subscribing and reading history "
+            "resume once it exists again, no restart needed), or fix the topic mapping")
 
     # --- creating --------------------------------------------------------------------
     async def ensure(self, specs: Iterable[TopicSpec]) -> None:
