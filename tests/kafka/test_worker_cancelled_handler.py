@@ -76,3 +76,25 @@ async def test_stop_during_a_retry_backoff_retries_no_more_and_leaves_the_messag
                and "will be handled again" in line for line in lines), lines
     committed = KafkaAdmin(kafka_bootstrap).group_offsets(group).committed
     assert all(offset <= 0 for offset in committed.values()), committed
+
+
+async def test_a_pattern_with_no_topic_yet_is_not_a_raw_warning(
+        kafka_bootstrap: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    """tkafka3 finding 10: a legacy-topic pattern with no match yet logged librdkafka's
+    raw `KafkaError{code=UNKNOWN_TOPIC_OR_PART,...}` as a WARNING."""
+    seen = asyncio.Event()
+
+    async def handle(_record: Record) -> None:
+        seen.set()
+
+    settings = settings_for(kafka_bootstrap, f"{unique}-p", partitions=1, timeout_s=10.0)
+    caplog.set_level(logging.INFO, logger="channelcast")
+    async with KafkaBroker(settings) as broker:
+        worker = broker.worker(f"g-{unique}-p", topics={rf"^nomatch\.{unique}\..*": handle})
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(6)  # librdkafka reports the unmatched pattern meanwhile
+        await worker.stop()
+        await asyncio.wait_for(task, 30)
+    raw = [r.getMessage() for r in caplog.records
+           if r.levelno >= logging.WARNING and "KafkaError{" in r.getMessage()]
+    assert raw == []

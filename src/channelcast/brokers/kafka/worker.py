@@ -203,7 +203,13 @@ class KafkaWorker:
                     if err is not None:
                         if err.fatal():
                             raise KafkaException(err)
-                        log.warning("worker %s: %s", self.group, err)
+                        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                            # A pattern with no topic yet, or a topic deleted: normal.
+                            log.info("worker %s: %s (read once it exists)", self.group,
+                                     err.str())
+                        else:
+                            log.warning("worker %s: consumer error %s: %s", self.group,
+                                        err.name(), err.str())
                         continue
                     topic, partition, _offset = coords(msg)
                     batches.setdefault((topic, partition), []).append(msg)
