@@ -157,7 +157,7 @@ def test_bad_arguments_give_one_line_errors(
     assert line.startswith("error: --json/--prometheus/--watch/--serve-metrics")
     assert main(["monitor", "-c", path, "--topic", "no-such-topic-xyz"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert "no existing topic" in line
+    assert "no such topic on the cluster: 'no-such-topic-xyz'" in line
 
 
 def test_metrics_endpoint_takes_a_snapshot_per_scrape(
