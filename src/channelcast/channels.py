@@ -40,6 +40,15 @@ RESERVED_MARK = ";"
 """A name whose part after the type prefix starts with this is reserved (module docstring)."""
 
 
+_BARE_PREFIXES = frozenset((
+    PRIVATE_PREFIX, PRESENCE_PREFIX,
+    # The Pusher protocol's type prefixes (docs/pusher.md): the default Pusher app's
+    # channels are these channels, and a bare prefix is no channel there.
+    "private-encrypted-", "cache-", "private-cache-", "presence-cache-",
+    "private-encrypted-cache-"))
+"""Names that are only a channel-type prefix, never a channel."""
+
+
 def validate_channel(name: object) -> ChannelName:
     """Return ``name`` as a ChannelName, or raise InvalidChannel naming the broken rule."""
     if not isinstance(name, str):
@@ -57,9 +66,8 @@ def validate_channel(name: object) -> ChannelName:
             f" allowed: {ALLOWED_CHARACTERS}")
     if name.startswith(".") or name.endswith("."):
         raise InvalidChannel(f"channel name {name!r} must not start or end with '.'")
-    for prefix in (PRIVATE_PREFIX, PRESENCE_PREFIX):
-        if name == prefix:
-            raise InvalidChannel(f"channel name {name!r} is only a prefix; add a name after it")
+    if name in _BARE_PREFIXES:
+        raise InvalidChannel(f"channel name {name!r} is only a prefix; add a name after it")
     return ChannelName(name)
 
 

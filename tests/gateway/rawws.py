@@ -30,8 +30,15 @@ class RawWebSocket:
     """A blocking client: :meth:`connect` does the handshake; :meth:`frames` reads the
     server's frames as (opcode, payload) until the server closes the TCP connection."""
 
-    def __init__(self, port: int, path: str, timeout_s: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    def __init__(self, port: int, path: str, timeout_s: float = 10.0, *,
+                 rcvbuf: int | None = None) -> None:
+        """``rcvbuf``: the socket's receive buffer, set before connecting (so the TCP
+        window stays that small: a client that stops reading fills it at once)."""
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout_s)
+        self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                            "Upgrade: websocket\r\nConnection: Upgrade\r\n"

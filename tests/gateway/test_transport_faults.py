@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import re
+from functools import partial
 
 import pytest
 
@@ -171,3 +172,30 @@ async def test_the_shutdown_says_where_its_time_went(caplog: pytest.LogCaptureFi
     assert connections_s <= 5.0 + 0.05  # the drain's bound
     assert abs(total - connections_s - rest) <= 0.011
     assert total <= took
+
+
+async def test_a_slow_client_cut_without_its_close_frame_is_logged_as_cut(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """tgw4 finding 1: a client that never reads, disconnected by the slow-client policy,
+    got no close frame (the connection was cut after the grace time), but the log said
+    `code 4008 by the server`, a code that never reached it."""
+    from channelcast.config import GatewaySettings, Settings
+
+    caplog.set_level(logging.INFO, logger="channelcast.gateway")
+    settings = Settings(gateway=GatewaySettings(slow_client_policy="disconnect",
+                                                send_queue=4, send_buffer_bytes=16384))
+    async with running_gateway(settings) as gw:
+        ws = await asyncio.to_thread(partial(RawWebSocket, gw.server.port, "/ws",
+                                             rcvbuf=4096))
+        try:
+            await asyncio.to_thread(ws.text_frame)  # connected
+            ws.send(masked_frame(TEXT, b'{"type":"subscribe","channel":"big"}'))
+            assert json.loads(await asyncio.to_thread(ws.text_frame))["type"] == "subscribed"
+            for i in range(40):  # and never read again
+                await gw.gateway.broker.publish("big", "e", {"i": i, "pad": "x" * 20_000})
+            [line] = await until_closed(caplog, gw.gateway)
+        finally:
+            ws.abort()
+    assert "cut by the server without a close frame reaching the client (1006): slow " \
+           "client" in line, line
+    assert "code 4008" not in line

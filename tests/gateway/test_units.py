@@ -64,6 +64,16 @@ def test_the_timestamp_is_signed_as_sent() -> None:
         v.verify({**unpadded, "X-Channelcast-Timestamp": "01000"}, body, now=1000)
 
 
+def test_the_signature_may_be_upper_case_hex() -> None:
+    """tgw4 finding 6: the docs say hex; upper-case hex was refused."""
+    v = RequestVerifier(K, S, window_s=60)
+    headers = sign_request(K, S, b"{}", timestamp=1000)
+    upper = {**headers, "X-Channelcast-Signature": headers["X-Channelcast-Signature"].upper()}
+    assert v.verify(upper, b"{}", now=1000) == v.verify(headers, b"{}", now=1000)
+    with pytest.raises(AuthError, match="invalid request signature"):
+        v.verify({**headers, "X-Channelcast-Signature": "\u00e9" * 64}, b"{}", now=1000)
+
+
 def test_a_pusher_apps_key_on_the_publish_api_is_told_where_it_belongs() -> None:
     v = RequestVerifier(K, S, window_s=60)
     with pytest.raises(AuthError, match=r"unknown app key: .*gateway\.app_key.*Pusher HTTP"):

@@ -159,3 +159,27 @@ async def test_the_servers_1009_and_1007_are_logged_as_the_servers(
             assert not gw.gateway.pusher.connections
             assert (gw.gateway.metrics.registry.get_sample_value(
                 "channelcast_connections", {"transport": "pusher"}) or 0.0) == 0
+
+
+@pytest.mark.parametrize(("path", "code", "why"), [
+    ("/app/nokey?protocol=7", 4001, "unknown app key"),
+    ("/app/{key}", 4008, "no protocol version given"),
+    ("/app/{key}?protocol=5", 4007, "protocol 5 is not supported"),
+    ("/app/{key}?protocol=seven", 4006, "invalid protocol version 'seven'"),
+])
+async def test_a_refused_connection_says_why_in_the_log(
+        caplog: pytest.LogCaptureFixture, path: str, code: int, why: str) -> None:
+    """tgw4 finding 2: refusals at connect left no line of the gateway's."""
+    caplog.set_level(logging.INFO, logger="channelcast.gateway")
+    async with running_gateway(pusher_settings()) as gw:
+        key = gw.settings().gateway.app_key
+        ws = await asyncio.to_thread(RawWebSocket, gw.server.port, path.format(key=key))
+        try:
+            assert (await asyncio.to_thread(ws.close_code))[0] == code
+        finally:
+            ws.abort()
+    refused = [r.getMessage() for r in caplog.records
+               if r.levelno == logging.INFO and "refused" in r.getMessage()]
+    assert len(refused) == 1, refused
+    assert re.fullmatch(r"pusher connection from 127\.0\.0\.1:\d+ \(app key '[^']*'\) "
+                        rf"refused: code {code}: {re.escape(why)}.*", refused[0]), refused

@@ -42,6 +42,13 @@ def test_valid_names_are_returned_unchanged(name: str) -> None:
     ("user.", "must not start or end with '.'"),
     ("private-", "only a prefix"),
     ("presence-", "only a prefix"),
+    # tgw4 finding 4: the Pusher protocol's type prefixes alone, refused there, were
+    # channels on the native side (the default Pusher app's channels are these)
+    ("private-encrypted-", "only a prefix"),
+    ("cache-", "only a prefix"),
+    ("private-cache-", "only a prefix"),
+    ("presence-cache-", "only a prefix"),
+    ("private-encrypted-cache-", "only a prefix"),
 ])
 def test_invalid_names_say_which_rule_broke(name: str, rule: str) -> None:
     with pytest.raises(InvalidChannel) as info:

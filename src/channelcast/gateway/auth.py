@@ -191,6 +191,9 @@ class RequestVerifier:
             raise AuthError(f"request timestamp is outside the {self.window_s}s replay window")
         # Signed as sent (docs/protocol.md): "0170..." and "170..." are different texts.
         expected = _hmac(self.app_secret, ts_text.encode() + b"." + body)
-        if not hmac.compare_digest(str(signature).encode(), expected.encode()):
+        # Hex digits in either case (RFC 4648 section 8 allows both); compared in
+        # constant time.
+        if not hmac.compare_digest(str(signature).lower().encode("utf-8", "replace"),
+                                   expected.encode()):
             raise AuthError("invalid request signature")
         return SignedRequest(ts, expected)

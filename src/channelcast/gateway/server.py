@@ -482,7 +482,7 @@ def _request_timeout_response(timeout_s: float) -> bytes:
     """The 408 a connection gets when its request headers did not arrive in time: the
     gateway's JSON error body, ``Connection: close``."""
     body = json.dumps(error_frame(REQUEST_TIMEOUT, "the request headers were not complete "
-                                  f"within {timeout_s:g} s")).encode()
+                                  f"within {timeout_s:g} s"), separators=(",", ":")).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
             b"connection: close\r\ncontent-length: " + str(len(body)).encode()
             + b"\r\n\r\n" + body)

@@ -406,6 +406,9 @@ class Session:
                 return self._client_summary(wire.code, wire.reason)
             if not server_said:
                 return f"the client went away without a close frame ({wire.code})"
+            if self.end_code != wire.code:  # the server cut it: its close never got out
+                return (f"cut by the server without a close frame reaching the client "
+                        f"({wire.code}): {self.end_reason}")
         codes = getattr(self.transport, "close_codes", True)
         if server_said:
             shown = f"code {self.end_code} " if codes and self.end_code is not None else ""

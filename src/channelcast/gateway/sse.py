@@ -183,10 +183,10 @@ async def sse_endpoint(request: Request) -> Response:
     gw = gateway_of(request)
     if not gw.accepting:
         raise RequestRefused(503, SHUTTING_DOWN, "server shutting down")
-    raw = request.query_params.get("channels", "")
-    # channels= is comma-separated; channel= (repeatable) takes a name whole, for names
-    # that hold a comma (the channel grammar allows one).
-    names = [c for c in raw.split(",") if c] + request.query_params.getlist("channel")
+    # channels= is comma-separated (and may repeat); channel= (repeatable) takes a name
+    # whole, for names that hold a comma (the channel grammar allows one).
+    names = [c for raw in request.query_params.getlist("channels")
+             for c in raw.split(",") if c] + request.query_params.getlist("channel")
     if not names:
         raise InvalidChannel("give channels: /sse?channels=a,b (or /sse?channel=a&channel=b)")
     channels = list(dict.fromkeys(validate_client_channel(c) for c in names))

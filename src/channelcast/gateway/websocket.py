@@ -68,10 +68,15 @@ class WebSocketTransport:
         self._how: Callable[[], WireClose | None] | None = extensions.get(
             CLOSE_EXTENSION, {}).get("how")
         self._sent: WireClose | None = None
+        self._cut = False
 
     def how_closed(self) -> WireClose | None:
         """The close frames as they went on the wire (:data:`CLOSE_EXTENSION`); under a
-        server without it, the close this transport sent, if any; else None."""
+        server without it, the close this transport sent, if any; else None. A connection
+        this transport cut is 1006 with nobody's close frame: one the server had queued
+        never reached the client."""
+        if self._cut:
+            return WireClose(CLOSE_ABNORMAL, "", None)
         if self._how is not None:
             found = self._how()
             if found is not None:
@@ -103,12 +108,15 @@ class WebSocketTransport:
         try:
             await asyncio.wait_for(self.websocket.close(code, reason), self.grace_s)
         except Exception:
-            self._abort_now()
+            if self._abort_now():
+                self._cut = True
 
     async def abort(self) -> None:
         """Cut the TCP connection now (the server's :data:`ABORT_EXTENSION`); under a server
         without it, :meth:`close` with 4008, which gives up after ``grace_s``."""
-        if not self._abort_now():
+        if self._abort_now():
+            self._cut = True
+        else:
             await self.close(CLOSE_SLOW_CLIENT, "write timeout")
 
     def _abort_now(self) -> bool:

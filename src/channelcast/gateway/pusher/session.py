@@ -230,6 +230,10 @@ async def pusher_websocket_endpoint(websocket: WebSocket) -> None:
     refusal = _refusal(websocket, node, gw.accepting and node.enabled)
     if refusal is not None:
         code, why = refusal
+        # Never silent: an operator must see why a client (a wrong key, an old library)
+        # cannot connect. INFO, as every connection's open and close lines.
+        log.info("pusher connection from %s (app key %r) refused: code %d: %s",
+                 peer_of(websocket), websocket.path_params.get("key", "")[:40], code, why)
         try:
             await websocket.send_text(dumps(error_frame(code, why)))
             await websocket.close(code, why)
