@@ -196,6 +196,23 @@ async def test_after_growth_new_subscriptions_and_running_publishers_use_new_par
         _delete(kafka_bootstrap, topic, f"acc-{unique}")
 
 
+def _channel_moving(before: tuple[int, int], after: tuple[int, int]) -> str:
+    """A channel ``g.N`` in partition ``before[1]`` of ``before[0]`` partitions and in
+    ``after[1]`` of ``after[0]`` (murmur2, as every Kafka client routes it)."""
+    return next(c for c in (f"g.{i}" for i in range(10_000))
+                if murmur2_partition(c.encode(), before[0]) == before[1]
+                and murmur2_partition(c.encode(), after[0]) == after[1])
+
+
+def _grouped(bootstrap: str, unique: str, topic: str, partitions: int,
+             refresh: float) -> Settings:
+    """``g.*`` mapped onto ``topic`` with ``partitions``, metadata refreshed every
+    ``refresh`` seconds."""
+    return Settings(kafka=settings_for(
+        bootstrap, unique, metadata_refresh_s=refresh,
+        topic_mapping=(TopicMapping("g.*", TopicName(topic), partitions),)))
+
+
 async def test_a_channel_subscribed_just_after_growth_moves_into_a_partition_already_read(
         kafka_bootstrap: str, unique: str) -> None:
     # Found by a second tester: a subscribe within metadata_refresh_s after the growth, of
@@ -203,18 +220,12 @@ async def test_a_channel_subscribed_just_after_growth_moves_into_a_partition_alr
     # silent for good (the catch-up was never started: its reader waited on an empty
     # inbox).
     topic = f"g.win-{unique}"
-    here = next(c for c in (f"g.{i}" for i in range(10_000))
-                if murmur2_partition(c.encode(), 2) == 0
-                and murmur2_partition(c.encode(), 5) == 0)
-    mover = next(c for c in (f"g.{i}" for i in range(10_000))
-                 if murmur2_partition(c.encode(), 2) == 1
-                 and murmur2_partition(c.encode(), 5) == 0)
+    here = _channel_moving((2, 0), (5, 0))
+    mover = _channel_moving((2, 1), (5, 0))
     _create(kafka_bootstrap, topic, 2)
 
     def settings(partitions: int, refresh: float) -> Settings:
-        return Settings(kafka=settings_for(
-            kafka_bootstrap, unique, metadata_refresh_s=refresh,
-            topic_mapping=(TopicMapping("g.*", TopicName(topic), partitions),)))
+        return _grouped(kafka_bootstrap, unique, topic, partitions, refresh)
 
     try:
         async with KafkaBroker(settings(2, 3.0).kafka) as node:
@@ -276,18 +287,12 @@ async def test_growth_moving_a_channel_into_its_subscriptions_other_partition_du
     # already read for another of its channels, the catch-up read that partition again
     # from before the growth and delivered the other channel's records a second time.
     topic = f"g.dup-{unique}"
-    stay = next(c for c in (f"g.{i}" for i in range(10_000))
-                if murmur2_partition(c.encode(), 2) == 1
-                and murmur2_partition(c.encode(), 3) == 1)
-    mover = next(c for c in (f"g.{i}" for i in range(10_000))
-                 if murmur2_partition(c.encode(), 2) == 0
-                 and murmur2_partition(c.encode(), 3) == 1)
+    stay = _channel_moving((2, 1), (3, 1))
+    mover = _channel_moving((2, 0), (3, 1))
     _create(kafka_bootstrap, topic, 2)
 
     def settings(partitions: int, refresh: float) -> Settings:
-        return Settings(kafka=settings_for(
-            kafka_bootstrap, unique, metadata_refresh_s=refresh,
-            topic_mapping=(TopicMapping("g.*", TopicName(topic), partitions),)))
+        return _grouped(kafka_bootstrap, unique, topic, partitions, refresh)
 
     try:
         async with KafkaBroker(settings(2, 1.0).kafka) as node:
