@@ -305,3 +305,18 @@ def test_cli_follow_stops_cleanly_on_sigterm(
     assert data["migration"]["copied"] == 90
     assert data["verify"]["ok"] is True
     _assert_exactly_once_in_order(admin, settings, expected)
+
+
+def test_a_refused_run_draws_no_progress_bar(
+        write_config: ConfigWriter, admin: KafkaAdmin, unique: str,
+        cleanup_topics: list[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """tkafka3 finding 11: the bar was drawn, then `error: --checkpoint: ...`."""
+    path, _settings = _setup(write_config, admin)
+    fill_legacy(admin, f"lg{unique}", legacy_channels(1), 5, cleanup_topics)
+    checkpoint = tmp_path / "ck.json"
+    checkpoint.write_text('{"not": "a checkpoint"}')
+    assert main(["migrate", "-c", str(path), "--checkpoint", str(checkpoint)]) == 2
+    out, err = capsys.readouterr()
+    assert "--checkpoint" in err
+    assert "messages" not in out, out

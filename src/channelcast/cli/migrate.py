@@ -149,19 +149,27 @@ def migrate(
                 columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                            MofNCompleteColumn(), TextColumn("{task.fields[channels]}"),
                            TextColumn("{task.fields[skipped]}"), TimeElapsedColumn())
-                with Progress(*columns, console=console, transient=False) as bar:
-                    task = bar.add_task("messages", total=None, channels="", skipped="")
+                # Drawn from the first progress report on: a run refused before it
+                # starts (a checkpoint of another selection, a lock) shows no bar.
+                bar = Progress(*columns, console=console, transient=False)
+                task = bar.add_task("messages", total=None, channels="", skipped="")
 
-                    def show(p: ops.Progress) -> None:
-                        done = p.copied + p.skipped_duplicates
-                        bar.update(task, completed=done, total=max(p.total, done),
-                                   channels=f"channels {p.channels}/{p.channels_total}",
-                                   skipped=f"{p.skipped_duplicates} already copied")
+                def show(p: ops.Progress) -> None:
+                    if not bar.live.is_started:
+                        bar.start()
+                    done = p.copied + p.skipped_duplicates
+                    bar.update(task, completed=done, total=max(p.total, done),
+                               channels=f"channels {p.channels}/{p.channels_total}",
+                               skipped=f"{p.skipped_duplicates} already copied")
 
+                try:
                     report = ops.migrate(settings, admin, selection, checkpoint,
                                          follow=follow, stop=stop, batch_size=batch_size,
                                          max_rate=max_rate, limit=limit,
                                          skip_malformed=skip_malformed, on_progress=show)
+                finally:
+                    if bar.live.is_started:
+                        bar.stop()
         out["migration"] = report.to_dict()
         if not as_json:
             console.print(
