@@ -240,6 +240,24 @@ async def test_history_from_a_foreign_partition_is_unavailable(broker: Broker) -
         await broker.history(a, foreign)
 
 
+@pytest.mark.parametrize("ahead", [1, 3, 100])
+async def test_a_position_ahead_of_the_log_raises_once_then_every_live_message_comes(
+        broker: Broker, ahead: int) -> None:
+    """tfin finding 1: on Kafka, after the HistoryUnavailable, live messages up to the
+    unusable position's offset were dropped (it stayed the subscription's floor)."""
+    a, = same_partition_channels(broker, 1)
+    last = await broker.publish(a, "e", "old")
+    bogus = Position(last.topic, last.partition, last.offset + ahead, last.epoch)
+    async with broker.subscribe([a], since={a: bogus}) as sub:
+        await asyncio.sleep(0.5)  # live
+        await broker.publish_many(envelopes(a, 5))
+        with pytest.raises(HistoryUnavailable):
+            await asyncio.wait_for(sub.__anext__(), 20)
+        got = [(await asyncio.wait_for(sub.__anext__(), 20)).envelope.data
+               for _ in range(5)]
+    assert got == [{"n": i} for i in range(5)]
+
+
 # --- workers -----------------------------------------------------------------------------
 
 

@@ -338,3 +338,32 @@ async def test_a_flood_of_records_without_a_message_is_counted_exactly_and_logge
             await sub.close()
     finally:
         _delete(kafka_bootstrap, topic, kafka.dead_letter_topic)
+
+
+async def test_a_subscription_that_catches_up_does_not_count_skipped_records_again(
+        kafka_bootstrap: str, unique: str) -> None:
+    """tfin finding 2: behind subscriptions (SSE clients under load) re-read the log to
+    catch up, and each re-read counted the records without a message again."""
+    from confluent_kafka import Producer
+
+    kafka = settings_for(kafka_bootstrap, unique, partitions=1)
+    topic = kafka.default_topic
+    try:
+        async with KafkaBroker(kafka) as broker:
+            subs = [broker.subscribe(["orders.1"], max_queue=2) for _ in range(2)]
+            for sub in subs:
+                await sub.ready()
+            producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+            for n in range(200):
+                value = b"\xff bad" if n % 2 else f'{{"n":{n}}}'.encode()
+                producer.produce(topic, value, b"orders.1", partition=0)
+            assert producer.flush(30) == 0
+            await asyncio.sleep(2)  # the queues overflow: both fall behind
+            for sub in subs:
+                got = await _take(sub, 100, within=60)
+                assert [r.envelope.data["n"] for r in got] == list(range(0, 200, 2))
+            assert broker.skipped_records == 100
+            for sub in subs:
+                await sub.close()
+    finally:
+        _delete(kafka_bootstrap, topic, kafka.dead_letter_topic)

@@ -82,7 +82,7 @@ class KafkaBroker:
         self._topics = TopicEnsurer(self.settings, self.strategy, create=ensure_topics)
         # The publish path reads partition counts straight from the ensurer's table.
         self._partitions = self._topics.partitions
-        self._history = HistoryReader(self.settings, self._topics, self._skip)
+        self._history = HistoryReader(self.settings, self._topics)
         self._fanout: FanoutConsumer | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._following = asyncio.Lock()

@@ -255,6 +255,9 @@ class KafkaSubscription:
                     channel, position, until, include_internal=self.include_internal))
             except BrokerError as exc:
                 self._error = exc
+                # The position is unusable (ahead of the log, another incarnation of the
+                # topic, gone): live delivery starts at once, with no floor from it.
+                self._floor.pop(channel, None)
         backlog.sort(key=lambda r: (r.position.topic, r.position.partition, r.position.offset))
         self._backlog.extend(backlog)
 

@@ -15,9 +15,9 @@ backlog and to catch up after falling behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, TopicPartition
@@ -41,17 +41,19 @@ if TYPE_CHECKING:
 
 __all__ = ["HistoryReader"]
 
+log = logging.getLogger("channelcast.kafka")
+
 
 class HistoryReader:
     """Reads partition watermarks and channel history. ``open()`` before use;
     ``stop()`` refuses new reads, ``close()`` also releases the metadata consumer."""
 
-    def __init__(self, settings: KafkaSettings, topics: TopicEnsurer,
-                 skipped: Callable[[str, int, int, str], None]) -> None:
+    def __init__(self, settings: KafkaSettings, topics: TopicEnsurer) -> None:
+        """Records that carry no message are left out with a DEBUG line: history and
+        catch-up reads see records the live fan-out consumer has read (and counted and
+        logged) already, so counting them here would count them twice or more."""
         self.settings = settings
         self.topics = topics
-        self.skipped = skipped
-        """Told of every record that carries no message (topic, partition, offset, why)."""
         self._timeout = settings.timeout_s
         self._meta: Consumer | None = None
         self._meta_lock = threading.Lock()
@@ -189,7 +191,8 @@ class HistoryReader:
                                    msg.timestamp()[1], epoch, keep_headers=True)
                 if isinstance(record, Skipped):
                     if named is not None or channel_of(key, None) in channels:
-                        self.skipped(topic, partition, offset, record.reason)
+                        log.debug("history read: skipping %s:%d:%d: %s", topic, partition,
+                                  offset, record.reason)
                     continue
                 if record.channel not in channels:
                     continue

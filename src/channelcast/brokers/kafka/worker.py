@@ -370,9 +370,12 @@ class KafkaWorker:
             try:
                 await self._process(msg, part.given_up)
             except RetryAbandoned as gave_up:
-                log.info("worker %s: stopped retrying %s:%d:%d after attempt %d (the "
-                         "partition was given up; %s)", self.group, *coords(msg),
-                         gave_up.attempt, self._revoked_fate())
+                # INFO when the next owner handles it again; WARNING when it is lost
+                # (auto-commit stored its offset when it was fetched).
+                log.log(logging.INFO if self._manual else logging.WARNING,
+                        "worker %s: stopped retrying %s:%d:%d after attempt %d (the "
+                        "partition was given up; %s)", self.group, *coords(msg),
+                        gave_up.attempt, self._revoked_fate())
                 return
             with self._lock:
                 self._pending[tp] = self._pending.get(tp, 1) - 1
