@@ -102,6 +102,15 @@ async def test_since_must_name_subscribed_channels_and_hold_positions(broker: Br
         broker.subscribe(["room.mine"], since={"room.other": old})
     with pytest.raises(InvalidPosition, match=r"since\['room.mine'\] must be a Position"):
         broker.subscribe(["room.mine"], since={"room.mine": str(old)})  # type: ignore[dict-item]
+    with pytest.raises(InvalidPosition, match="since must be a mapping"):
+        broker.subscribe(["room.mine"], since=[old])  # type: ignore[arg-type]
+
+
+async def test_subscribe_to_a_single_str_is_refused_not_split_into_letters(
+        broker: Broker) -> None:
+    """tfin finding 6: subscribe("ab") subscribed to "a" and "b"."""
+    with pytest.raises(InvalidChannel, match=r"not a single str \('room.a'\)"):
+        broker.subscribe("room.a")
 
 
 async def test_publish_many_keeps_input_order(broker: Broker) -> None:

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from channelcast.channels import validate_channel, validate_pattern
-from channelcast.errors import InvalidPosition, InvalidWorker
+from channelcast.errors import InvalidChannel, InvalidPosition, InvalidWorker
 from channelcast.message import Envelope, Record
 from channelcast.strategies.base import TopicStrategy
 from channelcast.types import ChannelName, JSONValue, Position
@@ -137,6 +137,17 @@ def _settle_threadsafe(loop: asyncio.AbstractEventLoop, done: asyncio.Future[obj
         loop.call_soon_threadsafe(settle)
 
 
+def subscribed_channels(channels: Iterable[str]) -> frozenset[ChannelName]:
+    """The channels of a subscribe call, validated. Raises InvalidChannel for a bad name,
+    and for a single str (a str is iterable: ``subscribe("user.1")`` would otherwise
+    subscribe to the channels ``u``, ``s``... or fail on ``.``)."""
+    if isinstance(channels, str | bytes):
+        raise InvalidChannel(f"channels must be a list of channel names, not a single "
+                             f"{type(channels).__name__} ({channels[:60]!r}): "
+                             "subscribe([name])")
+    return frozenset(validate_channel(c) for c in channels)
+
+
 def check_since(channels: frozenset[ChannelName],
                 since: Mapping[str, Position] | Mapping[ChannelName, Position] | None
                 ) -> dict[ChannelName, Position]:
@@ -145,6 +156,9 @@ def check_since(channels: frozenset[ChannelName],
     Raises InvalidChannel for a bad name, InvalidPosition otherwise (a position for a
     channel not subscribed would deliver that channel's backlog to a subscription that
     never asked for it)."""
+    if since is not None and not isinstance(since, Mapping):
+        raise InvalidPosition(f"since must be a mapping of channel -> Position, got "
+                              f"{type(since).__name__}")
     out: dict[ChannelName, Position] = {}
     for key, position in (since or {}).items():
         channel = validate_channel(key)

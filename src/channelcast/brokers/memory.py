@@ -48,6 +48,7 @@ from channelcast.brokers.base import (
     WorkerStats,
     check_since,
     handle_with_retries,
+    subscribed_channels,
 )
 from channelcast.channels import validate_channel
 from channelcast.errors import BrokerClosed, HistoryUnavailable
@@ -368,7 +369,7 @@ class MemoryBroker:
                   max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE,
                   include_internal: bool = False) -> MemorySubscription:
         self._check_open()
-        names = frozenset(validate_channel(c) for c in channels)
+        names = subscribed_channels(channels)
         backlog: list[Record] = []
         error: Exception | None = None
         for channel, position in check_since(names, since).items():

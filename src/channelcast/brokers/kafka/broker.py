@@ -35,6 +35,7 @@ from channelcast.brokers.base import (
     Handler,
     RetryPolicy,
     check_since,
+    subscribed_channels,
 )
 from channelcast.brokers.kafka.client import (
     SkipLog,
@@ -334,7 +335,7 @@ class KafkaBroker:
                   max_queue: int = DEFAULT_SUBSCRIPTION_QUEUE,
                   include_internal: bool = False) -> KafkaSubscription:
         self._publisher_or_fail()
-        names = frozenset(validate_channel(c) for c in channels)
+        names = subscribed_channels(channels)
         positions = check_since(names, since)
         sub = KafkaSubscription(names, positions, max_queue, topics=self._topics,
                                 history=self._history, fanout=self._fanout_consumer,
