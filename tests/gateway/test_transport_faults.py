@@ -199,3 +199,35 @@ async def test_a_slow_client_cut_without_its_close_frame_is_logged_as_cut(
     assert "cut by the server without a close frame reaching the client (1006): slow " \
            "client" in line, line
     assert "code 4008" not in line
+
+
+async def test_shutdown_with_a_frozen_sse_client_cuts_it_without_an_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """tfin finding 3: the stream stayed stuck in a write, uvicorn cancelled it at its
+    graceful timeout and logged ERROR lines with a traceback (uvicorn's logger is watched
+    by the autouse log watch, which fails the test on them; channelcast's by caplog)."""
+    import socket
+
+    caplog.set_level(logging.INFO)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        async with running_gateway() as gw:
+            await asyncio.to_thread(sock.connect, ("127.0.0.1", gw.server.port))
+            sock.sendall(b"GET /sse?channels=f HTTP/1.1\r\nHost: x\r\n\r\n")
+            for _ in range(100):
+                if gw.gateway.sessions:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # subscribed
+            for i in range(40):  # never read
+                await gw.gateway.broker.publish("f", "e", {"i": i, "pad": "x" * 50_000})
+            await asyncio.sleep(0.5)
+        # running_gateway's exit is the graceful shutdown
+    finally:
+        sock.close()
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+              if r.levelno >= logging.ERROR]
+    assert errors == []
+    [closed] = [r.getMessage() for r in caplog.records if "(sse) closed:" in r.getMessage()]
+    assert "server shutting down" in closed

@@ -532,6 +532,18 @@ def bounded_http_protocol(send_buffer_bytes: int, header_timeout_s: float = HEAD
                 self._header_timer = asyncio.get_running_loop().call_later(
                     header_timeout_s, self._headers_late)
 
+        def _offer_abort(self) -> None:
+            """Offer the request being served a way to cut its connection (the
+            :data:`~channelcast.gateway.websocket.ABORT_EXTENSION`, as WebSockets have):
+            an event stream whose client stopped reading is stuck in a write no timeout
+            ends. Reads uvicorn's ``scope`` attribute (the scope handed to the app, built
+            just now by ``super().data_received``); without it, nothing is offered."""
+            scope = getattr(self, "scope", None)
+            if isinstance(scope, dict) and scope.get("type") == "http":
+                extensions = scope.setdefault("extensions", {})
+                if ABORT_EXTENSION not in extensions:
+                    extensions[ABORT_EXTENSION] = {"abort": self.transport.abort}
+
         def _has_h11(self) -> bool:
             if isinstance(getattr(self, "conn", None), h11.Connection):
                 return True
@@ -543,6 +555,7 @@ def bounded_http_protocol(send_buffer_bytes: int, header_timeout_s: float = HEAD
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
+            self._offer_abort()
             if not self._timed:
                 return
             if (self.transport.is_closing() or self.transport.get_protocol() is not self

@@ -38,11 +38,14 @@ from channelcast.gateway.protocol import (
     parse_position,
 )
 from channelcast.gateway.session import Outgoing
+from channelcast.gateway.websocket import ABORT_EXTENSION
 from channelcast.types import ChannelName, Position
 
 log = logging.getLogger("channelcast.gateway")
 
 SSE_KEEPALIVE_S = 15.0
+CUT_AFTER_S = 0.5
+"""Seconds a closed stream may still be writing before its connection is cut."""
 """A comment line this often keeps idle proxies from closing the stream."""
 SHUTTING_DOWN = "shutting_down"
 
@@ -55,22 +58,38 @@ class SSETransport:
     close_codes = False
     """An event stream has no close codes (the session's log line leaves them out)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cut: Callable[[], None] | None = None) -> None:
+        """``cut``: closes the TCP connection at once (the server's ABORT_EXTENSION for
+        HTTP requests), or None where the server offers none."""
         self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(1)
+        self._cut = cut
+        self.finished = False
+        """Set when the response ended (written in full, failed or cancelled)."""
 
     async def send(self, item: Outgoing) -> None:
         await self.queue.put(item)
 
     async def close(self, code: int, reason: str) -> None:
+        """End the stream after what it is writing now; if that write is still stuck
+        :data:`CUT_AFTER_S` later (a client that stopped reading), cut the connection, so
+        that a shutdown never waits on it."""
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(_CLOSE)
+        if self._cut is not None:
+            asyncio.get_running_loop().call_later(CUT_AFTER_S, self._cut_if_stuck)
 
     async def abort(self) -> None:
-        """After a write timeout: the stream ends with the frame it is writing now (the
-        HTTP server offers no way to cut the socket; the session is released anyway)."""
+        """After a write timeout: end the stream and cut the connection (without a cut,
+        the stream ends with the frame it is writing now; the session is released
+        anyway)."""
         with contextlib.suppress(asyncio.QueueEmpty):
             self.queue.get_nowait()
         self.queue.put_nowait(_CLOSE)
+        self._cut_if_stuck()
+
+    def _cut_if_stuck(self) -> None:
+        if not self.finished and self._cut is not None:
+            self._cut()
 
 
 class EventStream(StreamingResponse):
@@ -208,7 +227,8 @@ async def sse_endpoint(request: Request) -> Response:
     else:
         since, unusable = read_cursor(last, channels) if last else ({}, None)
 
-    transport = SSETransport()
+    transport = SSETransport(request.scope.get("extensions", {}).get(
+        ABORT_EXTENSION, {}).get("abort"))
     session = gw.new_session(transport)
     cursor = Cursor(channels, since)
 
@@ -244,7 +264,11 @@ async def sse_endpoint(request: Request) -> Response:
             if item.frame is not None and item.frame.get("type") == "closing":
                 return
 
-    return EventStream(stream(), start, lambda: gw.end_session(session))
+    async def end() -> None:
+        transport.finished = True
+        await gw.end_session(session)
+
+    return EventStream(stream(), start, end)
 
 
 def _sse_event(item: Outgoing, cursor: Cursor) -> str:
