@@ -406,9 +406,9 @@ class Session:
                 return self._client_summary(wire.code, wire.reason)
             if not server_said:
                 return f"the client went away without a close frame ({wire.code})"
-            if self.end_code != wire.code:  # the server cut it: its close never got out
-                return (f"cut by the server without a close frame reaching the client "
-                        f"({wire.code}): {self.end_reason}")
+            # The server cut it (a write timeout, or its close frame never got out).
+            return (f"cut by the server without a close frame reaching the client "
+                    f"({wire.code}): {self.end_reason}")
         codes = getattr(self.transport, "close_codes", True)
         if server_said:
             shown = f"code {self.end_code} " if codes and self.end_code is not None else ""
@@ -476,8 +476,7 @@ class Session:
 
     async def _close_stalled(self, limit: float | None) -> None:
         """After a write timeout: cut the connection and release its subscriptions."""
-        self.server_ended(1006, f"write timeout: the client took nothing for {limit} s "
-                          "(connection cut, no close frame)")
+        self.server_ended(1006, f"write timeout: the client took nothing for {limit} s")
         self._closing = True
         self.outbox.finish()
         self.metrics.slow_disconnects.inc()
