@@ -293,6 +293,17 @@ def _missing_utf8_hooks(protocol_class: type) -> list[str]:
     return missing
 
 
+def bound_send_buffer(transport: Any, send_buffer_bytes: int) -> None:
+    """A fixed kernel send buffer and a transport high-water mark of ``send_buffer_bytes``
+    for a new connection (0: the OS defaults), so a client that stops reading holds about
+    twice that of unsent data."""
+    if send_buffer_bytes > 0:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+        transport.set_write_buffer_limits(high=send_buffer_bytes)
+
+
 def bounded_websocket_protocol(send_buffer_bytes: int, *,
                                direct: bool = True) -> type[WebSocketsSansIOProtocol]:
     """uvicorn's WebSocket protocol with a fixed kernel send buffer and transport high-water
@@ -321,11 +332,7 @@ def bounded_websocket_protocol(send_buffer_bytes: int, *,
                     client_max_window_bits=12, compress_settings={"memLevel": 5})]
 
         def connection_made(self, transport: Any) -> None:
-            if send_buffer_bytes > 0:
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
-                transport.set_write_buffer_limits(high=send_buffer_bytes)
+            bound_send_buffer(transport, send_buffer_bytes)
             super().connection_made(transport)
 
         # While the transport's write buffer is over the high-water mark (the client does
@@ -521,11 +528,7 @@ def bounded_http_protocol(send_buffer_bytes: int, header_timeout_s: float = HEAD
         _timed = False
 
         def connection_made(self, transport: Any) -> None:
-            if send_buffer_bytes > 0:
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
-                transport.set_write_buffer_limits(high=send_buffer_bytes)
+            bound_send_buffer(transport, send_buffer_bytes)
             super().connection_made(transport)
             self._timed = timed and self._has_h11()
             if self._timed:
