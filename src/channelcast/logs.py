@@ -12,10 +12,35 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Hashable
 
 REPEAT_WINDOW_S = 30.0
 """Seconds during which the same line is logged once (the window of :class:`RepeatFilter`
 and of the Kafka adapter's skipped-record log)."""
+
+
+class Repeats:
+    """Once per ``window_s`` per key: :meth:`due` says whether to log now, and how many of
+    that key it held back since the last time. Thread-safe; it remembers at most 1,000
+    keys, then starts afresh."""
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._seen: dict[Hashable, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: Hashable) -> int | None:
+        """None: held back (counted). Else log now; the int is how many were held back."""
+        now = time.monotonic()
+        with self._lock:
+            first, held = self._seen.get(key, (0.0, -1))
+            if held >= 0 and now - first < self.window_s:
+                self._seen[key] = (first, held + 1)
+                return None
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        return max(held, 0)
 
 
 class RepeatFilter(logging.Filter):
@@ -23,30 +48,31 @@ class RepeatFilter(logging.Filter):
 
     Two lines are the same when their text is equal after removing what ``ignore``
     matches (counters, client names). Thread-safe (Kafka's clients log from their own
-    threads); it remembers at most 1,000 distinct lines, then starts afresh.
+    threads), through :class:`Repeats`.
     """
 
     def __init__(self, window_s: float = REPEAT_WINDOW_S,
                  ignore: re.Pattern[str] | None = None) -> None:
         super().__init__()
-        self.window_s = window_s
         self._ignore = ignore
-        self._seen: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
+        self._repeats = Repeats(window_s)
+
+    @property
+    def window_s(self) -> float:
+        """Seconds during which a line is let through once."""
+        return self._repeats.window_s
+
+    @window_s.setter
+    def window_s(self, value: float) -> None:
+        self._repeats.window_s = value
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        key = self._ignore.sub("", text) if self._ignore is not None else text
-        now = time.monotonic()
-        with self._lock:
-            first, held = self._seen.get(key, (0.0, -1))
-            if held >= 0 and now - first < self.window_s:
-                self._seen[key] = (first, held + 1)
-                return False
-            if len(self._seen) > 1000:
-                self._seen.clear()
-            self._seen[key] = (now, 0)
-        if held > 0:
+        held = self._repeats.due(self._ignore.sub("", text) if self._ignore is not None
+                                 else text)
+        if held is None:
+            return False
+        if held:
             record.msg = f"{text} ({held} more like this since it was last logged)"
             record.args = None
         return True

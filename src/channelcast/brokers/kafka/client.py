@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -95,23 +94,14 @@ class SkipLog:
 
     def __init__(self, logger: logging.Logger, window_s: float = REPEAT_WINDOW_S) -> None:
         self._log = logger
-        self.window_s = window_s
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
-        self._lock = threading.Lock()
+        self._repeats = logs.Repeats(window_s)
 
     def __call__(self, topic: str, partition: int, offset: int, why: str) -> None:
-        key = (topic, self._DETAILS.sub("", why))
-        now = time.monotonic()
-        with self._lock:
-            first, held = self._seen.get(key, (0.0, -1))
-            if held >= 0 and now - first < self.window_s:
-                self._seen[key] = (first, held + 1)
-                return
-            if len(self._seen) > 1000:
-                self._seen.clear()
-            self._seen[key] = (now, 0)
+        held = self._repeats.due((topic, self._DETAILS.sub("", why)))
+        if held is None:
+            return
         more = (f" ({held} more like this in {topic} since it was last logged, not "
-                "logged one by one)") if held > 0 else ""
+                "logged one by one)") if held else ""
         self._log.warning("skipping the record at %s:%d:%d: %s%s", topic, partition,
                           offset, why, more)
 
