@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,15 @@ import orjson
 
 from channelcast.channels import validate_channel
 from channelcast.errors import ChannelcastError, MessageError
-from channelcast.message import MESSAGE, Envelope, Record, encode, new_position, ulid_at
+from channelcast.message import (
+    MESSAGE,
+    Envelope,
+    Record,
+    encode,
+    new_position,
+    ulid_at,
+    validate_message_id,
+)
 from channelcast.types import ChannelName
 
 DEFAULT_EVENT = "message"
@@ -51,8 +58,6 @@ HeaderPairs = Sequence[tuple[str, bytes | str | None]]
 
 _SECONDS_BELOW = 100_000_000_000
 """Timestamps below this are seconds (year 5138 in seconds; 1973 in milliseconds)."""
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
-"""What validate_message_id accepts (message.py): the ids a foreign record may keep."""
 _OURS = b'{"id":"'
 
 
@@ -229,6 +234,14 @@ def derived_id(topic: str, partition: int, offset: int, timestamp_ms: int) -> st
     return ulid_at(max(0, timestamp_ms), int.from_bytes(digest.digest(), "big"))
 
 
+def _usable_id(mid: object) -> str | None:
+    """A foreign record's id if publish() would accept it (the same rule), else None."""
+    try:
+        return validate_message_id(mid)
+    except MessageError:
+        return None
+
+
 def _foreign(value: bytes | None, channel: ChannelName | None, key: bytes | None,
              headers: HeaderPairs | None, topic: str, partition: int, offset: int,
              timestamp_ms: int, position: Any) -> Record | Skipped:
@@ -262,9 +275,8 @@ def _foreign(value: bytes | None, channel: ChannelName | None, key: bytes | None
         ts = normalise_timestamp(obj.get("timestamp"), timestamp_ms)
     else:
         data = obj
-    if not isinstance(mid, str) or not _MESSAGE_ID.fullmatch(mid):
-        # No id, or one publish() would refuse (validate_message_id): a derived one.
-        mid = derived_id(topic, partition, offset, timestamp_ms)
+    # No id, or one publish() would refuse (validate_message_id): a derived one.
+    mid = _usable_id(mid) or derived_id(topic, partition, offset, timestamp_ms)
     env = Envelope(channel=channel, event=event or DEFAULT_EVENT, data=data, id=mid,
                    timestamp=ts, type=MESSAGE)
     try:
