@@ -9,8 +9,24 @@ from pathlib import Path
 import pytest
 
 from channelcast.brokers.kafka.admin import KafkaAdmin
+from channelcast.config import Settings, load_settings
+from channelcast.ops.provision import apply_plan, plan_topics
+from channelcast.strategies import create_strategy
 
 ConfigWriter = Callable[..., Path]
+
+
+def provisioned(write_config: ConfigWriter, admin: KafkaAdmin) -> tuple[Path, Settings]:
+    """A written config (see ``write_config``) whose topics exist on the cluster."""
+    path = write_config()
+    settings = load_settings(path, env={})
+    apply_plan(plan_topics(settings, admin), admin)
+    return path, settings
+
+
+def target_topics(settings: Settings) -> list[str]:
+    """The topics the config's strategy declares."""
+    return [s.name for s in create_strategy(settings.kafka).topics()]
 
 
 @pytest.fixture

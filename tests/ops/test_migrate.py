@@ -26,7 +26,7 @@ from channelcast.ops.migrate import Selection, migrate, plan_migration, verify_m
 from channelcast.ops.provision import apply_plan, plan_topics
 from channelcast.strategies import create_strategy, legacy_topic_name
 from channelcast.types import ChannelName
-from tests.ops.conftest import ConfigWriter
+from tests.ops.conftest import ConfigWriter, provisioned, target_topics
 from tests.ops.legacy import fill_legacy, legacy_channels, read_targets
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
@@ -34,15 +34,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _setup(write_config: ConfigWriter, admin: KafkaAdmin) -> tuple[Path, Settings]:
-    path = write_config()
-    settings = load_settings(path, env={})
-    apply_plan(plan_topics(settings, admin), admin)
-    return path, settings
-
-
-def _targets(settings: Settings) -> list[str]:
-    return [s.name for s in create_strategy(settings.kafka).topics()]
+_setup = provisioned
+_targets = target_topics
 
 
 def _assert_exactly_once_in_order(admin: KafkaAdmin, settings: Settings,

@@ -17,28 +17,21 @@ import pytest
 from channelcast.brokers.kafka.admin import KafkaAdmin
 from channelcast.brokers.kafka.reader import LogWriter, read_ranges
 from channelcast.cli.main import main
-from channelcast.config import Settings, load_settings
+from channelcast.config import load_settings
 from channelcast.errors import ConfigError, MalformedMessage
 from channelcast.ingest import derived_id
 from channelcast.message import decode
 from channelcast.ops.migrate import Progress, Selection, migrate, plan_migration, verify_migration
 from channelcast.ops.provision import apply_plan, plan_topics
-from channelcast.strategies import TopicSpec, create_strategy, legacy_topic_name, murmur2_partition
+from channelcast.strategies import TopicSpec, legacy_topic_name, murmur2_partition
 from channelcast.types import TopicName
-from tests.ops.conftest import ConfigWriter
+from tests.ops.conftest import ConfigWriter, provisioned, target_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 
-def _setup(write_config: ConfigWriter, admin: KafkaAdmin) -> tuple[Path, Settings]:
-    path = write_config()
-    settings = load_settings(path, env={})
-    apply_plan(plan_topics(settings, admin), admin)
-    return path, settings
-
-
-def _targets(settings: Settings) -> list[str]:
-    return [s.name for s in create_strategy(settings.kafka).topics()]
+_setup = provisioned
+_targets = target_topics
 
 
 def _php_value(channel: str, n: int, ts: float, mid: str | None) -> bytes:
